@@ -1,0 +1,42 @@
+"""Progress reporting without printing: long stages call a callback.
+
+A callback receives ``(stage, done, total)``: a short stage name such as
+``"activations resnet18"``, the number of items finished and the number expected.
+The CLI turns these calls into tqdm bars and the app into ``st.progress`` bars.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def report(progress: Optional[ProgressFn], stage: str, done: int, total: int) -> None:
+    """Call ``progress`` if one was given."""
+    if progress is not None:
+        progress(stage, done, total)
+
+
+class TqdmProgress:
+    """A progress callback that draws one tqdm bar per stage (used by the CLI)."""
+
+    def __init__(self, **tqdm_kwargs):
+        self._bars: dict = {}
+        self._kwargs = tqdm_kwargs
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, **self._kwargs)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
