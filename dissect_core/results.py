@@ -26,7 +26,7 @@ from typing import IO, Optional, Union
 
 import pandas as pd
 
-from .cache import atomic_write_text
+from .files import atomic_write_text
 from .errors import InvalidInputError, MissingResourceError
 
 DESCRIPTION_COLUMNS = ("layer", "unit", "description", "similarity")
