@@ -4,7 +4,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+# Whole-file hashes of big weight files take seconds; remember them per
+# (path, size, mtime) so that reloading a model in the same process is instant.
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -29,10 +35,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def file_sha256(path: Path | str, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's content, read in 1 MB chunks."""
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 hex digest of a file, read in 1 MB chunks (memoised while the file is unchanged)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASH_MEMO:
+            return _HASH_MEMO[key]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
+        while chunk := handle.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+    with _HASH_LOCK:
+        _HASH_MEMO[key] = digest.hexdigest()
+    return _HASH_MEMO[key]

@@ -1,0 +1,254 @@
+"""Probe sets: order, fingerprints, corrupt files, Broden/CIFAR/ImageNet layouts, offline failures."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.datasets import CIFAR100
+
+from dissect_core import downloads, probe_data
+from dissect_core.errors import InvalidInputError, MissingResourceError
+from dissect_core.probe_data import (
+    ProbeDataset,
+    broden,
+    cifar100,
+    collate_probe_batch,
+    download_dataset,
+    image_folder,
+    imagenet_val,
+    open_probe,
+    open_probe_spec,
+    probe_loader,
+)
+from standins import add_corrupt_files, make_cifar100_standin, make_image_folder, skip_cifar_md5_check
+
+TO_TENSOR = {"a": T.Compose([T.Resize((32, 32)), T.ToTensor()]), "b": T.Compose([T.Resize((16, 16)), T.ToTensor()])}
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: False)
+
+
+def _make_broden(data_dir: Path, n: int = 4) -> Path:
+    images = data_dir / "broden1_224" / "images"
+    make_image_folder(images, n, classes=("ade20k", "dtd"))
+    for jpg in list(images.rglob("*.png")):  # Broden images are JPEGs; PNGs there are masks
+        jpg.rename(jpg.with_suffix(".jpg"))
+    Image.new("RGB", (8, 8)).save(images / "ade20k" / "img_000_object.png")  # a segmentation mask
+    (data_dir / "broden1_224" / "index.csv").write_text("image,split\n")
+    return images
+
+
+def test_folder_order_matches_torchvision_imagefolder(tmp_path):
+    make_image_folder(tmp_path, 6, classes=("a", "a-b", "B"))
+    make_image_folder(tmp_path / "a" / "sub", 2, seed=3, classes=("x",))
+    (tmp_path / "a" / "UPPER.JPG").write_bytes((tmp_path / "a" / "img_000.jpg").read_bytes())
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    probe = image_folder(tmp_path)
+    reference = torchvision.datasets.ImageFolder(str(tmp_path))
+    assert [probe.item_label(i) for i in range(len(probe))] == [
+        Path(path).relative_to(tmp_path).as_posix() for path, _ in reference.samples
+    ]
+    assert "a/UPPER.JPG" in [probe.item_label(i) for i in range(len(probe))]
+    assert len(probe) == 9 and probe.root == tmp_path.resolve()
+
+
+def test_fingerprint_stable_and_content_sensitive(tmp_path):
+    paths = make_image_folder(tmp_path, 4)
+    first = image_folder(tmp_path).fingerprint
+    os.utime(paths[0], (1, 1))  # a new timestamp alone is not a change
+    assert image_folder(tmp_path).fingerprint == first
+    Image.new("RGB", (200, 100), "red").save(paths[1])  # same name, different size
+    resized = image_folder(tmp_path).fingerprint
+    assert resized != first
+    make_image_folder(tmp_path / "new", 1)
+    assert image_folder(tmp_path).fingerprint not in (first, resized)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(MissingResourceError, match="nowhere"):
+        image_folder(tmp_path / "nowhere")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.txt").write_text("x")
+    with pytest.raises(InvalidInputError) as info:
+        image_folder(tmp_path / "empty")
+    assert ".jpg" in str(info.value) and ".png" in str(info.value)
+
+
+def test_load_image_rgb_and_corrupt_files_raise(tmp_path):
+    make_image_folder(tmp_path, 2, size=(40, 30))
+    Image.new("L", (10, 10)).save(tmp_path / "cat" / "gray.png")
+    add_corrupt_files(tmp_path / "cat")
+    probe = image_folder(tmp_path)
+    labels = [probe.item_label(i) for i in range(len(probe))]
+    image = probe.load_image(labels.index("cat/img_000.jpg"))
+    assert image.mode == "RGB" and image.size == (40, 30)
+    assert probe.load_image(labels.index("cat/gray.png")).mode == "RGB"
+    for name in ("cat/zz_truncated.jpg", "cat/zz_not_an_image.jpg"):
+        with pytest.raises(InvalidInputError, match=name):
+            probe.load_image(labels.index(name))
+
+
+def test_dataset_decodes_once_and_yields_none_for_corrupt(tmp_path, monkeypatch):
+    make_image_folder(tmp_path, 3)
+    add_corrupt_files(tmp_path / "dog")
+    probe = image_folder(tmp_path)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    dataset = ProbeDataset(probe, TO_TENSOR)
+    items = [dataset[i] for i in range(len(dataset))]
+    assert len(opened) == len(probe)  # one decode per image for both transforms
+    bad = {probe.item_label(i) for i, tensors in items if tensors is None}
+    assert bad == {"dog/zz_truncated.jpg", "dog/zz_not_an_image.jpg"}
+    good = next(t for _, t in items if t is not None)
+    assert good["a"].shape == (3, 32, 32) and good["b"].shape == (3, 16, 16)
+
+
+def test_collate_and_loader_report_skipped(tmp_path):
+    make_image_folder(tmp_path, 4)
+    add_corrupt_files(tmp_path / "dog")
+    probe = image_folder(tmp_path)
+    batches = list(probe_loader(probe, TO_TENSOR, batch_size=4, num_workers=0))
+    indices = torch.cat([b.indices for b in batches]).tolist()
+    skipped = [i for b in batches for i in b.skipped]
+    assert sorted(indices + skipped) == list(range(len(probe)))
+    assert indices == sorted(indices)
+    assert {probe.item_label(i) for i in skipped} == {"dog/zz_truncated.jpg", "dog/zz_not_an_image.jpg"}
+    for batch in batches:
+        if len(batch.indices):
+            assert batch.tensors["a"].shape == (len(batch.indices), 3, 32, 32)
+    empty = collate_probe_batch([(0, None), (1, None)])
+    assert empty.indices.tolist() == [] and empty.tensors == {} and empty.skipped == [0, 1]
+
+
+def test_loader_with_a_worker_process(tmp_path):
+    make_image_folder(tmp_path, 3)
+    batches = list(probe_loader(image_folder(tmp_path), TO_TENSOR, batch_size=2, num_workers=1))
+    assert [b.indices.tolist() for b in batches] == [[0, 1], [2]]
+
+
+def test_broden_lists_jpgs_only_and_reopens_from_spec(tmp_path):
+    images = _make_broden(tmp_path / "data")
+    probe = broden(tmp_path / "data")
+    labels = [probe.item_label(i) for i in range(len(probe))]
+    assert labels == ["ade20k/img_000.jpg", "ade20k/img_002.jpg", "dtd/img_001.jpg", "dtd/img_003.jpg"]
+    assert probe.name == "broden" and probe.root == images.resolve()
+    again = open_probe_spec(json.loads(json.dumps(probe.spec)), expected_fingerprint=probe.fingerprint)
+    assert again.fingerprint == probe.fingerprint and len(again) == 4
+
+
+def test_broden_missing_says_how_to_get_it(tmp_path, offline):
+    with pytest.raises(MissingResourceError) as info:
+        open_probe("broden", data_dir=tmp_path / "data")
+    message = str(info.value)
+    assert "python -m dissect_core download broden" in message and probe_data.BRODEN_URL in message
+    assert str(tmp_path / "data" / "broden1_224" / "images") in message
+    start = time.perf_counter()
+    with pytest.raises(MissingResourceError) as info:
+        broden(tmp_path / "data", download=True)
+    assert time.perf_counter() - start < 5
+    assert "broden1_224.zip" in str(info.value) and probe_data.BRODEN_URL in str(info.value)
+
+
+def test_broden_unpacks_jpgs_and_csvs_from_the_zip(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with zipfile.ZipFile(data_dir / "broden1_224.zip", "w") as archive:
+        for name in ("ade20k/a.jpg", "ade20k/b.jpg", "dtd/c.jpg"):
+            Image.new("RGB", (8, 8)).save(tmp_path / "x.jpg")
+            archive.write(tmp_path / "x.jpg", f"broden1_224/images/{name}")
+        archive.writestr("broden1_224/images/ade20k/a_object.png", b"mask")
+        archive.writestr("broden1_224/index.csv", "image\n")
+        archive.writestr("broden1_224/readme.txt", "text")
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
+    calls = []
+    root = download_dataset("broden", data_dir, progress=lambda *a: calls.append(a))
+    assert root == (data_dir / "broden1_224" / "images").resolve()
+    files = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file())
+    assert files == [
+        "broden1_224/images/ade20k/a.jpg",
+        "broden1_224/images/ade20k/b.jpg",
+        "broden1_224/images/dtd/c.jpg",
+        "broden1_224/index.csv",
+    ]
+    assert calls[-1] == ("unpack broden1_224.zip", 4, 4)
+
+
+def test_cifar100_through_torchvision(tmp_path, monkeypatch):
+    make_cifar100_standin(tmp_path, n_train=12, n_test=6)
+    skip_cifar_md5_check(monkeypatch)
+    train = open_probe("cifar100_train", data_dir=tmp_path)
+    val = cifar100(tmp_path, train=False, download=False)
+    assert (len(train), len(val)) == (12, 6)
+    assert train.name == "cifar100_train" and train.item_label(3) == "cifar100 train #3"
+    image = train.load_image(3)
+    assert image.mode == "RGB" and image.size == (32, 32)
+    assert train.fingerprint != val.fingerprint
+    assert open_probe_spec(train.spec).fingerprint == train.fingerprint
+
+
+def test_cifar100_offline_fails_fast(tmp_path, offline):
+    with pytest.raises(MissingResourceError, match="cifar-100-python"):
+        cifar100(tmp_path, train=True, download=False)
+    start = time.perf_counter()
+    with pytest.raises(MissingResourceError) as info:
+        cifar100(tmp_path, train=True, download=True)
+    assert time.perf_counter() - start < 5
+    assert CIFAR100.url in str(info.value) and str(tmp_path / CIFAR100.filename) in str(info.value)
+
+
+def test_imagenet_val_needs_a_class_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(probe_data.IMAGENET_VAL_ENV, raising=False)
+    with pytest.raises(MissingResourceError) as info:
+        open_probe("imagenet_val")
+    assert "--imagenet_val_dir" in str(info.value) and "DISSECT_IMAGENET_VAL" in str(info.value)
+    flat = tmp_path / "flat"
+    make_image_folder(flat, 2, classes=(".",))
+    with pytest.raises(InvalidInputError, match="one subfolder per class"):
+        imagenet_val(flat)
+    make_image_folder(tmp_path / "val", 4, classes=("n01440764", "n01443537"))
+    monkeypatch.setenv(probe_data.IMAGENET_VAL_ENV, str(tmp_path / "val"))
+    probe = open_probe("imagenet_val")
+    assert len(probe) == 4 and probe.item_label(0) == "n01440764/img_000.jpg"
+
+
+def test_imagenet_broden_puts_imagenet_first(tmp_path):
+    make_image_folder(tmp_path / "val", 3, classes=("n01440764",))
+    _make_broden(tmp_path / "data", n=2)
+    probe = open_probe("imagenet_broden", data_dir=tmp_path / "data", imagenet_val_dir=tmp_path / "val")
+    assert [probe.item_label(i) for i in range(len(probe))] == [
+        "imagenet_val/n01440764/img_000.jpg",
+        "imagenet_val/n01440764/img_001.png",
+        "imagenet_val/n01440764/img_002.jpg",
+        "broden/ade20k/img_000.jpg",
+        "broden/dtd/img_001.jpg",
+    ]
+    assert probe.load_image(4).mode == "RGB"
+    assert [part["kind"] for part in probe.spec["parts"]] == ["imagenet_val", "broden"]
+    assert open_probe_spec(json.loads(json.dumps(probe.spec))).fingerprint == probe.fingerprint
+
+
+def test_open_probe_names_paths_and_changed_sets(tmp_path):
+    make_image_folder(tmp_path / "mine", 2)
+    probe = open_probe(str(tmp_path / "mine"))
+    assert probe.name == "mine" and probe.spec == {"kind": "folder", "root": str((tmp_path / "mine").resolve())}
+    with pytest.raises(InvalidInputError) as info:
+        open_probe("brodn")
+    assert "broden" in str(info.value) and "cifar100_val" in str(info.value)
+    with pytest.raises(MissingResourceError):
+        open_probe(str(tmp_path / "missing"))
+    make_image_folder(tmp_path / "mine" / "more", 1)
+    with pytest.raises(InvalidInputError, match="changed"):
+        open_probe_spec(probe.spec, expected_fingerprint=probe.fingerprint)
+    with pytest.raises(InvalidInputError):
+        download_dataset("imagenet_val", tmp_path)
