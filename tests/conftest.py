@@ -16,3 +16,4 @@ def reference_dir() -> Path:
     if not SHARED_REFERENCE.is_dir():
         pytest.skip("../shared/reference is not present beside the checkout")
     return SHARED_REFERENCE
+

@@ -1,0 +1,418 @@
+"""The one shared UI module of the app: page frame, run sources, pickers, downloads.
+
+Every page starts with ``frame = page_frame("Title")``. The frame sets the page
+config, draws the sidebar (navigation, model picker, upload of CSVs) and returns
+a ``Frame`` with all loaded runs and the selected ones. Pages then add their own
+controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
+``show_chart``.
+
+Runs come from three sources, merged in this order:
+
+* every ``descriptions.csv`` under each ``--results DIR`` given after ``--`` on
+  the ``streamlit run`` command line;
+* runs computed by this project in the result folder (``results/``, or the
+  ``DISSECT_RESULTS_DIR`` environment variable);
+* CSVs uploaded in the sidebar, kept in ``st.session_state`` for the session.
+
+Security: labels, layer and concept names come from users' files. They are only
+shown as text (dataframes, chart data, widget options, ``st.text``) or, in
+markdown-rendering elements, through ``md()``; ``unsafe_allow_html`` is never used.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+from urllib.parse import urlencode
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from dissect_core.charts import chart_to_png, chart_to_svg
+from dissect_core.errors import InvalidInputError
+from dissect_core.results import (
+    ARGS_FILE, DESCRIPTIONS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE,
+    UNIT_STATS_FILE, Run, find_runs, make_labels_unique, read_descriptions,
+)
+
+APP_NAME = "CLIP-Dissect explorer"
+RESULTS_ENV = "DISSECT_RESULTS_DIR"
+DEFAULT_RESULTS_DIR = "results"
+
+HOME_PAGE = "streamlit_app.py"
+UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
+# URL path of the Unit explorer: Streamlit's legacy pages/ router drops the "4_" prefix.
+UNIT_EXPLORER_URL = "Unit_explorer"
+PAGES = (
+    (HOME_PAGE, "Overview", ":material/bar_chart:"),
+    ("pages/2_Shared_concepts.py", "Shared concepts", ":material/stacked_bar_chart:"),
+    ("pages/3_Model_differences.py", "Model differences", ":material/compare_arrows:"),
+    (UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:"),
+    ("pages/5_Run.py", "Run CLIP-Dissect", ":material/play_arrow:"),
+)
+
+# Session-state keys shared by all pages (widget keys; each has a "_"-prefixed shadow).
+MODELS_KEY = "models"
+LAYERS_KEY = "layers"
+LAYERS_SEEN_KEY = "layers_seen"         # every layer the layer picker has offered so far
+UPLOAD_KEY = "upload_files"
+UPLOADED_RUNS_KEY = "uploaded_runs"      # {sha256 of the file: Run}
+PENDING_SELECT_KEY = "pending_select"    # run folders to add to the model picker on the next run
+
+# CommonMark lets a backslash escape any ASCII punctuation; escaping all of it keeps
+# emphasis, links, images, HTML tags, LaTeX ($) and Streamlit's :color[...] directives inert.
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md(text: object) -> str:
+    """``text`` escaped so that markdown-rendering elements show it literally."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def safe_filename(text: str) -> str:
+    """A file-name stem built from ``text`` (letters, digits, ``-_.`` only)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "download"
+
+
+# --------------------------------------------------------------------------- persistent widgets
+
+def _remember(key: str) -> None:
+    st.session_state[f"_{key}"] = st.session_state[key]
+
+
+def persistent(
+    widget: Callable[..., Any],
+    label: str,
+    *,
+    key: str,
+    default: Any,
+    sanitize: Callable[[Any], Any] = lambda value: value,
+    **kwargs: Any,
+) -> Any:
+    """Create ``widget`` whose value survives visits to pages that lack it.
+
+    Streamlit drops a widget's state when a page without it runs, so the value is
+    kept in the shadow key ``_<key>`` and re-seeded before the widget is drawn.
+    ``sanitize`` maps a remembered value that no longer fits the options (a run was
+    removed, say) to a valid one. Do not pass ``index``/``value``/``default`` to the
+    widget: the value comes from session state.
+
+    Example: ``persistent(st.selectbox, "Layer", key="layer", default=layers[0],
+    sanitize=lambda v: v if v in layers else layers[0], options=layers)``.
+    """
+    shadow = f"_{key}"
+    value = sanitize(st.session_state.get(shadow, default))
+    st.session_state[shadow] = value
+    st.session_state[key] = value
+    return widget(label, key=key, on_change=_remember, args=(key,), **kwargs)
+
+
+# --------------------------------------------------------------------------- run sources
+
+def cli_results_dirs(argv: Optional[list[str]] = None) -> list[str]:
+    """The ``--results DIR`` values given after ``--`` on the ``streamlit run`` line.
+
+    Other arguments are ignored, so the app also runs under pytest or AppTest.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--results", action="append", default=[])
+    try:
+        known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except (argparse.ArgumentError, SystemExit):  # "--results" without a folder
+        return []
+    return known.results
+
+
+def results_dir() -> Path:
+    """The folder where this project writes its runs (``$DISSECT_RESULTS_DIR`` or ``results``)."""
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
+
+
+def _folder_signature(root: Path) -> str:
+    """A digest of the names, sizes and mtimes of every run file under ``root``.
+
+    It changes whenever a run is added, removed or rewritten, so the cached scan
+    below is keyed by strings rather than by file contents.
+    """
+    names = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE)
+    parts = []
+    for csv_path in sorted(root.rglob(DESCRIPTIONS_FILE)):
+        for name in names:
+            try:
+                stat = (csv_path.parent / name).stat()
+            except OSError:
+                continue
+            parts.append(f"{csv_path.parent / name}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+@st.cache_data(show_spinner="Reading result folders…", max_entries=64)
+def _scan_folder(root: str, signature: str) -> tuple[list[Run], list[tuple[str, str]]]:
+    """``find_runs(root)``, cached per (folder, signature of its run files)."""
+    del signature  # only part of the cache key
+    runs, problems = find_runs(root)
+    return runs, [(str(path), reason) for path, reason in problems]
+
+
+def load_folder_runs() -> tuple[list[Run], list[tuple[str, str]]]:
+    """Runs from every ``--results`` folder and the result folder, and files that failed.
+
+    A missing ``--results`` folder is reported as a problem; a missing default result
+    folder is normal (nothing computed yet). A run folder reachable from two sources
+    is listed once.
+    """
+    runs: list[Run] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    sources = [(Path(d), True) for d in cli_results_dirs()] + [(results_dir(), False)]
+    for root, required in sources:
+        if not root.is_dir():
+            if required:
+                problems.append((str(root), "--results folder not found."))
+            continue
+        folder_runs, folder_problems = _scan_folder(str(root.resolve()), _folder_signature(root))
+        for run in folder_runs:
+            where = run.path.resolve() if run.path else None
+            if where not in seen:
+                seen.add(where)
+                runs.append(run)
+        problems.extend(folder_problems)
+    return runs, list(dict.fromkeys(problems))  # a file under two sources is reported once
+
+
+def _uploaded_label(file_name: str) -> str:
+    return f"{Path(file_name).stem} (uploaded)"
+
+
+def _store_uploads(files: Iterable[Any], errors: DeltaGenerator) -> list[str]:
+    """Parse newly uploaded CSVs into the session's runs; show an error for each bad file.
+
+    Returns the keys of runs added in this script run. A bad file adds nothing.
+    """
+    store: dict[str, Run] = st.session_state.setdefault(UPLOADED_RUNS_KEY, {})
+    added = []
+    for uploaded in files:
+        digest = hashlib.sha256(uploaded.getvalue()).hexdigest()
+        if digest in store:
+            continue
+        uploaded.seek(0)
+        try:
+            descriptions = read_descriptions(uploaded)
+        except InvalidInputError as exc:
+            errors.error(md(exc), icon=":material/error:")
+            continue
+        store[digest] = Run(label=_uploaded_label(uploaded.name), descriptions=descriptions)
+        added.append(digest)
+    return added
+
+
+def default_selection(runs: list[Run]) -> list[str]:
+    """The default model pair: ImageNet ResNet-18 and Places ResNet-18 if loaded, else the first two.
+
+    Among several Places runs, one with the ImageNet run's probe set and concept set wins.
+    """
+    imagenet = next((r for r in runs if r.target_model == "resnet18"), None)
+    places = [r for r in runs if r.target_model.startswith("resnet18_places")]
+    if imagenet and places:
+        setup = (imagenet.probe_name, imagenet.concept_set_name)
+        same_setup = [r for r in places if (r.probe_name, r.concept_set_name) == setup]
+        return [imagenet.label, (same_setup or places)[0].label]
+    return [r.label for r in runs[:2]]
+
+
+def select_after_rerun(run_dir: Path) -> None:
+    """Add the run in ``run_dir`` to the model picker on the next script run.
+
+    For the Run page: call this after writing a run, then ``st.rerun()``. The label
+    is resolved on the next run, after the result folder has been rescanned.
+    """
+    st.session_state.setdefault(PENDING_SELECT_KEY, []).append(str(Path(run_dir).resolve()))
+
+
+# --------------------------------------------------------------------------- frame
+
+@dataclass
+class Frame:
+    """What every page gets from ``page_frame``."""
+
+    runs: dict[str, Run]           # every loaded run, by its unique label, in source order
+    selected: list[Run]            # the model picker's choice, in picked order
+    controls: DeltaGenerator       # sidebar slot below the model picker for page controls
+
+    @property
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The selected runs' descriptions by label (input of ``analysis.summarize_models``)."""
+        return {run.label: run.descriptions for run in self.selected}
+
+
+def _navigation() -> None:
+    for path, label, icon in PAGES:
+        st.sidebar.page_link(path, label=label, icon=icon)
+    st.sidebar.divider()
+
+
+def _sources_section(folder_problems: list[tuple[str, str]]) -> list[Any]:
+    """The upload widget and scan problems at the bottom of the sidebar; returns the uploaded files."""
+    with st.sidebar.expander("Add results", icon=":material/upload_file:"):
+        files = st.file_uploader(
+            "descriptions.csv files (layer, unit, description, similarity)",
+            type=["csv"], accept_multiple_files=True, key=UPLOAD_KEY,
+        )
+    if folder_problems:
+        with st.sidebar.expander(f"⚠️ {len(folder_problems)} result file(s) could not be read"):
+            for path, reason in folder_problems:
+                st.text(f"{path}\n{reason}")
+    return files or []
+
+
+def page_frame(title: str) -> Frame:
+    """Set up a page: config, sidebar navigation, run sources and the model picker.
+
+    Draws ``title`` as the page title. The model picker (key ``"models"``) lists every
+    loaded run; its choice persists across pages.
+    """
+    st.set_page_config(page_title=f"{title} · {APP_NAME}", layout="wide")
+    _navigation()
+    picker_slot = st.sidebar.container()
+    controls = st.sidebar.container()
+    errors = st.sidebar.container()
+
+    folder_runs, problems = load_folder_runs()
+    added = _store_uploads(_sources_section(problems), errors)
+    store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
+    # Copies: labels are made unique on them without touching the session's stored runs.
+    uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
+    all_runs = folder_runs + list(uploaded.values())
+    make_labels_unique(all_runs)
+    runs = {run.label: run for run in all_runs}
+
+    labels = list(runs)
+    new_labels = [uploaded[d].label for d in added]
+    pending = set(st.session_state.pop(PENDING_SELECT_KEY, []))
+    new_labels += [r.label for r in folder_runs if r.path and str(r.path.resolve()) in pending]
+    default = default_selection(all_runs)
+    if new_labels:  # freshly uploaded or computed runs join the current choice
+        current = st.session_state.get(f"_{MODELS_KEY}", default)
+        st.session_state[f"_{MODELS_KEY}"] = list(dict.fromkeys(current + new_labels))
+    chosen = persistent(
+        picker_slot.multiselect, "Models", key=MODELS_KEY, default=default,
+        sanitize=lambda value: [lbl for lbl in value if lbl in runs],
+        options=labels, placeholder="Pick models to show",
+        help="Runs from --results folders, the result folder and uploaded CSVs.",
+    )
+    st.title(title)
+    return Frame(runs=runs, selected=[runs[label] for label in chosen], controls=controls)
+
+
+def require_models(frame: Frame, minimum: int) -> list[Run]:
+    """The selected runs, or stop the page with a hint when fewer than ``minimum`` are picked."""
+    if len(frame.selected) >= minimum:
+        return frame.selected
+    if not frame.runs:
+        how_to_get_results()
+    elif minimum == 1:
+        st.info("Pick a model in the sidebar.", icon=":material/arrow_back:")
+    else:
+        st.info(f"Pick at least {minimum} models in the sidebar to compare them.", icon=":material/arrow_back:")
+    st.stop()
+
+
+def how_to_get_results() -> None:
+    """Short instructions for loading results, shown while no runs are loaded."""
+    st.info("No CLIP-Dissect results are loaded yet.", icon=":material/info:")
+    st.markdown(
+        "**Three ways to get results in:**\n"
+        "1. **Upload** one or more `descriptions.csv` files (columns `layer,unit,description,similarity`, "
+        "as CLIP-Dissect writes them) under *Add results* in the sidebar.\n"
+        "2. **Point the app at a folder**: `streamlit run streamlit_app.py -- --results DIR` "
+        "loads every `descriptions.csv` under `DIR`, at any depth; a run's `args.txt` names it.\n"
+        f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
+        f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
+    )
+    st.page_link("pages/5_Run.py", label="Run CLIP-Dissect", icon=":material/play_arrow:")
+
+
+def pick_layers(frame: Frame, runs: Optional[list[Run]] = None) -> list[str]:
+    """Layer multiselect (key ``"layers"``) in the sidebar over the runs' layers, in file order.
+
+    Defaults to every layer; the choice persists across pages. A layer seen for the
+    first time (a newly picked or uploaded model) starts out selected, while layers
+    the user removed stay removed.
+    """
+    runs = frame.selected if runs is None else runs
+    options = list(dict.fromkeys(layer for run in runs for layer in run.layers))
+    seen = st.session_state.get(LAYERS_SEEN_KEY, [])
+    new = set(options) - set(seen)
+    st.session_state[LAYERS_SEEN_KEY] = list(dict.fromkeys(seen + options))
+
+    def sanitize(value: list[str]) -> list[str]:
+        kept = [layer for layer in options if layer in value or layer in new]
+        # Everything picked has vanished (other models): start again from all layers.
+        return kept if kept or not value else options
+
+    return persistent(
+        frame.controls.multiselect, "Layers", key=LAYERS_KEY, default=options,
+        sanitize=sanitize, options=options,
+    )
+
+
+# --------------------------------------------------------------------------- output helpers
+
+def _display_name(column: str) -> str:
+    return column.replace("n_units", "units").replace("_", " ").capitalize()
+
+
+def show_table(
+    frame: pd.DataFrame,
+    *,
+    key: str,
+    file_name: str,
+    column_config: Optional[Mapping[str, Any]] = None,
+    height: Any = "auto",
+) -> None:
+    """A dataframe with readable headers plus a lazily built CSV download (``key``: the button's key)."""
+    config = {column: _display_name(column) for column in frame.columns}
+    config.update(column_config or {})
+    st.dataframe(frame, hide_index=True, column_config=config, height=height)
+    st.download_button(
+        "CSV", data=lambda: frame.to_csv(index=False), file_name=f"{safe_filename(file_name)}.csv",
+        mime="text/csv", key=key, icon=":material/download:", on_click="ignore",
+    )
+
+
+def show_chart(chart: alt.TopLevelMixin, *, key: str, file_name: str) -> None:
+    """An Altair chart plus PNG and SVG downloads, rendered only when clicked."""
+    st.altair_chart(chart)
+    stem = safe_filename(file_name)
+    row = st.container(horizontal=True)
+    row.download_button("PNG", data=lambda: chart_to_png(chart), file_name=f"{stem}.png", mime="image/png",
+                        key=f"{key}_png", icon=":material/download:", on_click="ignore")
+    row.download_button("SVG", data=lambda: chart_to_svg(chart), file_name=f"{stem}.svg", mime="image/svg+xml",
+                        key=f"{key}_svg", icon=":material/download:", on_click="ignore")
+
+
+# --------------------------------------------------------------------------- Unit explorer links
+
+def unit_link_params(model: str, layer: str, unit: int) -> dict[str, str]:
+    """Query parameters of a deep link to one unit in the Unit explorer."""
+    return {"model": model, "layer": layer, "unit": str(int(unit))}
+
+
+def unit_link_url(model: str, layer: str, unit: int) -> str:
+    """Relative URL of the Unit explorer showing one unit (for ``LinkColumn``)."""
+    return f"{UNIT_EXPLORER_URL}?{urlencode(unit_link_params(model, layer, unit))}"
+
+
+def parse_unit_link(params: Mapping[str, str]) -> tuple[Optional[str], Optional[str], Optional[int]]:
+    """(model, layer, unit) from a deep link's query parameters; ``None`` where absent or invalid."""
+    unit_text = params.get("unit")
+    unit = int(unit_text) if unit_text is not None and unit_text.isdigit() else None
+    return params.get("model") or None, params.get("layer") or None, unit

@@ -1,0 +1,52 @@
+"""Shared concepts: per layer, the concepts that label at least N units, model by model."""
+import pandas as pd
+import streamlit as st
+
+import app_ui
+from dissect_core import analysis, charts
+
+TOP_BARS = 30  # a chart with hundreds of bars is unreadable; the table below has every row
+
+frame = app_ui.page_frame("Shared concepts")
+runs = app_ui.require_models(frame, 1)
+layers = app_ui.pick_layers(frame)
+if not layers:
+    st.info("Pick at least one layer in the sidebar.", icon=":material/arrow_back:")
+    st.stop()
+if len(runs) == 1:
+    st.info("Pick a second model in the sidebar to compare side by side.", icon=":material/arrow_back:")
+
+largest = int(analysis.summarize_models(frame.frames, layers)["top_concept_units"].max())
+slider_max = max(largest, 2)
+min_units = app_ui.persistent(
+    st.slider, "Show concepts learned by at least N units", key="min_units", default=4,
+    sanitize=lambda value: min(max(int(value), 1), slider_max), min_value=1, max_value=slider_max,
+)
+shared = {run.label: analysis.shared_concepts(run.descriptions, min_units) for run in runs}
+
+for index, layer in enumerate(layers):
+    st.subheader(f"Layer {app_ui.md(layer)}")
+    in_layer = {label: rows[rows["layer"] == layer] for label, rows in shared.items()}
+    x_max = max((int(rows["n_units"].max()) for rows in in_layer.values() if not rows.empty), default=0)
+    for column, run in zip(st.columns(len(runs)), runs):
+        rows = in_layer[run.label]
+        with column:
+            if layer not in run.layers:
+                st.info(f"{app_ui.md(run.label)} has no layer {app_ui.md(layer)}.")
+            elif rows.empty:
+                st.info(f"{app_ui.md(run.label)}: no concept labels {min_units} or more units here.")
+            else:
+                if len(rows) > TOP_BARS:
+                    st.caption(f"The {TOP_BARS} most shared of {len(rows)} concepts; the table has all.")
+                app_ui.show_chart(
+                    charts.shared_concepts_chart(rows, run.label, top=TOP_BARS, x_max=x_max),
+                    key=f"shared_{index}_{run.label}", file_name=f"shared_{run.label}_{layer}",
+                )
+    table = pd.concat(
+        [rows.drop(columns="layer").assign(model=label) for label, rows in in_layer.items()], ignore_index=True
+    )[["model", "concept", "n_units", "units"]]
+    if not table.empty:
+        app_ui.show_table(
+            table, key=f"shared_{index}_csv", file_name=f"shared_concepts_{layer}",
+            column_config={"units": st.column_config.ListColumn("Units (indices)")},
+        )

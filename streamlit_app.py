@@ -1,0 +1,61 @@
+"""Overview (home page): units, distinct concepts and similarity per model and layer.
+
+Start with ``streamlit run streamlit_app.py -- --results DIR`` to load every
+``descriptions.csv`` under ``DIR``; see ``app_ui`` for the other sources.
+"""
+import streamlit as st
+
+import app_ui
+from dissect_core import analysis, charts
+
+frame = app_ui.page_frame("Overview")
+runs = app_ui.require_models(frame, 1)
+layers = app_ui.pick_layers(frame)
+if not layers:
+    st.info("Pick at least one layer in the sidebar.", icon=":material/arrow_back:")
+    st.stop()
+
+summary = analysis.summarize_models(frame.frames, layers)
+
+for column, run in zip(st.columns(len(runs)), runs):
+    chosen = analysis.filter_layers(run.descriptions, layers)
+    with column.container(border=True):
+        st.markdown(f"**{app_ui.md(run.label)}**")
+        details = [run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
+        st.caption(app_ui.md(" · ".join(str(d) for d in details if d) or "uploaded CSV"))
+        units, distinct = st.columns(2)
+        units.metric("Units", len(chosen))
+        distinct.metric(
+            "Distinct concepts overall", analysis.unique_concept_counts(chosen)["overall"],
+            help="Distinct descriptions across the chosen layers; a concept found in two layers counts once.",
+        )
+
+st.subheader("Units and concepts per layer")
+counts_column, chart_column = st.columns([3, 2])
+with counts_column:
+    app_ui.show_table(
+        summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept"]],
+        key="overview_counts_csv", file_name="concepts_per_layer",
+        column_config={
+            "top_concept_units": "Most units sharing one concept",
+            "top_concept": "That concept",
+        },
+    )
+with chart_column:
+    app_ui.show_chart(charts.distinct_concepts_chart(summary), key="overview_distinct", file_name="distinct_concepts")
+
+st.subheader("Similarity scores per layer")
+st.caption("Box: first to third quartile · white tick: median · dot: mean · whiskers: minimum to maximum.")
+similarity_column, chart_column = st.columns([3, 2])
+with similarity_column:
+    similarity = summary[["model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
+                          "q3_similarity", "min_similarity", "max_similarity"]]
+    app_ui.show_table(
+        similarity, key="overview_similarity_csv", file_name="similarity_per_layer",
+        column_config={
+            column: st.column_config.NumberColumn(column.split("_")[0].capitalize(), format="%.3f")
+            for column in similarity.columns[2:]
+        },
+    )
+with chart_column:
+    app_ui.show_chart(charts.similarity_chart(summary), key="overview_similarity", file_name="similarity")
