@@ -197,11 +197,48 @@ class Run:
     def from_reference_tool(self) -> bool:
         return not self.manifest
 
+    def units(self, layer: str) -> pd.DataFrame:
+        """The layer's rows of ``descriptions``, by unit."""
+        return self.descriptions[self.descriptions["layer"] == layer].sort_values("unit")
+
+    def unit_top_concepts(self, layer: str, unit: int) -> pd.DataFrame:
+        """The unit's best concepts with scores (only the label for reference-tool CSVs)."""
+        if self.top_concepts is not None:
+            rows = self.top_concepts[(self.top_concepts["layer"] == layer) & (self.top_concepts["unit"] == unit)]
+            return rows.sort_values("rank")[["rank", "concept", "score"]].reset_index(drop=True)
+        row = self.descriptions[(self.descriptions["layer"] == layer) & (self.descriptions["unit"] == unit)]
+        return pd.DataFrame({"rank": [0] * len(row), "concept": row["description"].tolist(),
+                             "score": row["similarity"].tolist()})
+
+    def unit_top_images(self, layer: str, unit: int, count: int) -> pd.DataFrame:
+        """The unit's ``count`` most activating probe images (``rank, image_index, activation``)."""
+        if self.top_images is None:
+            return pd.DataFrame(columns=["rank", "image_index", "activation"])
+        rows = self.top_images[(self.top_images["layer"] == layer) & (self.top_images["unit"] == unit)]
+        return rows.sort_values("rank").head(count)[["rank", "image_index", "activation"]]
+
+    def mask_threshold(self, layer: str, unit: int) -> Optional[float]:
+        """The unit's top-0.5 % activation level, if it was recorded and the layer is spatial."""
+        if self.unit_stats is None:
+            return None
+        rows = self.unit_stats[(self.unit_stats["layer"] == layer) & (self.unit_stats["unit"] == unit)]
+        if rows.empty or pd.isna(rows["mask_threshold"].iloc[0]):
+            return None
+        return float(rows["mask_threshold"].iloc[0])
+
+
+_NUMERIC_COLUMNS = ("unit", "rank", "score", "image_index", "activation", "mask_threshold")
+
 
 def _read_optional_csv(path: Path) -> Optional[pd.DataFrame]:
+    """A run's side table; text columns stay text (a concept may be called "nan")."""
     if not path.is_file():
         return None
-    return pd.read_csv(path, keep_default_na=False, dtype={"layer": str, "concept": str})
+    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    for column in frame.columns:
+        if column in _NUMERIC_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
 
 
 def _read_json(path: Path) -> dict:

@@ -17,3 +17,32 @@ def reference_dir() -> Path:
         pytest.skip("../shared/reference is not present beside the checkout")
     return SHARED_REFERENCE
 
+
+
+@pytest.fixture(scope="session")
+def computed_run(tmp_path_factory) -> dict:
+    """A run computed end to end by the CLI on stand-ins: a Places365-layout random
+    ResNet18, a tiny open_clip checkpoint and 120 synthetic images (layers layer4, fc).
+
+    Returns the folders involved: ``results`` (the run folder is its only child),
+    ``cache``, ``data``, ``probe``, plus ``clip`` (the CLIP name) and ``run_dir``.
+    """
+    from dissect_core.cli import main
+    from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
+
+    root = tmp_path_factory.mktemp("computed_run")
+    (root / "data").mkdir()
+    save_places_style_checkpoint(root / "data" / "resnet18_places365.pth.tar")
+    clip = make_tiny_clip_checkpoint(root / "tiny_clip.pt")
+    make_image_folder(root / "probe", 120, size=(48, 48))
+    (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\nwater\n")
+    code = main([
+        "describe", "--clip_model", clip, "--target_model", "resnet18_places", "--target_layers", "layer4,fc",
+        "--d_probe", str(root / "probe"), "--concept_set", str(root / "concepts.txt"), "--batch_size", "40",
+        "--device", "cpu", "--activation_dir", str(root / "cache"), "--result_dir", str(root / "results"),
+        "--data_dir", str(root / "data"), "--num_workers", "0", "--quiet",
+    ])
+    assert code == 0
+    return {"results": root / "results", "cache": root / "cache", "data": root / "data",
+            "probe": root / "probe", "clip": clip, "concepts": root / "concepts.txt",
+            "run_dir": next((root / "results").iterdir())}

@@ -1,0 +1,119 @@
+"""``python -m dissect_core describe`` with the reference's flags, on stand-ins that go
+through the real loading code (a Places365-layout checkpoint, an open_clip checkpoint
+file, a synthetic image folder)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dissect_core import downloads
+from dissect_core.cli import build_parser, main
+from dissect_core.results import load_run
+
+from standins import add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    data.mkdir()
+    save_places_style_checkpoint(data / "resnet18_places365.pth.tar")
+    clip = make_tiny_clip_checkpoint(root / "tiny_clip.pt")
+    make_image_folder(root / "probe", 120, size=(48, 48))
+    add_corrupt_files(root / "probe" / "cat")
+    (root / "concepts.txt").write_text("dog\ncat\nstripes\n\nsky\nwater\ndog\n")
+    return root, clip
+
+
+def reference_command(root: Path, clip: str) -> list[str]:
+    return [
+        "describe", "--clip_model", clip, "--target_model", "resnet18_places",
+        "--target_layers", "layer3,layer4", "--d_probe", str(root / "probe"),
+        "--concept_set", str(root / "concepts.txt"), "--batch_size", "32", "--device", "cpu",
+        "--activation_dir", str(root / "saved_activations"), "--result_dir", str(root / "results"),
+        "--pool_mode", "avg", "--similarity_fn", "soft_wpmi", "--data_dir", str(root / "data"),
+        "--num_workers", "0", "--quiet",
+    ]
+
+
+def test_defaults_are_the_reference_tools():
+    args = build_parser().parse_args(["describe"])
+    assert (args.clip_model, args.target_model, args.target_layers, args.d_probe, args.concept_set) == (
+        "ViT-B/16", "resnet50", "conv1,layer1,layer2,layer3,layer4", "broden", "data/20k.txt")
+    assert (args.batch_size, args.device, args.activation_dir, args.result_dir, args.pool_mode,
+            args.similarity_fn) == (200, "cuda", "saved_activations", "results", "avg", "soft_wpmi")
+
+
+def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
+    root, clip = standins
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
+    assert main(reference_command(root, clip)) == 0
+    out = capsys.readouterr().out
+    assert "layer3: 256 units" in out and "layer4: 512 units" in out
+    assert "Skipped 2 unreadable image(s)" in out
+    run_dir = next((root / "results").iterdir())
+    run = load_run(run_dir)
+    assert run.layers == ["layer3", "layer4"]
+    assert len(run.descriptions) == 256 + 512
+    assert set(run.descriptions["description"]) <= {"dog", "cat", "stripes", "sky", "water"}
+    assert json.loads((run_dir / "args.txt").read_text())["target_layers"] == ["layer3", "layer4"]
+    assert run.manifest["concept_set"]["duplicates_dropped"] == 1
+
+    # The same command again is served from the cache.
+    assert main(reference_command(root, clip)) == 0
+    assert "Reused from cache: activations layer3, activations layer4" in capsys.readouterr().out
+
+
+def test_cuda_without_gpu_names_the_fix(standins, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    root, clip = standins
+    command = reference_command(root, clip)
+    command[command.index("--device") + 1] = "cuda"
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--device cpu" in err
+
+
+def test_unknown_layer_lists_valid_names(standins, capsys):
+    root, clip = standins
+    command = reference_command(root, clip)
+    command[command.index("--target_layers") + 1] = "layer4,layer5"
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "layer5" in err and "layer4" in err and "fc" in err
+
+
+def test_offline_missing_weights_fail_within_seconds(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: False)
+    make_image_folder(tmp_path / "probe", 4)
+    (tmp_path / "concepts.txt").write_text("dog\n")
+    start = time.monotonic()
+    code = main(["describe", "--target_model", "resnet18_places", "--data_dir", str(tmp_path / "empty"),
+                 "--d_probe", str(tmp_path / "probe"), "--concept_set", str(tmp_path / "concepts.txt"),
+                 "--device", "cpu", "--activation_dir", str(tmp_path / "c"), "--result_dir", str(tmp_path / "r")])
+    assert code == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert "resnet18_places365.pth.tar" in err and "places2.csail.mit.edu" in err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    # The module entry point itself, in a fresh interpreter.
+    result = subprocess.run(
+        [sys.executable, "-m", "dissect_core", "describe", "--help"], cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0
+    for flag in ("--clip_model", "--target_model", "--target_layers", "--d_probe", "--concept_set",
+                 "--batch_size", "--device", "--activation_dir", "--result_dir", "--pool_mode", "--similarity_fn"):
+        assert flag in result.stdout

@@ -1,0 +1,179 @@
+"""End to end through dissect_core.pipeline.describe on a dissection with a known answer."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dissect_core.errors import InvalidInputError
+from dissect_core.heatmaps import unit_images
+from dissect_core.pipeline import DescribeConfig, describe
+from dissect_core.probe_data import open_probe_spec
+
+from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    truth = make_planted_probe(root / "probe")
+    concepts = write_concepts(root / "concepts.txt")
+    return root, truth, concepts
+
+
+def config_for(root: Path, concepts: Path, tmp: Path, **overrides) -> DescribeConfig:
+    settings = dict(
+        target_model=planted_target(), target_layers=("detect",), clip_model=planted_clip(),
+        d_probe=str(root / "probe"), concept_set=str(concepts), device="cpu", batch_size=64,
+        activation_dir=str(tmp / "cache"), result_dir=str(tmp / "results"), num_workers=0,
+    )
+    settings.update(overrides)
+    return DescribeConfig(**settings)
+
+
+@pytest.mark.parametrize("similarity_fn", ["soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed"])
+def test_pipeline_recovers_planted_concepts(planted, tmp_path, similarity_fn):
+    root, truth, concepts = planted
+    result = describe(config_for(root, concepts, tmp_path, similarity_fn=similarity_fn))
+
+    descriptions = result.run.descriptions
+    assert descriptions["description"].tolist() == UNIT_COLOURS
+    assert descriptions["unit"].tolist() == list(range(len(UNIT_COLOURS)))
+    # Each unit's most activating images are images of its colour.
+    probe = open_probe_spec(result.run.manifest["probe"]["spec"])
+    top = result.run.top_images
+    for unit, colour in enumerate(UNIT_COLOURS):
+        first = top[(top["unit"] == unit) & (top["rank"] < 40)]["image_index"]
+        assert {truth[probe.item_label(i)][0] for i in first} == {colour}
+    # Top-5 concepts start with the label.
+    best = result.run.top_concepts.query("rank == 0")
+    assert best["concept"].tolist() == UNIT_COLOURS
+
+
+def test_run_folder_matches_the_reference_format(planted, tmp_path):
+    root, _, concepts = planted
+    result = describe(config_for(root, concepts, tmp_path))
+    lines = (result.run_dir / "descriptions.csv").read_text().splitlines()
+    assert lines[0] == "layer,unit,description,similarity"
+    assert lines[1].startswith("detect,0,cyan,")
+    args = json.loads((result.run_dir / "args.txt").read_text())
+    assert {"clip_model", "target_model", "target_layers", "d_probe", "concept_set", "batch_size", "device",
+            "activation_dir", "result_dir", "pool_mode", "similarity_fn"} <= set(args)
+    assert args["target_layers"] == ["detect"]
+    manifest = result.run.manifest
+    assert manifest["probe"]["n_images"] == 240
+    assert set(manifest["timings_s"]) >= {"load", "probe pass", "similarity"}
+    assert len(result.run.top_images.query("layer == 'detect' and unit == 0")) == 100
+
+
+def test_second_run_is_served_from_the_cache(planted, tmp_path):
+    root, _, concepts = planted
+    first = describe(config_for(root, concepts, tmp_path))
+    second = describe(config_for(root, concepts, tmp_path))
+    assert set(second.reused) == {"activations detect", "CLIP image features", "CLIP text features",
+                                  "similarity detect"}
+    assert first.run_dir != second.run_dir
+    pd.testing.assert_frame_equal(first.run.descriptions, second.run.descriptions)
+
+
+def test_new_concept_list_reuses_activations_and_image_features(planted, tmp_path):
+    root, _, concepts = planted
+    describe(config_for(root, concepts, tmp_path))
+    fewer = write_concepts(tmp_path / "fewer.txt", ["red", "green", "blue", "yellow", "cyan", "magenta", "sky"])
+    result = describe(config_for(root, fewer, tmp_path))
+    assert "activations detect" in result.reused and "CLIP image features" in result.reused
+    assert "CLIP text features" not in result.reused
+    assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
+
+
+def test_changed_weights_or_probe_never_hit_a_stale_entry(planted, tmp_path):
+    root, _, concepts = planted
+    describe(config_for(root, concepts, tmp_path))
+    retrained = planted_target()
+    retrained.weights_id = "planted-weights-v2"
+    result = describe(config_for(root, concepts, tmp_path, target_model=retrained))
+    assert "activations detect" not in result.reused
+    assert "CLIP image features" in result.reused
+
+    probe = tmp_path / "probe-copy"
+    make_planted_probe(probe, per_colour=40, seed=1)
+    result = describe(config_for(root, concepts, tmp_path, d_probe=str(probe)))
+    assert not any(stage.startswith(("activations", "CLIP image")) for stage in result.reused)
+
+
+def test_unreadable_images_are_skipped_and_counted(planted, tmp_path):
+    root, _, concepts = planted
+    probe = tmp_path / "probe"
+    make_planted_probe(probe)
+    (probe / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = describe(config_for(root, concepts, tmp_path, d_probe=str(probe)))
+    assert result.skipped_images == ["red/broken.png"]
+    assert result.run.manifest["probe"]["n_skipped"] == 1
+    assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
+
+
+def test_bad_input_fails_fast_and_leaves_the_cache_intact(planted, tmp_path):
+    root, _, concepts = planted
+    describe(config_for(root, concepts, tmp_path))
+    cache = tmp_path / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+
+    with pytest.raises(InvalidInputError, match="detect"):  # the message lists valid layers
+        describe(config_for(root, concepts, tmp_path, target_layers=("layer9",)))
+    with pytest.raises(InvalidInputError, match="similarity_fn"):
+        describe(config_for(root, concepts, tmp_path, similarity_fn="cosine"))
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInputError, match="no CUDA GPU"):
+            describe(config_for(root, concepts, tmp_path, device="cuda"))
+
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+
+
+def test_mask_covers_the_planted_square(planted, tmp_path):
+    root, truth, concepts = planted
+    result = describe(config_for(root, concepts, tmp_path))
+    run = result.run
+    probe = open_probe_spec(run.manifest["probe"]["spec"])
+    unit = UNIT_COLOURS.index("yellow")
+    threshold = float(run.unit_stats.query("unit == @unit")["mask_threshold"].iloc[0])
+    top = run.top_images.query("unit == @unit").sort_values("rank").head(3)
+    shown = unit_images(planted_target(), probe, "detect", unit, top["image_index"].tolist(),
+                        top["activation"].tolist(), threshold)
+    for item in shown:
+        _, (y, x, h, w) = truth[item.label]
+        mask = np.asarray(item.mask, dtype=np.int16) == np.asarray(item.image, dtype=np.int16)
+        inside = mask.all(axis=2)  # pixels the mask left untouched
+        expected = np.zeros_like(inside)
+        expected[y:y + h, x:x + w] = True
+        iou = (inside & expected).sum() / (inside | expected).sum()
+        assert iou > 0.9
+        assert item.heatmap.size == item.image.size
+
+
+def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
+    from dissect_core.concepts import parse_concepts
+    from dissect_core.pipeline import config_from_run
+    from dissect_core.results import load_run
+
+    run = load_run(computed_run["run_dir"])
+    new_concepts = parse_concepts("zebra\nwheel\nsky\n", "mine.txt")
+    result = describe(config_from_run(run, concept_set=new_concepts, result_dir=str(tmp_path)))
+    assert {"activations layer4", "activations fc", "CLIP image features"} <= set(result.reused)
+    assert "CLIP text features" not in result.reused
+    assert set(result.run.descriptions["description"]) <= {"zebra", "wheel", "sky"}
+    assert result.run.layers == run.layers
+    assert result.run.manifest["concept_set"]["name"] == "mine.txt"
+
+
+def test_imported_csv_cannot_be_redescribed(tmp_path):
+    from dissect_core.pipeline import config_from_run
+    from dissect_core.results import load_run
+
+    (tmp_path / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer4,0,cat,0.1\n")
+    with pytest.raises(InvalidInputError, match="imported from a CSV"):
+        config_from_run(load_run(tmp_path))
