@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import sys
@@ -416,3 +417,143 @@ def parse_unit_link(params: Mapping[str, str]) -> tuple[Optional[str], Optional[
     unit_text = params.get("unit")
     unit = int(unit_text) if unit_text is not None and unit_text.isdigit() else None
     return params.get("model") or None, params.get("layer") or None, unit
+
+
+# --------------------------------------------------------------------------- unit images
+
+def _run_sources_key(run: Run) -> str:
+    """A string naming what a run's images and model depend on (the cache key below)."""
+    manifest = run.manifest
+    return json.dumps({
+        "probe": manifest.get("probe", {}).get("fingerprint"),
+        "spec": manifest.get("probe", {}).get("spec"),
+        "model": manifest.get("target_model"),
+        "checkpoint": manifest.get("target_checkpoint"),
+        "weights": manifest.get("target_weights_sha256"),
+        "data_dir": manifest.get("config", {}).get("data_dir"),
+    }, sort_keys=True)
+
+
+@st.cache_resource(show_spinner="Opening the probe images and loading the model…", max_entries=8)
+def _load_run_sources(sources_key: str) -> tuple[Any, Any, Optional[str], Optional[str]]:
+    """(probe, target, why no probe, why no target), cached per run sources.
+
+    Failures are cached too: an offline weight check must not repeat on every rerun.
+    """
+    from dissect_core.errors import DissectError
+    from dissect_core.heatmaps import probe_for_run, target_for_run
+
+    manifest = json.loads(sources_key)
+    manifest = {
+        "probe": {"spec": manifest["spec"], "fingerprint": manifest["probe"]},
+        "target_model": manifest["model"], "target_checkpoint": manifest["checkpoint"],
+        "target_weights_sha256": manifest["weights"], "config": {"data_dir": manifest["data_dir"] or "data"},
+    }
+    probe = target = probe_error = target_error = None
+    try:
+        probe = probe_for_run(manifest)
+    except DissectError as exc:
+        probe_error = str(exc)
+    if probe is not None:
+        try:
+            target = target_for_run(manifest)
+        except DissectError as exc:
+            target_error = str(exc)
+    return probe, target, probe_error, target_error
+
+
+@dataclass
+class UnitGallery:
+    """A unit's top images ready to show, or why they (or their activation maps) are missing."""
+
+    views: list[dict]           # label, activation, image, heatmap, mask (PIL images or None)
+    no_images: Optional[str]    # why no images can be shown
+    no_maps: Optional[str]      # why images are shown without activation maps
+
+
+@st.cache_data(show_spinner="Drawing activation maps…", max_entries=64)
+def _unit_views(sources_key: str, layer: str, unit: int, top: tuple, threshold: Optional[float],
+                _probe: Any, _target: Any) -> list[dict]:
+    """Cached per (run sources, layer, unit, images): the model and probe are fixed by the key."""
+    from dissect_core.heatmaps import unit_images
+
+    indices = [index for index, _ in top]
+    activations = [activation for _, activation in top]
+    if _target is None:
+        return [{"label": _probe.item_label(i), "activation": a, "image": _probe.load_image(i),
+                 "heatmap": None, "mask": None} for i, a in zip(indices, activations)]
+    return [vars(item) for item in unit_images(_target, _probe, layer, unit, indices, activations, threshold)]
+
+
+def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
+    """The unit's ``count`` most activating probe images with heatmaps and masks."""
+    if run.from_reference_tool or run.top_images is None:
+        return UnitGallery([], (
+            "This run was imported from a descriptions CSV, which holds the labels only: the reference "
+            "tool saves neither the probe images nor which of them activate each unit."
+        ), None)
+    key = _run_sources_key(run)
+    probe, target, no_probe, no_target = _load_run_sources(key)
+    if probe is None:
+        return UnitGallery([], no_probe, None)
+    top = run.unit_top_images(layer, unit, count)
+    pairs = tuple(zip(top["image_index"].astype(int).tolist(), top["activation"].astype(float).tolist()))
+    views = _unit_views(key, layer, unit, pairs, run.mask_threshold(layer, unit), probe, target)
+    return UnitGallery(views, None, no_target)
+
+
+# --------------------------------------------------------------------------- running dissections
+
+CACHE_ENV = "DISSECT_CACHE_DIR"
+DEFAULT_CACHE_DIR = "saved_activations"
+
+
+def cache_dir() -> Path:
+    """Where computed stages are cached (``$DISSECT_CACHE_DIR`` or ``saved_activations``)."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+
+
+class StreamlitProgress:
+    """A dissect_core progress callback that draws one progress bar per stage."""
+
+    def __init__(self, container: DeltaGenerator):
+        self.container = container
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        fraction = min(done / total, 1.0) if total else 1.0
+        text = f"{stage}: {done:,} / {total:,}"
+        if stage not in self.bars:
+            self.bars[stage] = self.container.progress(fraction, text=md(text))
+        else:
+            self.bars[stage].progress(fraction, text=md(text))
+
+
+def run_dissection(config: Any, title: str) -> Optional[Any]:
+    """Run ``dissect_core.pipeline.describe`` inside a status box with per-stage progress.
+
+    Returns the result, or ``None`` after showing the error (nothing computed is lost:
+    finished stages stay in the cache).
+    """
+    from dissect_core.errors import DissectError
+    from dissect_core.pipeline import describe
+
+    with st.status(md(title), expanded=True) as status:
+        try:
+            result = describe(config, StreamlitProgress(st.container()))
+        except DissectError as exc:
+            status.update(label=md(f"{title}: failed"), state="error")
+            st.error(md(exc), icon=":material/error:")
+            return None
+        counts = result.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
+        for layer, row in counts.iterrows():
+            st.text(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts")
+        if result.reused:
+            st.text("Reused from the cache: " + ", ".join(result.reused))
+        if result.skipped_images:
+            st.warning(f"Skipped {len(result.skipped_images)} unreadable image(s), e.g. "
+                       f"{md(result.skipped_images[0])}")
+        st.text("Timings: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timings.items()))
+        status.update(label=md(f"{title}: done in {sum(result.timings.values()):.1f} s"), state="complete")
+    select_after_rerun(result.run_dir)
+    return result

@@ -1,0 +1,99 @@
+"""Unit explorer: one unit's concepts, its top probe images with heatmaps and masks,
+and the layer's units ranked by how well a concept explains them.
+
+The URL carries model, layer and unit (``?model=…&layer=…&unit=…``), so a view can
+be shared as a link.
+"""
+import streamlit as st
+
+import app_ui
+from dissect_core import analysis
+
+frame = app_ui.page_frame("Unit explorer")
+if not frame.runs:
+    app_ui.how_to_get_results()
+    st.stop()
+labels = list(frame.runs)
+
+# A link opened from outside (or another page) seeds the pickers once; afterwards the
+# pickers win and the URL follows them.
+link = app_ui.parse_unit_link(st.query_params)
+if link[0] in frame.runs and link != st.session_state.get("_unit_link_written"):
+    st.session_state["_unit_model"], layer_from_link, unit_from_link = link
+    if layer_from_link is not None:
+        st.session_state["_unit_layer"] = layer_from_link
+    if unit_from_link is not None:
+        st.session_state["_unit"] = unit_from_link
+
+default_model = frame.selected[0].label if frame.selected else labels[0]
+model = app_ui.persistent(st.sidebar.selectbox, "Model", key="unit_model", default=default_model,
+                          sanitize=lambda v: v if v in frame.runs else default_model, options=labels)
+run = frame.runs[model]
+layers = run.layers
+layer = app_ui.persistent(st.sidebar.selectbox, "Layer", key="unit_layer", default=layers[0],
+                          sanitize=lambda v: v if v in layers else layers[0], options=layers)
+units = run.units(layer)
+last_unit = int(units["unit"].max())
+
+
+def step(delta: int) -> None:
+    st.session_state["_unit"] = min(max(int(st.session_state.get("_unit", 0)) + delta, 0), last_unit)
+
+
+unit = app_ui.persistent(st.sidebar.number_input, "Unit", key="unit", default=0,
+                         sanitize=lambda v: min(max(int(v), 0), last_unit), min_value=0, max_value=last_unit)
+previous, following = st.sidebar.columns(2)
+previous.button("◀ Previous", on_click=step, args=(-1,), disabled=unit == 0, width="stretch")
+following.button("Next ▶", on_click=step, args=(1,), disabled=unit == last_unit, width="stretch")
+count = app_ui.persistent(st.sidebar.slider, "Images", key="unit_images", default=10,
+                          min_value=5, max_value=50, step=5)
+
+written = app_ui.unit_link_params(model, layer, unit)
+st.query_params.from_dict(written)
+st.session_state["_unit_link_written"] = (model, layer, unit)
+
+row = units[units["unit"] == unit]
+if row.empty:
+    st.warning(f"Unit {unit} is not in the results of layer {app_ui.md(layer)}.")
+    st.stop()
+concept, similarity = row["description"].iloc[0], float(row["similarity"].iloc[0])
+st.subheader(f"{app_ui.md(layer)} · unit {unit}: {app_ui.md(concept)}")
+st.caption(f"{app_ui.md(model)} · similarity {similarity:.4f} · "
+           f"rank {int(analysis.rank_units(run.descriptions, layer).set_index('unit').loc[unit, 'rank'])} "
+           f"of {len(units)} in this layer by similarity")
+
+concepts_column, images_column = st.columns([1, 3])
+with concepts_column:
+    st.markdown("**Top concepts**")
+    app_ui.show_table(run.unit_top_concepts(layer, unit), key="unit_concepts_csv",
+                      file_name=f"{model}_{layer}_{unit}_concepts",
+                      column_config={"score": st.column_config.NumberColumn("Score", format="%.4f")})
+
+with images_column:
+    gallery = app_ui.unit_gallery(run, layer, unit, count)
+    if gallery.no_images:
+        st.info(f"No images for this run. {app_ui.md(gallery.no_images)}", icon=":material/hide_image:")
+    else:
+        tabs = {"Heatmaps": "heatmap", "Masks (top 0.5 %)": "mask", "Images": "image"}
+        if gallery.no_maps:
+            st.warning(f"Showing the images without activation maps. {app_ui.md(gallery.no_maps)}")
+            tabs = {"Images": "image"}
+        elif gallery.views and gallery.views[0]["heatmap"] is None:
+            st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image).")
+            tabs = {"Images": "image"}
+        for tab, field in zip(st.tabs(list(tabs)), tabs.values()):
+            with tab:
+                columns = st.columns(5)
+                for position, view in enumerate(gallery.views):
+                    columns[position % 5].image(view[field], width="stretch",
+                                                caption=f"{view['activation']:.3f} · {view['label']}")
+        st.caption("Heatmap: the unit's activation map upsampled over the image (bright = strong). "
+                   "Mask: the region above the unit's top-0.5 % activation level over the probe set "
+                   "(the Network Dissection view).")
+
+st.subheader(f"Most interpretable units of {app_ui.md(layer)}")
+ranked = analysis.rank_units(run.descriptions, layer)
+ranked["open"] = [app_ui.unit_link_url(model, layer, u) for u in ranked["unit"]]
+app_ui.show_table(ranked, key="unit_ranking_csv", file_name=f"{model}_{layer}_ranking", height=320,
+                  column_config={"similarity": st.column_config.NumberColumn("Similarity", format="%.4f"),
+                                 "open": st.column_config.LinkColumn("Open", display_text="open ↗")})

@@ -1,0 +1,109 @@
+"""Run CLIP-Dissect from the app: new dissections, or new concepts for a finished run.
+
+Results are written to the result folder and appear on every other page; every
+stage is cached, so describing a dissected model with another concept list costs
+only the concepts' text encoding and the similarity step.
+"""
+import streamlit as st
+
+import app_ui
+from dissect_core.concepts import BUILTIN_CONCEPT_SETS, load_concept_set, parse_concepts
+from dissect_core.errors import DissectError
+from dissect_core.pipeline import DescribeConfig, config_from_run
+from dissect_core.similarity import SIMILARITY_FUNCTIONS
+
+PROBE_SETS = ("broden", "cifar100_val", "cifar100_train", "imagenet_val", "imagenet_broden", "a folder of images")
+UPLOAD = "upload a .txt list"
+CONCEPT_CHOICES = (*BUILTIN_CONCEPT_SETS, UPLOAD, "a file on this machine")
+
+frame = app_ui.page_frame("Run CLIP-Dissect")
+
+
+def concept_picker(prefix: str):
+    """Built-in set, uploaded list or file path; returns a ConceptSet, or None after showing why not."""
+    choice = st.selectbox("Concept set", CONCEPT_CHOICES, key=f"{prefix}_concept_choice",
+                          help=" · ".join(f"{name}: {text}" for name, (_, text) in BUILTIN_CONCEPT_SETS.items()))
+    try:
+        if choice == UPLOAD:
+            uploaded = st.file_uploader("Concept list: one concept per line", type=["txt"],
+                                        key=f"{prefix}_concepts_file")
+            if uploaded is None:
+                return None
+            concepts = parse_concepts(uploaded.getvalue(), uploaded.name)
+        elif choice == "a file on this machine":
+            path = st.text_input("Path of the concept list", "data/20k.txt", key=f"{prefix}_concepts_path")
+            concepts = load_concept_set(path)
+        else:
+            concepts = load_concept_set(choice)
+    except DissectError as exc:
+        st.error(app_ui.md(exc), icon=":material/error:")
+        return None
+    notes = [f"{len(concepts):,} concepts"]
+    if concepts.duplicates_dropped:
+        notes.append(f"{concepts.duplicates_dropped} duplicate(s) dropped")
+    if concepts.blank_lines_dropped:
+        notes.append(f"{concepts.blank_lines_dropped} blank line(s) dropped")
+    st.caption(f"{app_ui.md(concepts.name)}: " + ", ".join(notes))
+    return concepts
+
+
+new_tab, concepts_tab = st.tabs(["New dissection", "New concepts for a finished run"])
+
+with new_tab:
+    left, right = st.columns(2)
+    with left:
+        models = st.multiselect(
+            "Target models", ["resnet18", "resnet18_places", "resnet50", "vit_b_16"],
+            default=["resnet18", "resnet18_places"], accept_new_options=True, key="run_models",
+            help="resnet18_places or any torchvision classification model; type a name to add it.")
+        checkpoint = st.text_input("Own weights file (optional, for a single model)", key="run_checkpoint")
+        layers = st.text_input("Layers (comma-separated module paths)", "layer2,layer3,layer4", key="run_layers")
+        probe_choice = st.selectbox("Probe images", PROBE_SETS, key="run_probe")
+        probe = probe_choice
+        if probe_choice == "a folder of images":
+            probe = st.text_input("Folder of images (searched recursively)", key="run_probe_folder")
+        data_dir = st.text_input("Data folder (Broden, CIFAR-100, Places365 weights)", "data", key="run_data_dir")
+        download = st.checkbox("Download a missing probe set (Broden is about 1 GB)", key="run_download")
+    with right:
+        concepts = concept_picker("run")
+        clip_model = st.text_input("CLIP model", "ViT-B/16", key="run_clip",
+                                   help="ViT-B/16, RN50, … (as in CLIP-Dissect), an open_clip ARCH:PRETRAINED "
+                                        "pair, or ARCH:/path/to/checkpoint")
+        similarity_fn = st.selectbox("Similarity function", SIMILARITY_FUNCTIONS, key="run_similarity")
+        pool_mode = st.radio("Spatial pooling", ["avg", "max"], horizontal=True, key="run_pool")
+        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="run_device",
+                              help="auto: the GPU when PyTorch sees one, else the CPU")
+        batch_size = st.number_input("Batch size", 1, 4096, 200, key="run_batch")
+
+    if st.button("Start", type="primary", key="run_start", disabled=not models or concepts is None):
+        if len(models) > 1 and checkpoint:
+            st.error("An own weights file belongs to one model: pick a single target model.")
+        else:
+            for model in models:
+                config = DescribeConfig(
+                    target_model=model, target_checkpoint=checkpoint or None,
+                    target_layers=tuple(layers.split(",")), clip_model=clip_model, d_probe=probe,
+                    concept_set=concepts, similarity_fn=similarity_fn, pool_mode=pool_mode,
+                    batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
+                    result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download,
+                )
+                if app_ui.run_dissection(config, f"Dissecting {model}") is None:
+                    break
+            else:
+                st.success("Finished. The new runs are added to the model picker on every page.")
+
+with concepts_tab:
+    finished = [run for run in frame.runs.values() if not run.from_reference_tool]
+    if not finished:
+        st.info("No run computed by this app or the CLI is loaded yet: runs imported from CSVs have no "
+                "cached activations to re-describe.")
+    else:
+        labels = [run.label for run in finished]
+        label = st.selectbox("Finished run", labels, key="redescribe_run")
+        concepts = concept_picker("redescribe")
+        if st.button("Describe with these concepts", type="primary", key="redescribe_start",
+                     disabled=concepts is None):
+            run = frame.runs[label]
+            config = config_from_run(run, concept_set=concepts, result_dir=str(app_ui.results_dir()))
+            if app_ui.run_dissection(config, f"Describing {run.target_model} with {concepts.name}"):
+                st.success("Finished. The new run is added to the model picker on every page.")

@@ -1,0 +1,86 @@
+"""AppTest of the Run page: a new dissection on stand-ins, a bad concept list, and
+re-describing a finished run with an uploaded list from the cache."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import app_ui
+from dissect_core import downloads
+from dissect_core.results import find_runs
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "streamlit_app.py")
+PAGE = "pages/5_Run.py"
+
+
+@pytest.fixture
+def results(computed_run, tmp_path, monkeypatch):
+    """A results folder holding a copy of the computed run; the cache is the computed run's."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(computed_run["run_dir"], results / computed_run["run_dir"].name)
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
+    monkeypatch.setenv(app_ui.RESULTS_ENV, str(results))
+    monkeypatch.setenv(app_ui.CACHE_ENV, str(computed_run["cache"]))
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
+    st.cache_data.clear()
+    return results
+
+
+def open_run_page() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.run()
+    return app.switch_page(PAGE).run()
+
+
+def test_new_dissection_from_the_form(results, computed_run):
+    app = open_run_page()
+    assert not app.exception
+    app.multiselect(key="run_models").set_value(["resnet18_places"])
+    app.text_input(key="run_layers").set_value("layer4")
+    app.selectbox(key="run_probe").set_value("a folder of images").run()
+    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
+    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
+    app.text_input(key="run_clip").set_value(computed_run["clip"])
+    app.selectbox(key="run_device").set_value("cpu")
+    app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
+    app.file_uploader(key="run_concepts_file").set_value(("mine.txt", b"dog\ncat\n\ndog\nsky\n", "text/plain")).run()
+    assert app.caption[0].value == f"{app_ui.md('mine.txt')}: 3 concepts, 1 duplicate(s) dropped, 1 blank line(s) dropped"
+    app.button(key="run_start").click().run()
+
+    assert not app.exception
+    assert app.status[0].state == "complete"
+    assert "Reused from the cache: activations layer4, CLIP image features" in [t.value for t in app.text]
+    assert "layer4: 512 units" in " ".join(t.value for t in app.text)
+    runs, _ = find_runs(results)
+    assert len(runs) == 2
+    newest = max(runs, key=lambda run: run.manifest["created"] + run.path.name)
+    assert set(newest.descriptions["description"]) <= {"dog", "cat", "sky"}
+
+
+def test_unusable_concept_list_is_refused(results):
+    app = open_run_page()
+    app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
+    app.file_uploader(key="run_concepts_file").set_value(("bad.txt", b"caf\xe9\n", "text/plain")).run()
+    assert app_ui.md("bad.txt: not UTF-8 text (byte 3 is 0xe9)") in app.error[0].value
+    assert app.button(key="run_start").disabled
+    assert len(find_runs(results)[0]) == 1
+
+
+def test_new_concepts_for_a_finished_run_come_from_the_cache(results):
+    app = open_run_page()
+    app.selectbox(key="redescribe_concept_choice").set_value("upload a .txt list").run()
+    app.file_uploader(key="redescribe_concepts_file").set_value(("fresh.txt", b"zebra\nwheel\n", "text/plain")).run()
+    app.button(key="redescribe_start").click().run()
+    assert not app.exception
+    assert app.status[-1].state == "complete"
+    reused = [t.value for t in app.text if t.value.startswith("Reused from the cache")]
+    assert reused and "activations layer4" in reused[0] and "CLIP image features" in reused[0]
+    runs, _ = find_runs(results)
+    assert any(run.manifest.get("concept_set", {}).get("name") == "fresh.txt" for run in runs)
