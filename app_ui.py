@@ -66,6 +66,9 @@ LAYERS_KEY = "layers"
 LAYERS_SEEN_KEY = "layers_seen"         # every layer the layer picker has offered so far
 UPLOAD_KEY = "upload_files"
 UPLOADED_RUNS_KEY = "uploaded_runs"      # {sha256 of the file: Run}
+BUNDLE_UPLOAD_KEY = "bundle_file"
+IMPORTED_BUNDLES_KEY = "imported_bundles"  # sha256 of each bundle imported in this session
+BUNDLE_KEY = "bundle_zip"                  # the last bundle built for download
 PENDING_SELECT_KEY = "pending_select"    # run folders to add to the model picker on the next run
 
 # CommonMark lets a backslash escape any ASCII punctuation; escaping all of it keeps
@@ -260,13 +263,36 @@ def _navigation() -> None:
     st.sidebar.divider()
 
 
-def _sources_section(folder_problems: list[tuple[str, str]]) -> list[Any]:
-    """The upload widget and scan problems at the bottom of the sidebar; returns the uploaded files."""
+def _import_bundle(uploaded: Any, errors: DeltaGenerator) -> None:
+    """Unpack an uploaded results bundle into the result folder (once per session), then rescan."""
+    from dissect_core.bundle import import_bundle
+
+    digest = hashlib.sha256(uploaded.getvalue()).hexdigest()
+    imported: set[str] = st.session_state.setdefault(IMPORTED_BUNDLES_KEY, set())
+    if digest in imported:
+        return
+    try:
+        folders = import_bundle(uploaded, results_dir() / "imported")
+    except InvalidInputError as exc:
+        errors.error(md(exc), icon=":material/error:")
+        return
+    imported.add(digest)
+    for folder in folders:
+        select_after_rerun(folder)
+    st.rerun()
+
+
+def _sources_section(folder_problems: list[tuple[str, str]], errors: DeltaGenerator) -> list[Any]:
+    """The upload widgets and scan problems at the bottom of the sidebar; returns the uploaded CSVs."""
     with st.sidebar.expander("Add results", icon=":material/upload_file:"):
         files = st.file_uploader(
             "descriptions.csv files (layer, unit, description, similarity)",
             type=["csv"], accept_multiple_files=True, key=UPLOAD_KEY,
         )
+        bundle = st.file_uploader("A results bundle (.zip) exported from this app", type=["zip"],
+                                  key=BUNDLE_UPLOAD_KEY)
+    if bundle is not None:
+        _import_bundle(bundle, errors)
     if folder_problems:
         with st.sidebar.expander(f"⚠️ {len(folder_problems)} result file(s) could not be read"):
             for path, reason in folder_problems:
@@ -287,7 +313,7 @@ def page_frame(title: str) -> Frame:
     errors = st.sidebar.container()
 
     folder_runs, problems = load_folder_runs()
-    added = _store_uploads(_sources_section(problems), errors)
+    added = _store_uploads(_sources_section(problems, errors), errors)
     store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
     # Copies: labels are made unique on them without touching the session's stored runs.
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
@@ -309,8 +335,26 @@ def page_frame(title: str) -> Frame:
         options=labels, placeholder="Pick models to show",
         help="Runs from --results folders, the result folder and uploaded CSVs.",
     )
+    selected = [runs[label] for label in chosen]
+    _share_section(selected)
     st.title(title)
-    return Frame(runs=runs, selected=[runs[label] for label in chosen], controls=controls)
+    return Frame(runs=runs, selected=selected, controls=controls)
+
+
+def _share_section(selected: list[Run]) -> None:
+    """Build a results bundle of the selected models, to import elsewhere or host as a demo."""
+    with st.sidebar.expander("Share these models", icon=":material/share:"):
+        st.caption("A zip with the descriptions, run manifests, top-image thumbnails and activation "
+                   "maps of the models picked above. Import it under *Add results*, on any machine.")
+        if st.button("Build bundle", key="bundle_build", disabled=not selected, width="stretch"):
+            from dissect_core.bundle import export_bundle
+
+            with st.spinner("Drawing thumbnails and activation maps…"):
+                st.session_state[BUNDLE_KEY] = export_bundle(selected, progress=StreamlitProgress(st.container()))
+        if st.session_state.get(BUNDLE_KEY):
+            st.download_button("Download bundle", st.session_state[BUNDLE_KEY], file_name="dissect_bundle.zip",
+                               mime="application/zip", key="bundle_download", icon=":material/download:",
+                               on_click="ignore", width="stretch")
 
 
 def require_models(frame: Frame, minimum: int) -> list[Run]:
@@ -494,12 +538,25 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
         ), None)
     key = _run_sources_key(run)
     probe, target, no_probe, no_target = _load_run_sources(key)
-    if probe is None:
-        return UnitGallery([], no_probe, None)
     top = run.unit_top_images(layer, unit, count)
     pairs = tuple(zip(top["image_index"].astype(int).tolist(), top["activation"].astype(float).tolist()))
+    if probe is None:
+        # An imported bundle carries thumbnails and activation maps of each unit's top images.
+        stored = _stored_views(str(run.path), layer, unit, pairs, run.mask_threshold(layer, unit))
+        if stored is None:
+            return UnitGallery([], no_probe, None)
+        return UnitGallery(stored, None, None)
     views = _unit_views(key, layer, unit, pairs, run.mask_threshold(layer, unit), probe, target)
     return UnitGallery(views, None, no_target)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _stored_views(run_dir: str, layer: str, unit: int, top: tuple, threshold: Optional[float]) -> Optional[list[dict]]:
+    from dissect_core.heatmaps import stored_unit_images
+
+    views = stored_unit_images(Path(run_dir), layer, unit, len(top), [i for i, _ in top], [a for _, a in top],
+                               threshold)
+    return None if views is None else [vars(view) for view in views]
 
 
 # --------------------------------------------------------------------------- running dissections

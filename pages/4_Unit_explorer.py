@@ -81,6 +81,8 @@ with images_column:
         elif gallery.views and gallery.views[0]["heatmap"] is None:
             st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image).")
             tabs = {"Images": "image"}
+        if len(gallery.views) < count:
+            st.caption(f"{len(gallery.views)} images are available for this unit.")
         for tab, field in zip(st.tabs(list(tabs)), tabs.values()):
             with tab:
                 columns = st.columns(5)
