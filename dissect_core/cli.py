@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
     download = commands.add_parser("download", help="fetch a dataset or weight file ahead of time")
-    download.add_argument("what", choices=("broden", "resnet18_places"))
+    download.add_argument("what", choices=("broden", "cifar100", "resnet18_places"))
     download.add_argument("--data_dir", default="data")
     return parser
 
@@ -115,11 +115,11 @@ def _download(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
     try:
-        if args.what == "broden":
-            from .probe_data import broden
+        if args.what in ("broden", "cifar100"):
+            from .probe_data import download_dataset
 
-            probe = broden(args.data_dir, download=True, progress=progress)
-            print(f"Broden ready: {len(probe)} images in {probe.root}")
+            folder = download_dataset(args.what, args.data_dir, progress)
+            print(f"{args.what} ready in {folder}")
         else:
             from .models import load_target_model
 
