@@ -36,9 +36,11 @@ with counts_column:
     app_ui.show_table(
         summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept"]],
         key="overview_counts_csv", file_name="concepts_per_layer",
-        column_config={
-            "top_concept_units": "Most units sharing one concept",
-            "top_concept": "That concept",
+        column_config={  # short headers, so that every column fits beside the chart
+            "distinct_concepts": st.column_config.Column("Concepts", help="Distinct concepts in the layer"),
+            "top_concept_units": st.column_config.Column(
+                "Max units", help="Most units of the layer that share one concept"),
+            "top_concept": st.column_config.Column("Top concept", help="The concept those units share"),
         },
     )
 with chart_column:

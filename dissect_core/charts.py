@@ -32,7 +32,7 @@ def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
         x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
         xOffset=alt.XOffset("model:N"),
         y=alt.Y("distinct_concepts:Q", title="Distinct concepts"),
-        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", labelLimit=400)),
+        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -56,7 +56,7 @@ def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(data).encode(
         x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
         xOffset=alt.XOffset("model:N"),
-        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", labelLimit=400)),
+        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -92,7 +92,7 @@ def shared_concepts_chart(
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("n_units:Q", title="Units", scale=scale),
+            x=alt.X("n_units:Q", title="Units", scale=scale, axis=alt.Axis(format="d", tickMinStep=1)),
             y=alt.Y("concept:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
             tooltip=[
                 alt.Tooltip("concept:N", title="Concept"),
@@ -141,11 +141,11 @@ def diff_chart(comparison: pd.DataFrame, label_a: str, label_b: str, *, top: int
         .mark_bar()
         .encode(
             x=alt.X("signed_units:Q", title="← units in A · units in B →",
-                    axis=alt.Axis(labelExpr="abs(datum.value)")),
+                    axis=alt.Axis(labelExpr="abs(datum.value)", tickMinStep=1)),
             y=alt.Y("concept:N", title=None, axis=alt.Axis(labelLimit=220),
                     sort=alt.EncodingSortField(field="total", op="max", order="descending")),
             color=alt.Color("model:N", title="Model", scale=alt.Scale(domain=[label_a, label_b]),
-                            legend=alt.Legend(orient="bottom", labelLimit=400)),
+                            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
             tooltip=[
                 alt.Tooltip("concept:N", title="Concept"),
                 alt.Tooltip("model:N", title="Model"),

@@ -202,12 +202,14 @@ class Run:
         return self.descriptions[self.descriptions["layer"] == layer].sort_values("unit")
 
     def unit_top_concepts(self, layer: str, unit: int) -> pd.DataFrame:
-        """The unit's best concepts with scores (only the label for reference-tool CSVs)."""
+        """The unit's best concepts with scores, ranked from 1 (the label); only the label
+        for reference-tool CSVs."""
         if self.top_concepts is not None:
             rows = self.top_concepts[(self.top_concepts["layer"] == layer) & (self.top_concepts["unit"] == unit)]
-            return rows.sort_values("rank")[["rank", "concept", "score"]].reset_index(drop=True)
+            rows = rows.sort_values("rank")[["rank", "concept", "score"]].reset_index(drop=True)
+            return rows.assign(rank=rows["rank"] + 1)
         row = self.descriptions[(self.descriptions["layer"] == layer) & (self.descriptions["unit"] == unit)]
-        return pd.DataFrame({"rank": [0] * len(row), "concept": row["description"].tolist(),
+        return pd.DataFrame({"rank": [1] * len(row), "concept": row["description"].tolist(),
                              "score": row["similarity"].tolist()})
 
     def unit_top_images(self, layer: str, unit: int, count: int) -> pd.DataFrame:

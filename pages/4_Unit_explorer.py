@@ -43,8 +43,9 @@ def step(delta: int) -> None:
 unit = app_ui.persistent(st.sidebar.number_input, "Unit", key="unit", default=0,
                          sanitize=lambda v: min(max(int(v), 0), last_unit), min_value=0, max_value=last_unit)
 previous, following = st.sidebar.columns(2)
-previous.button("◀ Previous", on_click=step, args=(-1,), disabled=unit == 0, width="stretch")
-following.button("Next ▶", on_click=step, args=(1,), disabled=unit == last_unit, width="stretch")
+previous.button("◀ Previous", key="unit_previous", on_click=step, args=(-1,), disabled=unit == 0, width="stretch")
+following.button("Next ▶", key="unit_next", on_click=step, args=(1,), disabled=unit == last_unit,
+                 width="stretch")
 count = app_ui.persistent(st.sidebar.slider, "Images", key="unit_images", default=10,
                           min_value=5, max_value=50, step=5)
 

@@ -56,7 +56,7 @@ def test_deep_link_shows_the_unit_with_heatmaps_and_masks(app, computed_run):
 def test_next_and_image_count_move_the_view_and_the_url(app, computed_run):
     label = computed_label(computed_run)
     open_link(app, label, "layer4", 3)
-    app.button[1].click().run()  # Next ▶
+    app.button(key="unit_next").click().run()
     assert app.subheader[0].value.startswith("layer4 · unit 4:")
     assert app.query_params["unit"] == ["4"] or app.query_params["unit"] == "4"
     app.slider(key="unit_images").set_value(15).run()
