@@ -409,6 +409,15 @@ def pick_layers(frame: Frame, runs: Optional[list[Run]] = None) -> list[str]:
     )
 
 
+def require_layers(frame: Frame) -> list[str]:
+    """The picked layers (``pick_layers``), or stop the page with a hint when none is picked."""
+    layers = pick_layers(frame)
+    if not layers:
+        st.info("Pick at least one layer in the sidebar.", icon=":material/arrow_back:")
+        st.stop()
+    return layers
+
+
 # --------------------------------------------------------------------------- output helpers
 
 def _display_name(column: str) -> str:

@@ -10,10 +10,7 @@ from dissect_core import analysis, charts
 
 frame = app_ui.page_frame("Overview")
 runs = app_ui.require_models(frame, 1)
-layers = app_ui.pick_layers(frame)
-if not layers:
-    st.info("Pick at least one layer in the sidebar.", icon=":material/arrow_back:")
-    st.stop()
+layers = app_ui.require_layers(frame)
 
 summary = analysis.summarize_models(frame.frames, layers)
 

@@ -9,10 +9,7 @@ TOP_BARS = 30  # a chart with hundreds of bars is unreadable; the table below ha
 
 frame = app_ui.page_frame("Shared concepts")
 runs = app_ui.require_models(frame, 1)
-layers = app_ui.pick_layers(frame)
-if not layers:
-    st.info("Pick at least one layer in the sidebar.", icon=":material/arrow_back:")
-    st.stop()
+layers = app_ui.require_layers(frame)
 if len(runs) == 1:
     st.info("Pick a second model in the sidebar to compare side by side.", icon=":material/arrow_back:")
 
