@@ -14,6 +14,7 @@ show it stays flat: only pooled activations (images × units) grow with the set
 
     python benchmarks/bench_activations.py            # 2,000 images
     python benchmarks/bench_activations.py --images 200 --sizes 100,200   # quick
+    python benchmarks/bench_activations.py --configs resnet18              # skip CLIP
 """
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="500,1000,2000", help="probe sizes for the flat-memory check")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--configs", default="resnet18,clip,both",
+                        help="which passes to time: resnet18, clip, both (CLIP on 2 cores takes ~10 min)")
     parser.add_argument("--child", nargs=5, metavar=("KIND", "FOLDER", "CLIP", "BATCH", "WORKERS"))
     args = parser.parse_args()
     if args.child:
@@ -101,7 +104,7 @@ def main() -> None:
             make_folder(tmp / f"probe_{size}", size)
         print(f"CPU: {torch.get_num_threads()} threads, batch {args.batch_size}, {args.workers} loader worker(s)")
         print(f"{'configuration':<34}{'images':>8}{'seconds':>10}{'images/s':>10}{'peak RSS':>11}")
-        for kind in ("resnet18", "clip", "both"):
+        for kind in args.configs.split(","):
             r = child([kind, str(tmp / f"probe_{args.images}"), str(clip_file), str(args.batch_size), str(args.workers)])
             name = {"resnet18": "resnet18 (layer2-4)", "clip": "CLIP ViT-B-16 image tower",
                     "both": "resnet18 + CLIP, one pass"}[kind]

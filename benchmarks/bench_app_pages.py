@@ -1,9 +1,12 @@
-"""Time the Overview, Shared concepts and Model differences pages with AppTest.
+"""Time every page of the app with AppTest.
 
 Builds two reference-format runs of 896 units each (ResNet-18 layer2/3/4: 128, 256
 and 512 units) in a temporary ``--results`` folder, opens each page once (cold:
 imports, folder scan, first cache fill), then re-runs it several times with a warm
-cache and prints the median wall time of one script run per page.
+cache and prints the median wall time of one script run per page. The Unit
+explorer is timed twice: on the imported CSVs (labels only), and on a run computed
+by dissect_core on stand-ins (a random ResNet-18, a tiny CLIP, 120 synthetic
+images; layers layer2-4), where it draws ten heatmaps and masks.
 
 Usage: ``.venv/bin/python benchmarks/bench_app_pages.py [--repeats 7]``
 """
@@ -20,7 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py")
+PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
+         "pages/4_Unit_explorer.py", "pages/5_Run.py")
 LAYERS = {"layer2": (128, 68), "layer3": (256, 130), "layer4": (512, 290)}  # units, distinct concepts
 
 
@@ -41,13 +45,51 @@ def write_run(folder: Path, target_model: str, seed: int) -> None:
                                                  "concept_set": "data/20k.txt"}), encoding="utf-8")
 
 
+def computed_run(root: Path) -> str:
+    """Compute a stand-in run with the CLI; returns its label."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from dissect_core.cli import main as cli
+    from dissect_core.results import load_run
+    from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
+
+    (root / "data").mkdir(parents=True)
+    save_places_style_checkpoint(root / "data" / "resnet18_places365.pth.tar")
+    clip = make_tiny_clip_checkpoint(root / "clip.pt")
+    make_image_folder(root / "probe", 120, size=(96, 96))
+    (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\nwater\n")
+    cli(["describe", "--clip_model", clip, "--target_model", "resnet18_places",
+         "--target_layers", "layer2,layer3,layer4", "--d_probe", str(root / "probe"),
+         "--concept_set", str(root / "concepts.txt"), "--device", "cpu", "--data_dir", str(root / "data"),
+         "--activation_dir", str(root / "cache"), "--result_dir", str(root / "results"), "--quiet"])
+    return load_run(next((root / "results").iterdir())).label
+
+
+def time_page(page: str, repeats: int, query: dict | None = None) -> tuple[float, list[float]]:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300)
+    start = time.perf_counter()
+    at.run()
+    if page != "streamlit_app.py":
+        at.query_params.update(query or {})
+        at.switch_page(page).run()
+    cold = time.perf_counter() - start
+    assert not at.exception, [e.value for e in at.exception]
+    warm = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - start)
+    assert not at.exception
+    return cold, warm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="warm runs per page")
     repeats = parser.parse_args().repeats
 
     sys.path.insert(0, str(REPO))
-    from streamlit.testing.v1 import AppTest
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "results_cli"
@@ -56,23 +98,16 @@ def main() -> None:
         sys.argv = ["streamlit_app.py", "--results", str(root)]
         os.environ["DISSECT_RESULTS_DIR"] = str(Path(tmp) / "results_computed")
 
-        print(f"{'page':<32} {'cold s':>8} {'warm median s':>14} {'warm min s':>11}")
+        print(f"{'page':<40} {'cold s':>8} {'warm median s':>14} {'warm min s':>11}")
         for page in PAGES:
-            at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
-            start = time.perf_counter()
-            at.run()
-            if page != "streamlit_app.py":
-                at.switch_page(page).run()
-            cold = time.perf_counter() - start
-            assert not at.exception, [e.value for e in at.exception]
-            assert len(at.sidebar.multiselect(key="models").value) == 2
-            warm = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                at.run()
-                warm.append(time.perf_counter() - start)
-            assert not at.exception
-            print(f"{page:<32} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
+            cold, warm = time_page(page, repeats, {"model": "resnet18 · broden · 20k", "layer": "layer4", "unit": "7"})
+            print(f"{page:<40} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
+
+        os.environ["DISSECT_RESULTS_DIR"] = str(Path(tmp) / "computed" / "results")
+        label = computed_run(Path(tmp) / "computed")
+        cold, warm = time_page("pages/4_Unit_explorer.py", repeats, {"model": label, "layer": "layer4", "unit": "7"})
+        name = "Unit explorer, 10 heatmaps"
+        print(f"{name:<40} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
 
 
 if __name__ == "__main__":
