@@ -26,15 +26,17 @@ P = I·Tᵀ holds image×concept cosines (no CLIP logit scale), as in the refere
 
 Memory. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and its
 softmax. Here ``soft_wpmi``/``wpmi`` only compute rows of Q for images in the union
-of the units' top-k sets, a few hundred rows at a time, and keep a row only while a
-later rank still needs it. The cosine functions and ``rank_reorder`` work on blocks
-of concepts. Peak memory stays near the inputs plus a bounded row store.
+of the units' top-k sets, about a thousand rows per matmul, and keep a row only while
+a later rank still needs it, within a fixed budget (512 MiB by default; rows beyond
+it are recomputed). The cosine functions and ``rank_reorder`` work on blocks of
+concepts (256 MiB of P at a time).
 
 Exactness. ``soft_wpmi``/``wpmi`` evaluate every term with the reference's float32
 operations in the reference's order, and add the top_k terms of a unit in the order
 of PyTorch's CPU ``sum`` over a (top_k, M) tensor (see :class:`_OrderedSum`). On the
-CPU the result is therefore bit-for-bit the reference's (checked for M ≥ 2 with
-torch 2.x), so labels agree even on near-ties, whatever the chunk sizes.
+CPU the scores are therefore bit-for-bit the reference's, whatever the chunk sizes,
+so labels agree even on near-ties (verified with torch 2.14 on 1 and 2 threads; the
+order is ATen's, so another torch version or thread count may differ in the last bit).
 """
 from __future__ import annotations
 
@@ -366,9 +368,11 @@ class _RowStore:
         counts = torch.bincount(uses // top_k, minlength=n_images)
         self._use_end = counts.cumsum(0)
         self._use_next = self._use_end - counts
-        self._area_rows = max(row_batch, n_units, _MIN_MATMUL_ROWS)
-        # One rank's images (at most one per unit) must fit among the kept rows.
-        self._kept = min(max(store_bytes // (4 * n_concepts) - self._area_rows, n_units), n_images)
+        # At most half the budget for the area; but one rank's images (at most one per
+        # unit) must fit in the area and among the kept rows.
+        budget_rows = store_bytes // (4 * n_concepts)
+        self._area_rows = max(min(row_batch, budget_rows // 2), n_units, _MIN_MATMUL_ROWS)
+        self._kept = min(max(budget_rows - self._area_rows, n_units), n_images)
         self.rows = torch.empty(self._kept + self._area_rows, n_concepts, device=device)
         self._slot_of = torch.full((n_images,), -1, dtype=torch.long)
         self._free = list(range(self._kept - 1, -1, -1))  # a stack: low slots are reused first
@@ -432,9 +436,9 @@ class _RowStore:
             drop_resident = dropped[self._slot_of[dropped] < self._kept]
             self._free.extend(self._slot_of[drop_resident].tolist())
             self._slot_of[drop_resident] = -1
-            kept = torch.zeros_like(self._slot_of, dtype=torch.bool)
-            kept[candidates[order[: self._kept]]] = True
-            survivors = survivors[kept[survivors]]
+            chosen = torch.zeros_like(self._slot_of, dtype=torch.bool)
+            chosen[candidates[order[: self._kept]]] = True
+            survivors = survivors[chosen[survivors]]
         if survivors.numel():
             slots = torch.tensor([self._free.pop() for _ in range(survivors.numel())], dtype=torch.long)
             sources = self._slot_of[survivors].to(self.rows.device)
@@ -568,8 +572,10 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
     err_m = mean_i |a_i − reordered_i|^p / b, where b = mean |ã − ã[perm]|^p over five
     random permutations of the ascending values ã, and
     score[k,m] = −err_m / c̄_m^scale_p with c̄_m the mean cosine of those n images.
-    A negative c̄_m gives NaN, as in the reference. The permutations come from a torch
-    generator seeded with ``seed`` (the reference uses the unseeded global generator).
+    A negative c̄_m gives NaN, as in the reference, and so does b = 0 (all top
+    activations equal, e.g. a dead unit). The permutations come from a torch generator
+    seeded with ``seed`` (the reference uses the unseeded global generator), five per
+    unit in unit order.
     """
     power, scale_p = params["p"], params["scale_p"]
     n_images, n_units = acts.shape

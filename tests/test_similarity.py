@@ -223,12 +223,21 @@ def test_rank_reorder_is_reproducible_and_seeded():
 # ----------------------------------------------------------------------------- behaviour
 
 
-@pytest.mark.parametrize("name", ["soft_wpmi", "wpmi", "cos_similarity"])
+@pytest.mark.parametrize("name", ["soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed"])
 def test_planted_concepts_are_found(name):
     image_features, text_features, activations, targets = planted_case()
     scores = similarity_matrix(name, image_features, text_features, activations)
     assert scores.shape == (3, 6)
     assert scores.argmax(dim=1).tolist() == targets
+
+
+def test_dead_unit_gives_nan_cosines_as_in_the_reference():
+    image_features, text_features, activations = random_case()
+    activations[:, 1] = 0
+    scores = similarity_matrix("cos_similarity", image_features, text_features, activations)
+    assert scores[1].isnan().all() and not scores[[0, 2]].isnan().any()
+    cubed = similarity_matrix("cos_similarity_cubed", image_features, text_features, activations)
+    assert torch.equal(cubed[1], torch.zeros(5))  # min_norm keeps the cubed variant finite
 
 
 @pytest.mark.parametrize("name", ["soft_wpmi", "wpmi"])
