@@ -6,13 +6,11 @@ geometric steps and maps are upsampled bilinearly onto them, as NetDissect does.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -23,7 +21,7 @@ from .bundle import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE
 from .errors import DissectError
 from .models import TargetModel, load_target_model
 from .probe_data import ProbeSet, open_probe_spec
-from .results import TOP_IMAGES_FILE
+from .results import read_json_object
 
 # Anchor colours of a perceptually ordered dark-to-bright colour map (inferno-like).
 _COLOUR_ANCHORS = np.array(
@@ -146,16 +144,17 @@ def stored_unit_images(
     For runs imported from a results bundle (``dissect_core.bundle``), on a machine
     without the probe images or the model. Returns None when ``run_dir`` holds no
     thumbnails, and images without heatmaps or masks for layers without stored maps.
-    Only the unit's top images that the bundle kept are shown (its images per unit).
+    ``probe_indices`` are the unit's top images in rank order from rank 0, as
+    ``Run.unit_top_images`` gives them: an image's position there is its row in the
+    stored maps. Only the top images the bundle kept are shown (its images per unit).
     """
     run_dir = Path(run_dir)
     thumbnails = run_dir / THUMBNAILS_DIR
     if not thumbnails.is_dir():
         return None
-    labels = _json_file(thumbnails / LABELS_FILE)
-    kept = _json_file(thumbnails / VIEWS_FILE).get("images_per_unit")
-    # Positions in the unit's ranking give each image's row in the stored maps.
-    position = {index: p for p, index in enumerate(_ranked_images(run_dir, layer, unit)[:kept])}
+    labels = read_json_object(thumbnails / LABELS_FILE)
+    kept = read_json_object(thumbnails / VIEWS_FILE).get("images_per_unit")
+    position = {int(index): p for p, index in enumerate(list(probe_indices)[:kept])}
     picked = [(int(i), float(a)) for i, a in list(zip(probe_indices, activations))[:count]
               if int(i) in position and (thumbnails / f"{int(i)}.jpg").is_file()]
     images = []
@@ -181,19 +180,6 @@ def stored_unit_images(
             mask=None if act_map is None or mask_threshold is None else mask_overlay(image, act_map, mask_threshold),
         ))
     return shown
-
-
-def _json_file(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _ranked_images(run_dir: Path, layer: str, unit: int) -> list[int]:
-    """The unit's top probe images in rank order, from the run's top_images.csv."""
-    if not (run_dir / TOP_IMAGES_FILE).is_file():
-        return []
-    top = pd.read_csv(run_dir / TOP_IMAGES_FILE, dtype={"layer": str}, keep_default_na=False)
-    rows = top[(top["layer"] == layer) & (top["unit"] == unit)].sort_values("rank")
-    return rows["image_index"].astype(int).tolist()
 
 
 def probe_for_run(manifest: dict) -> ProbeSet:

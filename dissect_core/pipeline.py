@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -334,14 +335,11 @@ def _align(entry: dict, image_features: dict) -> tuple[torch.Tensor, torch.Tenso
     act_indices, img_indices = entry["image_indices"], image_features["image_indices"]
     if torch.equal(act_indices, img_indices):
         return entry["pooled"], image_features["features"], act_indices
-    common = torch.from_numpy(
-        pd.Index(act_indices.numpy()).intersection(pd.Index(img_indices.numpy())).to_numpy()
+    common, act_rows, img_rows = np.intersect1d(
+        act_indices.numpy(), img_indices.numpy(), assume_unique=True, return_indices=True
     )
-    act_rows = {int(i): r for r, i in enumerate(act_indices)}
-    img_rows = {int(i): r for r, i in enumerate(img_indices)}
-    act_take = torch.tensor([act_rows[int(i)] for i in common], dtype=torch.long)
-    img_take = torch.tensor([img_rows[int(i)] for i in common], dtype=torch.long)
-    return entry["pooled"][act_take], image_features["features"][img_take], common
+    return (entry["pooled"][torch.from_numpy(act_rows)], image_features["features"][torch.from_numpy(img_rows)],
+            torch.from_numpy(common))
 
 
 def _collect_rows(layer, best, concepts, pooled, image_indices, mask_threshold, top_images,

@@ -243,7 +243,8 @@ def _read_optional_csv(path: Path) -> Optional[pd.DataFrame]:
     return frame
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a file; {} when the file is absent, unreadable or not an object."""
     if not path.is_file():
         return {}
     try:
@@ -274,8 +275,8 @@ def load_run(path: Union[str, Path]) -> Run:
     csv_path = path / DESCRIPTIONS_FILE if path.is_dir() else path
     folder = csv_path.parent
     descriptions = read_descriptions(csv_path)
-    args = _read_json(folder / ARGS_FILE)
-    manifest = _read_json(folder / MANIFEST_FILE)
+    args = read_json_object(folder / ARGS_FILE)
+    manifest = read_json_object(folder / MANIFEST_FILE)
     fallback = folder.name if csv_path.name == DESCRIPTIONS_FILE else csv_path.stem
     return Run(
         label=run_label(args, manifest, fallback),
