@@ -475,15 +475,15 @@ def parse_unit_link(params: Mapping[str, str]) -> tuple[Optional[str], Optional[
 # --------------------------------------------------------------------------- unit images
 
 def _run_sources_key(run: Run) -> str:
-    """A string naming what a run's images and model depend on (the cache key below)."""
+    """The manifest fields a run's images and model depend on, as JSON (the cache key below)."""
     manifest = run.manifest
+    probe = manifest.get("probe", {})
     return json.dumps({
-        "probe": manifest.get("probe", {}).get("fingerprint"),
-        "spec": manifest.get("probe", {}).get("spec"),
-        "model": manifest.get("target_model"),
-        "checkpoint": manifest.get("target_checkpoint"),
-        "weights": manifest.get("target_weights_sha256"),
-        "data_dir": manifest.get("config", {}).get("data_dir"),
+        "probe": {"spec": probe.get("spec"), "fingerprint": probe.get("fingerprint")},
+        "target_model": manifest.get("target_model"),
+        "target_checkpoint": manifest.get("target_checkpoint"),
+        "target_weights_sha256": manifest.get("target_weights_sha256"),
+        "config": {"data_dir": manifest.get("config", {}).get("data_dir") or "data"},
     }, sort_keys=True)
 
 
@@ -496,12 +496,7 @@ def _load_run_sources(sources_key: str) -> tuple[Any, Any, Optional[str], Option
     from dissect_core.errors import DissectError
     from dissect_core.heatmaps import probe_for_run, target_for_run
 
-    manifest = json.loads(sources_key)
-    manifest = {
-        "probe": {"spec": manifest["spec"], "fingerprint": manifest["probe"]},
-        "target_model": manifest["model"], "target_checkpoint": manifest["checkpoint"],
-        "target_weights_sha256": manifest["weights"], "config": {"data_dir": manifest["data_dir"] or "data"},
-    }
+    manifest = json.loads(sources_key)  # the key is the manifest subset these two functions read
     probe = target = probe_error = target_error = None
     try:
         probe = probe_for_run(manifest)
