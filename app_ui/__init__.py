@@ -1,0 +1,45 @@
+"""The app's shared UI code, one module per job; pages use it as ``app_ui.<name>``.
+
+Every page starts with ``frame = page_frame("Title")``. The frame sets the page
+config, draws the sidebar (navigation, model picker, upload of CSVs) and returns
+a ``Frame`` with all loaded runs and the selected ones. Pages then add their own
+controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
+``show_chart``.
+
+* ``frame``: page frame, navigation, "no results yet" hints;
+* ``sources``: where runs come from (result folders, uploaded CSVs and bundles);
+* ``pickers``: persistent widgets, model and layer pickers, Unit explorer deep links;
+* ``downloads``: tables, charts and results bundles to download;
+* ``unit_views``: a unit's top images with heatmaps and masks;
+* ``running``: progress bars and running dissections;
+* ``text``: markdown escaping and file names.
+
+Security: labels, layer and concept names come from users' files. They are only
+shown as text (dataframes, chart data, widget options, ``st.text``) or, in
+markdown-rendering elements, through ``md()``; ``unsafe_allow_html`` is never used.
+"""
+from app_ui.downloads import BUNDLE_KEY, show_chart, show_table
+from app_ui.frame import (
+    APP_NAME, HOME_PAGE, PAGES, UNIT_EXPLORER_PAGE, Frame, how_to_get_results, page_frame, require_models,
+)
+from app_ui.pickers import (
+    LAYERS_KEY, LAYERS_SEEN_KEY, MODELS_KEY, UNIT_EXPLORER_URL, default_selection, parse_unit_link, persistent,
+    pick_layers, require_layers, unit_link_params, unit_link_url,
+)
+from app_ui.running import CACHE_ENV, DEFAULT_CACHE_DIR, StreamlitProgress, cache_dir, run_dissection
+from app_ui.sources import (
+    BUNDLE_UPLOAD_KEY, DEFAULT_RESULTS_DIR, IMPORTED_BUNDLES_KEY, PENDING_SELECT_KEY, RESULTS_ENV, UPLOAD_KEY,
+    UPLOADED_RUNS_KEY, cli_results_dirs, load_folder_runs, results_dir, select_after_rerun,
+)
+from app_ui.text import md, safe_filename
+from app_ui.unit_views import UnitGallery, unit_gallery
+
+__all__ = [
+    "APP_NAME", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
+    "Frame", "HOME_PAGE", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_SEEN_KEY", "MODELS_KEY", "PAGES",
+    "PENDING_SELECT_KEY", "RESULTS_ENV", "StreamlitProgress", "UNIT_EXPLORER_PAGE", "UNIT_EXPLORER_URL",
+    "UPLOADED_RUNS_KEY", "UPLOAD_KEY", "UnitGallery", "cache_dir", "cli_results_dirs", "default_selection",
+    "how_to_get_results", "load_folder_runs", "md", "page_frame", "parse_unit_link", "persistent", "pick_layers",
+    "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
+    "show_chart", "show_table", "unit_gallery", "unit_link_params", "unit_link_url",
+]

@@ -1,0 +1,64 @@
+"""Downloads: tables as CSV, charts as PNG/SVG, and results bundles of the picked models."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app_ui.running import StreamlitProgress
+from app_ui.text import safe_filename
+from dissect_core.charts import chart_to_png, chart_to_svg
+from dissect_core.results import Run
+
+BUNDLE_KEY = "bundle_zip"                  # the last bundle built for download
+
+
+def _display_name(column: str) -> str:
+    return column.replace("n_units", "units").replace("_", " ").capitalize()
+
+
+def show_table(
+    frame: pd.DataFrame,
+    *,
+    key: str,
+    file_name: str,
+    column_config: Optional[Mapping[str, Any]] = None,
+    height: Any = "auto",
+) -> None:
+    """A dataframe with readable headers plus a lazily built CSV download (``key``: the button's key)."""
+    config = {column: _display_name(column) for column in frame.columns}
+    config.update(column_config or {})
+    st.dataframe(frame, hide_index=True, column_config=config, height=height)
+    st.download_button(
+        "CSV", data=lambda: frame.to_csv(index=False), file_name=f"{safe_filename(file_name)}.csv",
+        mime="text/csv", key=key, icon=":material/download:", on_click="ignore",
+    )
+
+
+def show_chart(chart: alt.TopLevelMixin, *, key: str, file_name: str) -> None:
+    """An Altair chart plus PNG and SVG downloads, rendered only when clicked."""
+    st.altair_chart(chart)
+    stem = safe_filename(file_name)
+    row = st.container(horizontal=True)
+    row.download_button("PNG", data=lambda: chart_to_png(chart), file_name=f"{stem}.png", mime="image/png",
+                        key=f"{key}_png", icon=":material/download:", on_click="ignore")
+    row.download_button("SVG", data=lambda: chart_to_svg(chart), file_name=f"{stem}.svg", mime="image/svg+xml",
+                        key=f"{key}_svg", icon=":material/download:", on_click="ignore")
+
+
+def share_section(selected: list[Run]) -> None:
+    """Build a results bundle of the selected models, to import elsewhere or host as a demo."""
+    with st.sidebar.expander("Share these models", icon=":material/share:"):
+        st.caption("A zip with the descriptions, run manifests, top-image thumbnails and activation "
+                   "maps of the models picked above. Import it under *Add results*, on any machine.")
+        if st.button("Build bundle", key="bundle_build", disabled=not selected, width="stretch"):
+            from dissect_core.bundle import export_bundle
+
+            with st.spinner("Drawing thumbnails and activation maps…"):
+                st.session_state[BUNDLE_KEY] = export_bundle(selected, progress=StreamlitProgress(st.container()))
+        if st.session_state.get(BUNDLE_KEY):
+            st.download_button("Download bundle", st.session_state[BUNDLE_KEY], file_name="dissect_bundle.zip",
+                               mime="application/zip", key="bundle_download", icon=":material/download:",
+                               on_click="ignore", width="stretch")

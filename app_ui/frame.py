@@ -1,0 +1,119 @@
+"""The page frame: page config, sidebar navigation, run sources and the model picker."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from app_ui.downloads import share_section
+from app_ui.pickers import MODELS_KEY, default_selection, persistent
+from app_ui.sources import (
+    PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, results_dir, sources_section,
+    store_uploads,
+)
+from app_ui.text import md
+from dissect_core.results import Run, make_labels_unique
+
+APP_NAME = "CLIP-Dissect explorer"
+
+HOME_PAGE = "streamlit_app.py"
+UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
+PAGES = (
+    (HOME_PAGE, "Overview", ":material/bar_chart:"),
+    ("pages/2_Shared_concepts.py", "Shared concepts", ":material/stacked_bar_chart:"),
+    ("pages/3_Model_differences.py", "Model differences", ":material/compare_arrows:"),
+    (UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:"),
+    ("pages/5_Run.py", "Run CLIP-Dissect", ":material/play_arrow:"),
+)
+
+
+@dataclass
+class Frame:
+    """What every page gets from ``page_frame``."""
+
+    runs: dict[str, Run]           # every loaded run, by its unique label, in source order
+    selected: list[Run]            # the model picker's choice, in picked order
+    controls: DeltaGenerator       # sidebar slot below the model picker for page controls
+
+    @property
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The selected runs' descriptions by label (input of ``analysis.summarize_models``)."""
+        return {run.label: run.descriptions for run in self.selected}
+
+
+def _navigation() -> None:
+    for path, label, icon in PAGES:
+        st.sidebar.page_link(path, label=label, icon=icon)
+    st.sidebar.divider()
+
+
+def page_frame(title: str) -> Frame:
+    """Set up a page: config, sidebar navigation, run sources and the model picker.
+
+    Draws ``title`` as the page title. The model picker (key ``"models"``) lists every
+    loaded run; its choice persists across pages.
+    """
+    st.set_page_config(page_title=f"{title} · {APP_NAME}", layout="wide")
+    _navigation()
+    picker_slot = st.sidebar.container()
+    controls = st.sidebar.container()
+    errors = st.sidebar.container()
+
+    folder_runs, problems = load_folder_runs()
+    added = store_uploads(sources_section(problems, errors), errors)
+    store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
+    # Copies: labels are made unique on them without touching the session's stored runs.
+    uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
+    all_runs = folder_runs + list(uploaded.values())
+    make_labels_unique(all_runs)
+    runs = {run.label: run for run in all_runs}
+
+    labels = list(runs)
+    new_labels = [uploaded[d].label for d in added]
+    pending = set(st.session_state.pop(PENDING_SELECT_KEY, []))
+    new_labels += [r.label for r in folder_runs if r.path and str(r.path.resolve()) in pending]
+    default = default_selection(all_runs)
+    if new_labels:  # freshly uploaded or computed runs join the current choice
+        current = st.session_state.get(f"_{MODELS_KEY}", default)
+        st.session_state[f"_{MODELS_KEY}"] = list(dict.fromkeys(current + new_labels))
+    chosen = persistent(
+        picker_slot.multiselect, "Models", key=MODELS_KEY, default=default,
+        sanitize=lambda value: [lbl for lbl in value if lbl in runs],
+        options=labels, placeholder="Pick models to show",
+        help="Runs from --results folders, the result folder and uploaded CSVs.",
+    )
+    selected = [runs[label] for label in chosen]
+    share_section(selected)
+    st.title(title)
+    return Frame(runs=runs, selected=selected, controls=controls)
+
+
+def require_models(frame: Frame, minimum: int) -> list[Run]:
+    """The selected runs, or stop the page with a hint when fewer than ``minimum`` are picked."""
+    if len(frame.selected) >= minimum:
+        return frame.selected
+    if not frame.runs:
+        how_to_get_results()
+    elif minimum == 1:
+        st.info("Pick a model in the sidebar.", icon=":material/arrow_back:")
+    else:
+        st.info(f"Pick at least {minimum} models in the sidebar to compare them.", icon=":material/arrow_back:")
+    st.stop()
+
+
+def how_to_get_results() -> None:
+    """Short instructions for loading results, shown while no runs are loaded."""
+    st.info("No CLIP-Dissect results are loaded yet.", icon=":material/info:")
+    st.markdown(
+        "**Three ways to get results in:**\n"
+        "1. **Upload** one or more `descriptions.csv` files (columns `layer,unit,description,similarity`, "
+        "as CLIP-Dissect writes them) under *Add results* in the sidebar.\n"
+        "2. **Point the app at a folder**: `streamlit run streamlit_app.py -- --results DIR` "
+        "loads every `descriptions.csv` under `DIR`, at any depth; a run's `args.txt` names it.\n"
+        f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
+        f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
+    )
+    st.page_link("pages/5_Run.py", label="Run CLIP-Dissect", icon=":material/play_arrow:")
