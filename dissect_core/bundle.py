@@ -171,8 +171,12 @@ def _run_files(run: Run) -> dict[str, bytes]:
             return files
     # An uploaded CSV (no folder), or a bare CSV whose folder holds another run: the
     # side files there are not this run's. Full float precision so the frame reads back equal.
+    # args.txt keeps what the CSV cannot: the model's name and the method (NetDissect, MILAN).
     text = run.descriptions.to_csv(index=False, lineterminator="\n", na_rep="nan")
-    return {DESCRIPTIONS_FILE: text.encode("utf-8")}
+    files = {DESCRIPTIONS_FILE: text.encode("utf-8")}
+    if run.args:
+        files[ARGS_FILE] = json.dumps(run.args, indent=2).encode("utf-8")
+    return files
 
 
 def _unit_views_data(

@@ -16,8 +16,10 @@ The reference tool writes only the first two files; ``load_run`` accepts both.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +30,7 @@ import pandas as pd
 
 from .files import atomic_write_text
 from .errors import InvalidInputError, MissingResourceError
+from .registry import Registry
 
 DESCRIPTION_COLUMNS = ("layer", "unit", "description", "similarity")
 DESCRIPTIONS_FILE = "descriptions.csv"
@@ -42,6 +45,44 @@ PathOrFile = Union[str, Path, bytes, IO[bytes]]
 
 # --------------------------------------------------------------------------- reading CSVs
 
+CLIP_DISSECT = "CLIP-Dissect"
+NETDISSECT = "NetDissect"
+MILAN = "MILAN"
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """A result file format: the method that writes it and the columns it must have."""
+
+    method: str
+    columns: tuple[str, ...]
+
+
+RESULT_FORMATS: Registry[ResultFormat] = Registry("result format")
+RESULT_FORMATS.add(
+    "clip_dissect", ResultFormat(CLIP_DISSECT, DESCRIPTION_COLUMNS),
+    "CLIP-Dissect's descriptions.csv (this project's and the reference tool's): 0-based units, "
+    "one file for all layers",
+)
+RESULT_FORMATS.add(
+    "netdissect", ResultFormat(NETDISSECT, ("unit", "category", "label", "score")),
+    "NetDissect-Lite's per-layer result, one file per layer named MODEL_LAYER.csv: 1-based units "
+    "(read as 0-based), the IoU as the score, the Broden category kept",
+)
+RESULT_FORMATS.add(
+    "milan", ResultFormat(MILAN, ("layer", "unit", "description")),
+    "MILAN's descriptions: 0-based units, one file for all layers, no score",
+)
+
+# NetDissect-Lite's per-category detail columns (``color-label``, ``object-iou``, ...):
+# part of the format, so dropped without a note.
+_NETDISSECT_DETAIL = re.compile(r"[A-Za-z_]+-(label|truth|activation|intersect|iou)")
+# Broden marks scene and colour labels with a suffix ("kitchen-s", "red-c"); the category
+# column says the same, so the suffix is dropped where it agrees with the category and the
+# label reads like the other methods' concepts.
+_BRODEN_SUFFIX = {"scene": "-s", "color": "-c"}
+
+
 def _read_bytes(source: PathOrFile) -> tuple[bytes, str]:
     if isinstance(source, bytes):
         return source, "uploaded file"
@@ -53,25 +94,63 @@ def _read_bytes(source: PathOrFile) -> tuple[bytes, str]:
     data = source.read()
     if isinstance(data, str):
         data = data.encode("utf-8")
-    return data, getattr(source, "name", "uploaded file")
+    return data, Path(str(getattr(source, "name", "") or "uploaded file")).name
 
 
-def read_descriptions(source: PathOrFile) -> pd.DataFrame:
-    """Read a ``descriptions.csv`` written by this project or the reference tool.
+def _supported_headers() -> str:
+    return "; ".join(f"{fmt.value.method} '{','.join(fmt.value.columns)}'" for fmt in RESULT_FORMATS)
 
-    Returns a frame with columns ``layer`` (str), ``unit`` (int), ``description``
-    (str) and ``similarity`` (float), rows in file order. Anything that is not such
-    a file raises ``InvalidInputError`` saying what is wrong and how to fix it.
+
+def detect_format(columns: list[str]) -> Optional[ResultFormat]:
+    """The format whose columns are all present (CLIP-Dissect first), else the format the
+    header comes closest to (at least two of its columns), else ``None``."""
+    for entry in RESULT_FORMATS:
+        if all(column in columns for column in entry.value.columns):
+            return entry.value
+    hits = [(sum(column in columns for column in e.value.columns), e.value) for e in RESULT_FORMATS]
+    best_hits, best = max(hits, key=lambda pair: pair[0])  # max keeps the first of equals
+    return best if best_hits >= 2 else None
+
+
+def netdissect_model_and_layer(file_name: str) -> tuple[str, str]:
+    """``MODEL_LAYER.csv`` → (MODEL, LAYER), split at the last underscore; a name without
+    one is taken as the layer alone (model ``""``)."""
+    stem = Path(file_name).stem
+    model, _, layer = stem.rpartition("_")
+    return model, layer
+
+
+def read_header(source: PathOrFile) -> list[str]:
+    """The column names of a CSV's first line (byte-order mark ignored); [] if unreadable."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            first = handle.readline(65536)
+    else:
+        first = _read_bytes(source)[0].split(b"\n", 1)[0]
+    try:
+        line = first.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return []
+    return next(csv.reader([line]), []) if line else []
+
+
+def read_descriptions(source: PathOrFile, name: Optional[str] = None) -> pd.DataFrame:
+    """Read a result file of any supported method into the standard frame.
+
+    Returns columns ``layer`` (str), ``unit`` (int, 0-based), ``description`` (str) and
+    ``similarity`` (float: the method's score, NaN where it has none), plus ``category``
+    (str) for NetDissect; rows in file order. ``frame.attrs["method"]`` names the method
+    (see ``RESULT_FORMATS``) and ``frame.attrs["notes"]`` lists what was ignored. ``name``
+    overrides the file name (a NetDissect file's layer comes from it). Anything that is
+    not such a file raises ``InvalidInputError`` saying what is wrong and how to fix it.
     """
-    data, name = _read_bytes(source)
+    data, read_name = _read_bytes(source)
+    name = name or read_name
+    if data.startswith(b"\xef\xbb\xbf"):  # Excel's "CSV UTF-8" starts with a byte-order mark
+        data = data[3:]
     if not data.strip():
         raise InvalidInputError(
             f"{name} is empty. A descriptions CSV starts with the header 'layer,unit,description,similarity'."
-        )
-    if data.startswith(b"\xef\xbb\xbf"):
-        raise InvalidInputError(
-            f"{name} starts with a byte-order mark (as Excel's 'CSV UTF-8' writes). "
-            "Save it as plain UTF-8 CSV without a BOM, as CLIP-Dissect writes it."
         )
     try:
         text = data.decode("utf-8")
@@ -88,63 +167,93 @@ def read_descriptions(source: PathOrFile) -> pd.DataFrame:
         raise InvalidInputError(f"{name} is not a readable CSV: {exc}") from None
 
     columns = [str(c) for c in frame.columns]
-    missing = [c for c in DESCRIPTION_COLUMNS if c not in columns]
-    extra = [c for c in columns if c not in DESCRIPTION_COLUMNS]
-    if missing or extra:
-        problems = []
-        if missing:
-            problems.append("missing column(s) " + ", ".join(repr(c) for c in missing))
-        if extra:
-            problems.append("unexpected column(s) " + ", ".join(repr(c) for c in extra))
+    fmt = detect_format(columns)
+    if fmt is None:
         raise InvalidInputError(
-            f"{name} is not a descriptions CSV: {'; '.join(problems)}. "
-            f"The header must be exactly '{','.join(DESCRIPTION_COLUMNS)}' (found '{','.join(columns)}')."
+            f"{name} is not a result file: its header is '{','.join(columns)}'. "
+            f"Supported headers: {_supported_headers()}."
+        )
+    missing = [c for c in fmt.columns if c not in columns]
+    if missing:
+        raise InvalidInputError(
+            f"{name} looks like a {fmt.method} file but lacks the column(s) "
+            f"{', '.join(repr(c) for c in missing)}: its header must contain '{','.join(fmt.columns)}' "
+            f"(found '{','.join(columns)}')."
         )
     if frame.empty:
         raise InvalidInputError(f"{name} has a header but no rows.")
-    frame = frame[list(DESCRIPTION_COLUMNS)]
+    known = set(fmt.columns) | ({"category"} if fmt.method == CLIP_DISSECT else set())
+    ignored = [c for c in columns if c not in known
+               and not (fmt.method == NETDISSECT and _NETDISSECT_DETAIL.fullmatch(c))]
+    notes = [f"{name}: ignored the column(s) {', '.join(repr(c) for c in ignored)}."] if ignored else []
 
-    def first_bad(mask: pd.Series) -> tuple[int, str]:
+    def line_of(mask: pd.Series) -> tuple[int, int]:
         row = int(mask.to_numpy().nonzero()[0][0])
         return row + 2, row  # +2: 1-based lines and the header line
 
-    if (frame["layer"].str.strip() == "").any():
-        line, _ = first_bad(frame["layer"].str.strip() == "")
+    if fmt.method == NETDISSECT:
+        model, layer = netdissect_model_and_layer(name)
+        if not layer:
+            raise InvalidInputError(
+                f"{name} is a NetDissect file, whose layer comes from the file name: name it MODEL_LAYER.csv "
+                "(e.g. resnet18_places365_layer4.csv)."
+            )
+        category = frame["category"].astype(str)
+        label = frame["label"].astype(str)
+        suffix = category.map(_BRODEN_SUFFIX).fillna("\0")
+        strip = pd.Series([lbl.endswith(s) for lbl, s in zip(label, suffix)], index=frame.index, dtype=bool)
+        label = label.where(~strip, label.str[:-2])
+        standard = pd.DataFrame({"layer": layer, "unit": frame["unit"], "description": label,
+                                 "similarity": frame["score"], "category": category})
+        first_unit = 1
+    else:
+        standard = frame[[c for c in ("layer", "unit", "description", "similarity", "category") if c in columns]]
+        if fmt.method == MILAN:
+            standard = standard.assign(similarity="nan")
+        first_unit = 0
+
+    if (standard["layer"].str.strip() == "").any():
+        line, _ = line_of(standard["layer"].str.strip() == "")
         raise InvalidInputError(f"{name}, line {line}: the layer name is empty.")
-    units = pd.to_numeric(frame["unit"], errors="coerce")
-    bad_units = units.isna() | (units < 0) | (units % 1 != 0)
+    units = pd.to_numeric(standard["unit"], errors="coerce")
+    bad_units = units.isna() | (units < first_unit) | (units % 1 != 0)
     if bad_units.any():
-        line, row = first_bad(bad_units)
-        raise InvalidInputError(
-            f"{name}, line {line}: unit {frame['unit'].iloc[row]!r} is not a non-negative whole number."
-        )
-    similarity = pd.to_numeric(frame["similarity"], errors="coerce")
-    written_nan = frame["similarity"].str.strip().str.lower().isin({"nan", "-nan"})
+        line, row = line_of(bad_units)
+        kind = "a positive whole number (NetDissect numbers units from 1)" if first_unit else \
+            "a non-negative whole number"
+        raise InvalidInputError(f"{name}, line {line}: unit {standard['unit'].iloc[row]!r} is not {kind}.")
+    score_name = "score" if fmt.method == NETDISSECT else "similarity"
+    similarity = pd.to_numeric(standard["similarity"], errors="coerce")
+    written_nan = standard["similarity"].str.strip().str.lower().isin({"nan", "-nan"})
     bad_similarity = similarity.isna() & ~written_nan
     if bad_similarity.any():
-        line, row = first_bad(bad_similarity)
+        line, row = line_of(bad_similarity)
         raise InvalidInputError(
-            f"{name}, line {line}: similarity {frame['similarity'].iloc[row]!r} is not a number."
+            f"{name}, line {line}: {score_name} {standard['similarity'].iloc[row]!r} is not a number."
         )
-    if (frame["description"] == "").any():
-        line, _ = first_bad(frame["description"] == "")
-        raise InvalidInputError(f"{name}, line {line}: the description is empty.")
+    if (standard["description"] == "").any():
+        line, _ = line_of(standard["description"] == "")
+        raise InvalidInputError(f"{name}, line {line}: the {'label' if first_unit else 'description'} is empty.")
 
     result = pd.DataFrame(
         {
-            "layer": frame["layer"].astype(str),
-            "unit": units.astype("int64"),
-            "description": frame["description"].astype(str),
+            "layer": standard["layer"].astype(str),
+            "unit": (units - first_unit).astype("int64"),
+            "description": standard["description"].astype(str),
             "similarity": similarity.astype("float64"),
         }
     )
+    if "category" in standard.columns:
+        result["category"] = standard["category"].astype(str)
     duplicated = result.duplicated(["layer", "unit"])
     if duplicated.any():
-        line, row = first_bad(duplicated)
+        line, row = line_of(duplicated)
         raise InvalidInputError(
-            f"{name}, line {line}: unit {result['unit'].iloc[row]} of layer "
+            f"{name}, line {line}: unit {int(units.iloc[row])} of layer "
             f"{result['layer'].iloc[row]!r} appears twice."
         )
+    result.attrs["method"] = fmt.method
+    result.attrs["notes"] = notes
     return result
 
 
@@ -167,6 +276,9 @@ class Run:
     top_concepts: Optional[pd.DataFrame] = None
     top_images: Optional[pd.DataFrame] = None
     unit_stats: Optional[pd.DataFrame] = None
+    method: str = CLIP_DISSECT                   # which method made the labels (RESULT_FORMATS)
+    notes: list[str] = field(default_factory=list)  # what reading the files ignored
+    files: tuple[Path, ...] = ()                 # the result files read (several for NetDissect)
 
     @property
     def layers(self) -> list[str]:
@@ -254,58 +366,145 @@ def read_json_object(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def run_label(args: dict, manifest: dict, fallback: str) -> str:
-    """A display name: model · probe · concept set, or the folder name when unknown."""
+def run_label(args: dict, manifest: dict, fallback: str, method: str = CLIP_DISSECT) -> str:
+    """A display name: model · probe · concept set (or the folder name when unknown), then
+    the method when it is not CLIP-Dissect."""
     model = manifest.get("target_model") or args.get("target_model")
-    if not model:
-        return fallback
-    probe = manifest.get("probe", {}).get("name") or args.get("d_probe")
-    concepts = manifest.get("concept_set", {}).get("name") or args.get("concept_set")
-    parts = [str(model)]
-    if probe:
-        parts.append(str(probe))
-    if concepts:
-        parts.append(Path(str(concepts)).stem)
+    parts = [str(model)] if model else [fallback]
+    if model:
+        probe = manifest.get("probe", {}).get("name") or args.get("d_probe")
+        concepts = manifest.get("concept_set", {}).get("name") or args.get("concept_set")
+        if probe:
+            parts.append(str(probe))
+        if concepts:
+            parts.append(Path(str(concepts)).stem)
+    if method != CLIP_DISSECT:
+        parts.append(method)
     return " · ".join(parts)
 
 
 def load_run(path: Union[str, Path]) -> Run:
-    """Load a run folder (or a bare ``descriptions.csv``) written by either tool."""
+    """Load a run folder, or one result file of any supported method (``RESULT_FORMATS``)."""
     path = Path(path)
     csv_path = path / DESCRIPTIONS_FILE if path.is_dir() else path
     folder = csv_path.parent
     descriptions = read_descriptions(csv_path)
-    args = read_json_object(folder / ARGS_FILE)
-    manifest = read_json_object(folder / MANIFEST_FILE)
-    fallback = folder.name if csv_path.name == DESCRIPTIONS_FILE else csv_path.stem
+    own_folder = csv_path.name == DESCRIPTIONS_FILE  # args.txt and the rest belong to this file
+    args = read_json_object(folder / ARGS_FILE) if own_folder else {}
+    manifest = read_json_object(folder / MANIFEST_FILE) if own_folder else {}
+    method = str(manifest.get("method") or args.get("method") or descriptions.attrs["method"])
+    if descriptions.attrs["method"] == NETDISSECT:
+        args = {"target_model": netdissect_model_and_layer(csv_path.name)[0] or folder.name, "method": method}
+    fallback = folder.name if own_folder else csv_path.stem
     return Run(
-        label=run_label(args, manifest, fallback),
+        label=run_label(args, manifest, fallback, method),
         descriptions=descriptions,
         path=folder,
         args=args,
         manifest=manifest,
-        top_concepts=_read_optional_csv(folder / TOP_CONCEPTS_FILE),
-        top_images=_read_optional_csv(folder / TOP_IMAGES_FILE),
-        unit_stats=_read_optional_csv(folder / UNIT_STATS_FILE),
+        top_concepts=_read_optional_csv(folder / TOP_CONCEPTS_FILE) if own_folder else None,
+        top_images=_read_optional_csv(folder / TOP_IMAGES_FILE) if own_folder else None,
+        unit_stats=_read_optional_csv(folder / UNIT_STATS_FILE) if own_folder else None,
+        method=method,
+        notes=list(descriptions.attrs["notes"]),
+        files=(csv_path,),
     )
 
 
-def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """Every ``descriptions.csv`` under ``root`` at any depth.
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
-    Returns the runs (with labels made unique) and, for files that could not be
-    read, ``(path, reason)`` pairs, so one bad file never hides the others.
+
+def _merge_netdissect(model: str, layers: list[Run], folder: Optional[Path]) -> Run:
+    """One model's per-layer NetDissect runs as one run, layers in natural name order."""
+    layers = sorted(layers, key=lambda run: _natural_key(run.layers[0]))
+    args = {"target_model": model, "method": NETDISSECT}
+    return Run(
+        label=run_label(args, {}, model, NETDISSECT),
+        descriptions=pd.concat([run.descriptions for run in layers], ignore_index=True),
+        path=folder,
+        args=args,
+        method=NETDISSECT,
+        notes=[note for run in layers for note in run.notes],
+        files=tuple(file for run in layers for file in run.files),
+    )
+
+
+def _group_netdissect(runs: list[Run]) -> list[Run]:
+    """Merge single-layer NetDissect runs of one model and folder (files MODEL_LAYER.csv)
+    into one run, placed where its first file was. A group that names a layer twice (the
+    same file given twice) is left as it is."""
+    def key(run: Run) -> Optional[tuple]:
+        model = run.args.get("target_model")
+        single = run.method == NETDISSECT and not run.manifest and len(run.layers) == 1
+        return (run.path, model) if single and model else None
+
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if key(run) is not None:
+            groups.setdefault(key(run), []).append(run)
+    merged = []
+    for run in runs:
+        group = groups.get(key(run)) if key(run) is not None else None
+        layers = [other.layers[0] for other in group] if group else []
+        if group is None or len(group) == 1 or len(set(layers)) < len(layers):
+            merged.append(run)
+        elif run is group[0]:
+            merged.append(_merge_netdissect(run.args["target_model"], group, run.path))
+    return merged
+
+
+# Run-folder side tables: never result files themselves.
+_SIDE_TABLES = {TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE}
+
+
+def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Every supported result file under ``root`` at any depth (``RESULT_FORMATS``).
+
+    Run folders' ``descriptions.csv`` are read with their side files; other CSVs are read
+    when their header is a result file's (or close to one); one model's NetDissect files
+    in one folder become one run. Returns the runs (with labels made unique) and, for
+    files that could not be read, ``(path, reason)`` pairs, so one bad file never hides
+    the others.
     """
     root = Path(root)
     runs: list[Run] = []
     problems: list[tuple[Path, str]] = []
-    for csv_path in sorted(root.rglob(DESCRIPTIONS_FILE)):
+    for csv_path in sorted(root.rglob("*.csv")):
+        hidden = any(part.startswith(".") for part in csv_path.relative_to(root).parts)
+        if hidden or csv_path.name in _SIDE_TABLES:
+            continue
+        if csv_path.name != DESCRIPTIONS_FILE and detect_format(read_header(csv_path)) is None:
+            continue  # some other CSV, not a result file
         try:
             runs.append(load_run(csv_path))
         except InvalidInputError as exc:
             problems.append((csv_path, str(exc)))
+    runs = _group_netdissect(runs)
     make_labels_unique(runs)
     return runs, problems
+
+
+def runs_from_files(files: list[tuple[str, bytes]]) -> tuple[list[Run], list[tuple[str, str]]]:
+    """Runs from loose result files given as (file name, contents), e.g. uploads.
+
+    One model's NetDissect files (MODEL_LAYER.csv) become one run. Returns the runs and,
+    for files that could not be read, ``(file name, reason)`` pairs.
+    """
+    runs: list[Run] = []
+    problems: list[tuple[str, str]] = []
+    for name, data in files:
+        try:
+            descriptions = read_descriptions(data, name=name)
+        except InvalidInputError as exc:
+            problems.append((name, str(exc)))
+            continue
+        method = descriptions.attrs["method"]
+        model = netdissect_model_and_layer(name)[0] if method == NETDISSECT else ""
+        args = {"target_model": model, "method": method} if model else {}
+        runs.append(Run(label=run_label(args, {}, Path(name).stem, method), descriptions=descriptions,
+                        args=args, method=method, notes=list(descriptions.attrs["notes"])))
+    return _group_netdissect(runs), problems
 
 
 def make_labels_unique(runs: list[Run]) -> None:

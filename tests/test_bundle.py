@@ -245,3 +245,16 @@ def test_a_minimal_bundle_imports_into_a_folder_made_for_it(tmp_path):
     folders = import_bundle(make_zip(GOOD, index("a")), tmp_path / "new" / "results")
     assert [f.name for f in folders] == ["a"] and folders[0].parent.name.startswith("bundle_")
     assert load_run(folders[0]).descriptions["description"].tolist() == ["red", "dotted, striped", "nan"]
+
+
+def test_other_methods_keep_their_method_and_category_through_a_bundle(tmp_path):
+    from dissect_core.results import NETDISSECT, runs_from_files
+
+    header = "unit,category,label,score\n"
+    files = [("vgg_conv4.csv", (header + "1,scene,bar-s,0.2\n2,color,red-c,0.3\n").encode()),
+             ("vgg_conv5.csv", (header + "1,object,cart,0.1\n").encode())]
+    (run,), _ = runs_from_files(files)
+    folders = import_bundle(export_bundle([run]), tmp_path / "imported")
+    back = load_run(folders[0])
+    assert back.method == NETDISSECT and back.label == "vgg · NetDissect"
+    pd.testing.assert_frame_equal(back.descriptions, run.descriptions)

@@ -5,11 +5,15 @@ import pytest
 
 from dissect_core.errors import InvalidInputError
 from dissect_core.results import (
+    CLIP_DISSECT,
+    MILAN,
+    NETDISSECT,
     find_runs,
     format_similarity,
     load_run,
     new_run_dir,
     read_descriptions,
+    runs_from_files,
     write_run,
 )
 
@@ -36,10 +40,9 @@ def test_quoted_descriptions_with_commas():
     [
         (b"", "empty"),
         (b"layer,unit,description,similarity\n", "no rows"),
-        (b"\xef\xbb\xbf" + GOOD, "byte-order mark"),
         ("layer,unit,description,similarity\nlayer2,0,caf\u00e9,0.1\n".encode("latin-1"), "not UTF-8"),
-        (b"layer,unit,concept,score\nlayer2,0,red,0.1\n", "missing column"),
-        (b"layer,unit,description,similarity,top_images\nlayer2,0,red,0.1,x\n", "unexpected column"),
+        (b"layer,unit,concept,score\nlayer2,0,red,0.1\n", "CLIP-Dissect file but lacks the column.*'description'"),
+        (b"image,path\na.jpg,x\n", "not a result file.*Supported headers"),
         (b"layer,unit,description,similarity\nlayer2,0,red,high\n", "line 2: similarity 'high'"),
         (b"layer,unit,description,similarity\nlayer2,x,red,0.1\n", "line 2: unit 'x'"),
         (b"layer,unit,description,similarity\nlayer2,-1,red,0.1\n", "unit '-1'"),
@@ -100,6 +103,102 @@ def test_reads_every_reference_csv(reference_dir: Path):
     places = by_folder["resnet18_places_25_07_16_17_57"].descriptions
     assert imagenet.groupby("layer", sort=False)["description"].nunique().tolist() == [68, 124, 278]
     assert places.groupby("layer", sort=False)["description"].nunique().tolist() == [66, 135, 314]
-    # The non-standard run carries an extra top_images column: reported, not fatal.
-    assert all("top_images" in reason for _, reason in problems)
+    # The non-standard runs carry an extra top_images column: read, with a note.
+    assert problems == []
+    samira = [run for run in runs if "SamiraAbedini" in str(run.path)]
+    assert len(samira) == 2 and all("ignored the column(s) 'top_images'" in run.notes[0] for run in samira)
     assert len({run.label for run in runs}) == len(runs)
+
+
+# --------------------------------------------------------------------------- other formats
+
+NETDISSECT_HEADER = ("unit,category,label,score,color-label,color-truth,color-activation,color-intersect,"
+                     "color-iou,scene-label,scene-truth,scene-activation,scene-intersect,scene-iou\n")
+
+
+def netdissect_csv(*rows: str) -> bytes:
+    return (NETDISSECT_HEADER + "".join(row + "\n" for row in rows)).encode()
+
+
+def test_byte_order_mark_and_extra_columns_are_accepted():
+    frame = read_descriptions(b"\xef\xbb\xbf" + GOOD)
+    pd.testing.assert_frame_equal(frame, read_descriptions(GOOD))
+    assert frame.attrs == {"method": CLIP_DISSECT, "notes": []}
+    extra = read_descriptions(b"layer,unit,description,similarity,top_images\nlayer2,0,red,0.1,x\n",
+                              name="mine.csv")
+    assert list(extra.columns) == ["layer", "unit", "description", "similarity"]
+    assert extra.attrs["notes"] == ["mine.csv: ignored the column(s) 'top_images'."]
+
+
+def test_netdissect_file_becomes_the_standard_frame():
+    data = netdissect_csv("1,scene,kitchen-s,0.08,red-c,1,2,3,0.01,kitchen-s,1,2,3,0.08",
+                          "2,color,red-c,0.05,red-c,1,2,3,0.05,,1,2,3,0.001",
+                          "3,object,cart-s,0.04,,1,2,3,0.0,,1,2,3,0.0")
+    frame = read_descriptions(data, name="alexnet_conv5.csv")
+    assert frame.attrs == {"method": NETDISSECT, "notes": []}  # the per-category columns are the format's
+    assert frame["layer"].tolist() == ["conv5"] * 3
+    assert frame["unit"].tolist() == [0, 1, 2]                   # 1-based in the file
+    # The Broden suffix goes where the category says the same; the category stays.
+    assert frame["description"].tolist() == ["kitchen", "red", "cart-s"]
+    assert frame["category"].tolist() == ["scene", "color", "object"]
+    assert frame["similarity"].tolist() == [0.08, 0.05, 0.04]   # the IoU
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"unit,category,label\n1,scene,x\n", "NetDissect file but lacks the column.*'score'"),
+        (netdissect_csv("0,scene,x,0.1,,,,,,,,,,"), "unit '0' is not a positive whole number"),
+        (netdissect_csv("1,scene,x,high,,,,,,,,,,"), "line 2: score 'high'"),
+        (netdissect_csv("1,scene,,0.1,,,,,,,,,,"), "line 2: the label is empty"),
+        (b"layer,unit\nconv1,0\n", "lacks the column"),
+        (b"layer,unit,description\nconv1,x,Edges\n", "line 2: unit 'x'"),
+    ],
+)
+def test_bad_netdissect_and_milan_files_are_refused(data, message):
+    with pytest.raises(InvalidInputError, match=message):
+        read_descriptions(data, name="m_layer4.csv")
+
+
+def test_milan_file_has_no_score():
+    frame = read_descriptions(b"layer,unit,description\nconv1,0,Edges of objects\nconv1,1,Green objects\n")
+    assert frame.attrs["method"] == MILAN
+    assert frame["description"].tolist() == ["Edges of objects", "Green objects"]
+    assert frame["similarity"].isna().all()
+
+
+def test_uploaded_netdissect_files_of_one_model_form_one_run():
+    files = [("vgg_conv5.csv", netdissect_csv("1,scene,kitchen-s,0.1,,,,,,,,,,")),
+             ("vgg_conv4.csv", netdissect_csv("1,scene,bar-s,0.2,,,,,,,,,,", "2,scene,pub-s,0.3,,,,,,,,,,")),
+             ("other_conv4.csv", netdissect_csv("1,scene,zoo-s,0.2,,,,,,,,,,")),
+             ("broken_conv1.csv", b"unit,category,label\n1,scene,x\n"),
+             ("mine.csv", GOOD)]
+    runs, problems = runs_from_files(files)
+    assert [(run.label, run.method) for run in runs] == [
+        ("vgg · NetDissect", NETDISSECT), ("other · NetDissect", NETDISSECT), ("mine", CLIP_DISSECT)]
+    assert runs[0].layers == ["conv4", "conv5"] and len(runs[0].descriptions) == 3
+    assert [name for name, _ in problems] == ["broken_conv1.csv"]
+
+
+def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
+    folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
+    runs, problems = find_runs(folder)
+    assert problems == []
+    by_label = {run.label: run for run in runs}
+    netdissect = by_label["resnet18_places365 · NetDissect"]
+    assert netdissect.method == NETDISSECT
+    counts = netdissect.descriptions.groupby("layer", sort=False)["unit"].agg(["size", "min", "max"])
+    assert counts.to_dict("index") == {"fc": {"size": 365, "min": 0, "max": 364},
+                                       "layer1": {"size": 64, "min": 0, "max": 63},
+                                       "layer4": {"size": 512, "min": 0, "max": 511}}
+    layer4 = netdissect.units("layer4")
+    assert layer4.iloc[0][["description", "category"]].tolist() == ["reception", "scene"]
+    assert layer4.iloc[0]["similarity"] == pytest.approx(0.081296847)
+    assert not layer4["description"].str.endswith("-s").any()
+    for name in ("m_base_resnet18_places365 · MILAN", "m_imagenet_resnet18_places365 · MILAN"):
+        milan = by_label[name]
+        assert milan.method == MILAN and milan.descriptions["similarity"].isna().all()
+        assert milan.descriptions.groupby("layer", sort=False).size().to_dict() == {
+            "conv1": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+    assert by_label["resnet18_places_imagenet_broden"].method == CLIP_DISSECT
+    assert len(runs) == 5
