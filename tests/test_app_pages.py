@@ -179,7 +179,7 @@ def test_missing_results_folder_is_reported_once(monkeypatch: pytest.MonkeyPatch
     (problems,) = [e for e in at.sidebar.expander if "could not be read" in e.label]
     assert problems.label.startswith("⚠️ 2 result file(s)")
     texts = [t.value for t in problems.text]
-    assert any("missing column(s) 'description', 'similarity'" in t for t in texts)
+    assert any("lacks the column(s) 'description', 'similarity'" in t for t in texts)
     assert any("--results folder not found" in t for t in texts)
     assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES]
 
@@ -297,13 +297,12 @@ def test_upload_adds_a_run_and_keeps_it_across_pages() -> None:
 
 GOOD = descriptions_csv(IMAGENET_ROWS).encode()
 BAD_FILES = {
-    "wrong columns": (b"layer,neuron,label,score\nlayer2,0,dog,0.1\n", "missing column(s)"),
+    "wrong columns": (b"layer,neuron,label,score\nlayer2,0,dog,0.1\n", "lacks the column(s)"),
+    "not a result file": (b"image,path\na.jpg,x\n", "not a result file"),
+    "NetDissect without score": (b"unit,category,label\n1,scene,kitchen-s\n", "NetDissect file but lacks"),
     "non-numeric similarity": (b"layer,unit,description,similarity\nlayer2,0,dog,high\n", "is not a number"),
     "empty": (b"", "is empty"),
     "non-UTF-8": ("layer,unit,description,similarity\nlayer2,0,café,0.1\n".encode("latin-1"), "is not UTF-8"),
-    "BOM": (b"\xef\xbb\xbf" + GOOD, "byte-order mark"),
-    "extra column": (b"layer,unit,description,similarity,top_images\nlayer2,0,dog,0.1,x.jpg\n",
-                     "unexpected column(s)"),
 }
 
 
