@@ -104,6 +104,9 @@ def _describe(args: argparse.Namespace) -> int:
         print(f"  {layer}: {row['size']} units, {row['nunique']} distinct concepts")
     if result.reused:
         print("Reused from cache: " + ", ".join(result.reused))
+    if args.quiet:  # otherwise the progress display printed them as they came
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if result.skipped_images:
         print(f"Skipped {len(result.skipped_images)} unreadable image(s), e.g. {result.skipped_images[0]}")
     print("Timings: " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items()))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -32,7 +31,7 @@ from PIL import Image
 from . import downloads
 from .device import resolve_device
 from .errors import InvalidInputError, MissingResourceError
-from .files import file_sha256
+from .files import file_sha256, weight_file_problem
 from .progress import ProgressFn, report
 
 # The reference's --clip_model choices and their open_clip architectures (weights: openai).
@@ -234,9 +233,9 @@ def load_clip(name: str = "ViT-B/16", device: str | torch.device | None = None) 
             weights_only=True,
             **options,
         )
-    except (RuntimeError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+    except Exception as exc:  # the file is untrusted: its readers (torch, safetensors, numpy) raise many kinds
         raise InvalidInputError(
-            f"Cannot load {checkpoint} as CLIP model {arch}: {str(exc).strip().splitlines()[0]}. "
+            f"Cannot load CLIP model {arch}: {weight_file_problem(Path(checkpoint), exc)}. "
             "Check that the file holds weights for this architecture (a plain state_dict or "
             "safetensors file readable with weights_only=True)."
         ) from exc

@@ -3,6 +3,9 @@
 Rules for a concept file (one concept per line):
 
 * the file must be UTF-8; a leading byte-order mark is ignored;
+* lines end at ``\n``, ``\r\n`` or ``\r`` only, as the reference reads them (Python's
+  text mode); a form feed, NEL or U+2028 inside a line stays part of its concept,
+  where ``str.splitlines`` would split;
 * surrounding whitespace is stripped and blank lines are dropped *before*
   concepts are indexed (the reference indexed the unfiltered lines, which shifted
   every label after a blank line);
@@ -18,6 +21,7 @@ Concepts longer than CLIP's 77-token context are an error (see
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -27,6 +31,7 @@ from .errors import InvalidInputError, MissingResourceError
 # A line this long cannot be a concept; it means a wrong file (for example a CSV of results).
 MAX_CONCEPT_CHARS = 300
 ENGLISH_VOCABULARY_SIZE = 20_000
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,10 @@ def parse_concepts(data: Union[str, bytes], name: str, source: str = "upload") -
     concepts: list[str] = []
     seen: set[str] = set()
     blank = duplicates = 0
-    for line_number, raw in enumerate(text.splitlines(), start=1):
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":
+        lines.pop()  # the file's final line break ends a line; it does not start a blank one
+    for line_number, raw in enumerate(lines, start=1):
         concept = raw.strip()
         if not concept:
             blank += 1

@@ -34,7 +34,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from .downloads import download_file
-from .files import file_sha256
+from .files import file_sha256, weight_file_problem
 from .errors import InvalidInputError, MissingResourceError
 from .progress import ProgressFn
 
@@ -244,7 +244,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower():
+        if "unsupported global" in str(exc).lower():
             raise InvalidInputError(
                 f"{path} cannot be read with torch.load(weights_only=True): it stores Python "
                 "objects besides tensors, and unpickling those can run arbitrary code, so "
@@ -252,9 +252,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 "torch.save(model.state_dict(), 'weights.pth'), and use that file. "
                 f"Details: {str(exc).strip().splitlines()[-1]}"
             ) from exc
-        raise InvalidInputError(f"{path} is not a PyTorch checkpoint ({exc}).") from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise InvalidInputError(f"{path} is not a readable PyTorch checkpoint ({exc}).") from exc
+        raise _not_a_checkpoint(path, exc) from exc
+    except Exception as exc:  # the file is untrusted: torch raises many kinds of error on junk
+        raise _not_a_checkpoint(path, exc) from exc
 
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
@@ -273,6 +273,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if match:
             state[match.group(1) + match.group(2)] = state.pop(key)
     return state
+
+
+def _not_a_checkpoint(path: Path, error: Exception) -> InvalidInputError:
+    return InvalidInputError(
+        f"The checkpoint cannot be loaded: {weight_file_problem(path, error)}. Give a file saved with "
+        "torch.save(model.state_dict(), 'weights.pth') (or a dict holding one under 'state_dict' or 'model')."
+    )
 
 
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

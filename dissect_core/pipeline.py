@@ -23,15 +23,16 @@ import torch
 
 from . import __version__
 from .activations import POOL_MODES, record_probe_pass
-from .cache import FeatureCache
+from .cache import (FeatureCache, check_activations, check_image_features, check_similarity,
+                    check_text_features)
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
 from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
 from .errors import InvalidInputError
 from .files import file_sha256
 from .models import TargetModel, get_layer, load_target_model
-from .probe_data import open_probe
-from .progress import ProgressFn, report
+from .probe_data import check_num_workers, open_probe
+from .progress import ProgressFn, report, report_warning
 from .results import Run, load_run, new_run_dir, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
 
@@ -74,6 +75,9 @@ class DescribeResult:
     timings: dict[str, float]
     reused: list[str]  # cache stages that were served from disk
     skipped_images: list[str]
+    # Problems found and worked around (damaged cache entries recomputed, files
+    # skipped while listing the probe folder): the CLI and the app show them.
+    warnings: list[str] = field(default_factory=list)
 
 
 def config_from_run(run: Run, **overrides) -> DescribeConfig:
@@ -123,6 +127,7 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         )
     if config.batch_size < 1:
         raise InvalidInputError(f"--batch_size must be at least 1, not {config.batch_size}.")
+    check_num_workers(config.num_workers)
     if config.top_images < 1:
         raise InvalidInputError(f"top_images must be at least 1, not {config.top_images}.")
     return layers, resolve_params(config.similarity_fn, config.similarity_params)
@@ -139,8 +144,15 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         timings[stage] = timings.get(stage, 0.0) + now - clock
         clock = now
 
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        report_warning(progress, message)
+
     # 1. Check every input before any heavy work.
     layers, params = _validate(config)
+    cache = FeatureCache(config.activation_dir, on_problem=warn)
     device = resolve_device(config.device)
     concepts = (
         config.concept_set if isinstance(config.concept_set, ConceptSet) else load_concept_set(config.concept_set)
@@ -152,7 +164,11 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         imagenet_val_dir=config.imagenet_val_dir,
         download=config.download,
         progress=progress,
+        index_dir=cache.root,
     )
+    if probe.listing_skipped:
+        warn(f"Skipped while listing {probe.name}: "
+             + ", ".join(f"{count} {reason}" for reason, count in sorted(probe.listing_skipped.items())) + ".")
     if isinstance(config.target_model, TargetModel):
         target = config.target_model
     else:
@@ -164,7 +180,6 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     lap("load")
 
     # 2. Look up every stage in the cache.
-    cache = FeatureCache(config.activation_dir)
     precision = "fp16" if device.type == "cuda" else "fp32"
     layer_parts = {
         layer: dict(target=target.name, weights=target.weights_id, layer=layer,
@@ -177,9 +192,9 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     text_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, concepts=concepts.sha256)
     text_key = cache.key("clip_texts", **text_parts)
 
-    activations = {layer: cache.load("activations", layer_keys[layer]) for layer in layers}
-    image_features = cache.load("clip_images", image_key)
-    text_features = cache.load("clip_texts", text_key)
+    activations = {layer: cache.load("activations", layer_keys[layer], check_activations) for layer in layers}
+    image_features = cache.load("clip_images", image_key, check_image_features)
+    text_features = cache.load("clip_texts", text_key, check_text_features(len(concepts)))
     reused = [f"activations {layer}" for layer, entry in activations.items() if entry is not None]
     reused += ["CLIP image features"] if image_features is not None else []
     reused += ["CLIP text features"] if text_features is not None else []
@@ -241,7 +256,7 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             similarity_fn=config.similarity_fn, params=params,
         )
         similarity_keys[layer] = key = cache.key("similarity", **similarity_parts)
-        best = cache.load("similarity", key)
+        best = cache.load("similarity", key, check_similarity(pooled.shape[1], len(concepts)))
         if best is None:
             scores = similarity_matrix(
                 config.similarity_fn, image_features_aligned, text_features["features"], pooled,
@@ -292,6 +307,7 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             "n_images": len(probe),
             "n_skipped": len(skipped),
             "skipped": skipped_labels[:1000],
+            "listing_skipped": probe.listing_skipped,
         },
         "concept_set": {
             "name": concepts.name,
@@ -310,6 +326,7 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         "cache_keys": {"activations": layer_keys, "clip_images": image_key, "clip_texts": text_key,
                        "similarity": similarity_keys},
         "reused_from_cache": reused,
+        "warnings": warnings,
         "versions": _versions(),
         "timings_s": timings,
     }
@@ -323,7 +340,7 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         unit_stats=pd.DataFrame(stat_rows, columns=["layer", "unit", "mask_threshold"]),
     )
     lap("write")
-    return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels)
+    return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels, warnings)
 
 
 def _align(entry: dict, image_features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

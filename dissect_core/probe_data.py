@@ -4,9 +4,11 @@ A :class:`ProbeSet` is a fixed, ordered list of images with
 
 * a JSON-serialisable ``spec`` that :func:`open_probe_spec` turns back into the same
   set later (the app uses it to show a unit's top images),
-* a content ``fingerprint`` (relative file names and sizes, or the CIFAR files and
-  split) that cache keys use instead of a name, so a changed folder never reuses
-  stale activations.
+* a content ``fingerprint`` (a hash over every file's relative path and content
+  hash, or the CIFAR files' hashes and split) that cache keys use instead of a
+  name, so a changed folder never reuses stale activations, even when images are
+  rewritten in place with the same size. Content hashes are kept in an index in
+  the cache folder (``index_dir``) and reused while files are unchanged.
 
 The order of folder-based sets is exactly torchvision ``ImageFolder``'s (classes
 sorted, then ``sorted(os.walk(...))``, then file names), so image indices agree with
@@ -19,11 +21,13 @@ import bisect
 import hashlib
 import os
 import shutil
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional, Protocol, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -33,6 +37,7 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 
 from .downloads import download_file, manual_fix
 from .errors import InvalidInputError, MissingResourceError
+from .files import file_hash_index, open_regular_file
 from .progress import ProgressFn, report
 
 PROBE_NAMES = ("broden", "cifar100_train", "cifar100_val", "imagenet_val", "imagenet_broden")
@@ -40,6 +45,7 @@ IMAGENET_VAL_ENV = "DISSECT_IMAGENET_VAL"
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
 BRODEN_DIR = "broden1_224"
 CIFAR_DIR = "cifar-100-python"
+FINGERPRINT_DIR = "fingerprints"  # in the cache folder: probe files' content hashes
 
 # What reading an image can raise for a damaged, truncated or non-image file.
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -64,11 +70,43 @@ class _FileList:
         return len(self.relpaths)
 
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.root / self.relpaths[index]) as image:
-            return image.convert("RGB")  # forces the full decode inside the with-block
+        with os.fdopen(open_regular_file(self.root / self.relpaths[index]), "rb") as handle:
+            with Image.open(handle) as image:
+                return to_rgb(image)  # forces the full decode inside the with-block
 
     def label(self, index: int) -> str:
-        return self.relpaths[index]
+        # A file name that is not UTF-8 is shown with replacement characters.
+        return os.fsencode(self.relpaths[index]).decode("utf-8", "replace")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB, with the value range its mode implies.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit and 32-bit values to 255 (a 16-bit
+    PNG comes out almost white), so those are scaled first: ``I;16`` by 1/257,
+    ``I`` likewise when its values fit 16 bits (else min–max), ``F`` from [0, 1]
+    (else min–max). Images with transparency (RGBA, LA, PA, P with a transparent
+    colour) are composited over white, as image viewers show them, instead of
+    exposing whatever colour the transparent pixels happen to store.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image.convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
+            values = values / 257.0
+        elif mode == "F" and low >= 0 and high <= 1:
+            values = values * 255.0
+        elif low < 0 or high > 255:
+            values = (values - low) * (255.0 / (high - low))
+        return Image.fromarray(np.rint(values).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 class _CifarImages:
@@ -126,6 +164,8 @@ class ProbeSet:
     fingerprint: str  # sha256 hex over the content listing
     root: Path
     _source: _Source = field(repr=False, compare=False)
+    # What listing the folder skipped, by reason ("broken links": 2, …); empty for CIFAR.
+    listing_skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._source)
@@ -153,29 +193,99 @@ def _imagefolder_key(relpath: str) -> tuple[str, str, str]:
     return (parts[0] if len(parts) > 1 else "", "/".join(parts[:-1]), parts[-1])
 
 
-def _list_images(root: Path, extensions: tuple[str, ...], class_subfolders_only: bool) -> list[str]:
-    """Relative POSIX paths of the files under ``root`` with one of ``extensions`` (any case)."""
-    found = []
-    for dirpath, _, filenames in os.walk(root, followlinks=True):
-        rel_dir = Path(dirpath).relative_to(root)
-        if class_subfolders_only and rel_dir == Path("."):
-            continue  # ImageFolder ignores files directly in the root
-        found.extend((rel_dir / f).as_posix() for f in filenames if f.lower().endswith(extensions))
-    return sorted(found, key=_imagefolder_key)
+# Deeper folders than this are skipped and counted: no real image set nests so far,
+# and very deep trees approach the operating system's path length limit.
+MAX_FOLDER_DEPTH = 64
 
 
-def _listing_fingerprint(root: Path, relpaths: list[str]) -> str:
-    digest = hashlib.sha256()
-    for rel in relpaths:
-        digest.update(f"{rel}\t{(root / rel).stat().st_size}\n".encode("utf-8"))
+def _list_images(root: Path, extensions: tuple[str, ...], class_subfolders_only: bool
+                 ) -> tuple[list[str], dict[str, int]]:
+    """Relative POSIX paths of the files under ``root`` with one of ``extensions`` (any
+    case), and counts of what was skipped while listing.
+
+    Links are followed, but a folder reached a second time (a symlink loop, or two
+    links to one folder) is skipped, so images are never listed twice and a loop
+    never runs forever. FIFOs, sockets and devices named like images, broken links
+    and unreadable entries are skipped and counted instead of hanging or failing.
+    The walk keeps its own stack, so a very deep tree cannot exhaust recursion.
+    """
+    found: list[str] = []
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    root_stat = os.stat(root)
+    visited = {(root_stat.st_dev, root_stat.st_ino)}
+    stack: list[tuple[str, str, int]] = [(str(root), "", 0)]
+    while stack:
+        folder, rel_dir, depth = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:
+            skip("unreadable folders")
+            continue
+        for entry in entries:
+            relpath = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                info = entry.stat()  # follows links
+            except OSError:
+                skip("broken links" if entry.is_symlink() else "unreadable files")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if (info.st_dev, info.st_ino) in visited:
+                    skip("folders reached twice through links")
+                elif depth + 1 > MAX_FOLDER_DEPTH:
+                    skip(f"folders deeper than {MAX_FOLDER_DEPTH} levels")
+                else:
+                    visited.add((info.st_dev, info.st_ino))
+                    stack.append((entry.path, relpath, depth + 1))
+            elif entry.name.lower().endswith(extensions):
+                if class_subfolders_only and not rel_dir:
+                    continue  # ImageFolder ignores files directly in the root
+                if not stat.S_ISREG(info.st_mode):
+                    skip("not regular files (FIFOs, sockets, devices)")
+                    continue
+                found.append(relpath)
+    return sorted(found, key=_imagefolder_key), skipped
+
+
+def _content_fingerprint(root: Path, relpaths: list[str], index_dir: Optional[Path],
+                         progress: Optional[ProgressFn], header: str = "") -> str:
+    """SHA-256 over every file's relative path and content hash.
+
+    Content hashes are computed once and then reused while a file's size and times
+    are unchanged (``files.FileHashIndex``, kept in ``index_dir``), so a second run
+    rereads nothing. A file that vanished or became unreadable since listing is
+    fingerprinted as such, and the loader skips it later.
+    """
+    index_path = None if index_dir is None else (
+        Path(index_dir) / FINGERPRINT_DIR / f"{hashlib.sha256(os.fsencode(root)).hexdigest()[:32]}.json")
+    index = file_hash_index(root, index_path)
+    digest = hashlib.sha256(header.encode())
+    stage = f"fingerprint {root.name}"
+    for done, rel in enumerate(relpaths, 1):
+        try:
+            content = index.sha256(rel)
+        except OSError:
+            content = "unreadable"
+        digest.update(os.fsencode(rel) + f"\t{content}\n".encode())
+        if done % 500 == 0 or done == len(relpaths):
+            report(progress, stage, done, len(relpaths))
+    index.save()
     return digest.hexdigest()
 
 
-def _file_probe(name: str, spec: dict, root: Path, relpaths: list[str]) -> ProbeSet:
-    return ProbeSet(name, spec, _listing_fingerprint(root, relpaths), root, _FileList(root, relpaths))
+def _file_probe(name: str, spec: dict, root: Path, listing: tuple[list[str], dict[str, int]],
+                index_dir: Optional[Path], progress: Optional[ProgressFn]) -> ProbeSet:
+    relpaths, skipped = listing
+    fingerprint = _content_fingerprint(root, relpaths, index_dir, progress)
+    return ProbeSet(name, spec, fingerprint, root, _FileList(root, relpaths), skipped)
 
 
-def image_folder(root: str | Path) -> ProbeSet:
+def image_folder(root: str | Path, index_dir: Optional[Path] = None,
+                 progress: Optional[ProgressFn] = None) -> ProbeSet:
     """All images under ``root`` (searched recursively), in ImageFolder order."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -184,16 +294,17 @@ def image_folder(root: str | Path) -> ProbeSet:
             looked_in=str(root),
             how_to_fix="Give an existing folder of images (subfolders are searched too).",
         )
-    relpaths = _list_images(root, IMG_EXTENSIONS, class_subfolders_only=False)
-    if not relpaths:
+    listing = _list_images(root, IMG_EXTENSIONS, class_subfolders_only=False)
+    if not listing[0]:
         raise InvalidInputError(
             f"No images found in {root} or its subfolders (looked for the extensions "
             f"{', '.join(IMG_EXTENSIONS)}, in any letter case)."
         )
-    return _file_probe(root.name, {"kind": "folder", "root": str(root)}, root, relpaths)
+    return _file_probe(root.name, {"kind": "folder", "root": str(root)}, root, listing, index_dir, progress)
 
 
-def imagenet_val(root: str | Path | None = None) -> ProbeSet:
+def imagenet_val(root: str | Path | None = None, index_dir: Optional[Path] = None,
+                 progress: Optional[ProgressFn] = None) -> ProbeSet:
     """The ImageNet validation images in one subfolder per class (ImageFolder layout).
 
     ``root`` defaults to the ``DISSECT_IMAGENET_VAL`` environment variable. ImageNet
@@ -214,14 +325,15 @@ def imagenet_val(root: str | Path | None = None) -> ProbeSet:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise MissingResourceError("The ImageNet validation images", looked_in=str(root), how_to_fix=fix)
-    relpaths = _list_images(root, IMG_EXTENSIONS, class_subfolders_only=True)
-    if not relpaths:
+    listing = _list_images(root, IMG_EXTENSIONS, class_subfolders_only=True)
+    if not listing[0]:
         raise InvalidInputError(
             f"No images in class subfolders of {root}. The ImageNet validation set must be laid "
             "out one subfolder per class (n01440764/ILSVRC2012_val_00000293.JPEG, …), as "
             "torchvision ImageFolder expects; a flat folder must be sorted into classes first."
         )
-    return _file_probe("imagenet_val", {"kind": "imagenet_val", "root": str(root)}, root, relpaths)
+    return _file_probe("imagenet_val", {"kind": "imagenet_val", "root": str(root)}, root, listing, index_dir,
+                       progress)
 
 
 # ----------------------------------------------------------------------------- Broden
@@ -235,7 +347,8 @@ def _broden_fix(data_dir: Path) -> str:
 
 
 def broden(
-    data_dir: str | Path = "data", download: bool = False, progress: Optional[ProgressFn] = None
+    data_dir: str | Path = "data", download: bool = False, progress: Optional[ProgressFn] = None,
+    index_dir: Optional[Path] = None,
 ) -> ProbeSet:
     """The Broden1_224 images (``{data_dir}/broden1_224/images/*/*.jpg``; 63,305 in the full set).
 
@@ -250,13 +363,14 @@ def broden(
                 f"The Broden probe set ({BRODEN_DIR})", looked_in=str(images), how_to_fix=_broden_fix(data_dir)
             )
         _download_broden(data_dir, progress)
-    relpaths = _list_images(images, (".jpg",), class_subfolders_only=True)
-    if not relpaths:
+    listing = _list_images(images, (".jpg",), class_subfolders_only=True)
+    if not listing[0]:
         raise InvalidInputError(
             f"{images} holds no .jpg images in its subfolders (ade20k/, dtd/, …). Delete "
             f"{data_dir / BRODEN_DIR} and fetch it again. {_broden_fix(data_dir)}"
         )
-    return _file_probe("broden", {"kind": "broden", "data_dir": str(data_dir)}, images, relpaths)
+    return _file_probe("broden", {"kind": "broden", "data_dir": str(data_dir)}, images, listing, index_dir,
+                       progress)
 
 
 def _download_broden(data_dir: Path, progress: Optional[ProgressFn]) -> None:
@@ -344,6 +458,7 @@ def cifar100(
     train: bool = False,
     download: bool = True,
     progress: Optional[ProgressFn] = None,
+    index_dir: Optional[Path] = None,
 ) -> ProbeSet:
     """The CIFAR-100 train (50,000) or test (10,000, ``cifar100_val``) images, via torchvision."""
     data_dir = Path(data_dir).expanduser().resolve()
@@ -363,12 +478,10 @@ def cifar100(
             + _cifar_fix(data_dir),
         ) from exc
     split = "train" if train else "val"
-    digest = hashlib.sha256(f"cifar100 {split}\n".encode())
-    files = [entry[0] for entry in CIFAR100.train_list + CIFAR100.test_list] + [CIFAR100.meta["filename"]]
-    for name in sorted(files):
-        digest.update(f"{name}\t{(folder / name).stat().st_size}\n".encode())
+    files = sorted([entry[0] for entry in CIFAR100.train_list + CIFAR100.test_list] + [CIFAR100.meta["filename"]])
+    fingerprint = _content_fingerprint(folder, files, index_dir, progress, header=f"cifar100 {split}\n")
     spec = {"kind": "cifar100", "data_dir": str(data_dir), "train": train}
-    return ProbeSet(f"cifar100_{split}", spec, digest.hexdigest(), folder, _CifarImages(dataset, split))
+    return ProbeSet(f"cifar100_{split}", spec, fingerprint, folder, _CifarImages(dataset, split))
 
 
 # ----------------------------------------------------------------------------- by name
@@ -379,9 +492,10 @@ def imagenet_broden(
     data_dir: str | Path = "data",
     download: bool = False,
     progress: Optional[ProgressFn] = None,
+    index_dir: Optional[Path] = None,
 ) -> ProbeSet:
     """ImageNet validation images followed by Broden, in the reference's order."""
-    parts = [imagenet_val(imagenet_val_dir), broden(data_dir, download, progress)]
+    parts = [imagenet_val(imagenet_val_dir, index_dir, progress), broden(data_dir, download, progress, index_dir)]
     digest = hashlib.sha256("".join(f"{p.name}:{p.fingerprint}\n" for p in parts).encode())
     return ProbeSet(
         "imagenet_broden",
@@ -389,6 +503,8 @@ def imagenet_broden(
         digest.hexdigest(),
         parts[0].root,
         _Concat([(p.name, p._source) for p in parts]),
+        {reason: sum(p.listing_skipped.get(reason, 0) for p in parts)
+         for reason in {r for p in parts for r in p.listing_skipped}},
     )
 
 
@@ -399,26 +515,32 @@ def open_probe(
     imagenet_val_dir: str | Path | None = None,
     download: bool = False,
     progress: Optional[ProgressFn] = None,
+    index_dir: Optional[Path] = None,
 ) -> ProbeSet:
-    """A probe set by CLI name (``broden``, ``cifar100_train``, …) or an image folder path."""
+    """A probe set by CLI name (``broden``, ``cifar100_train``, …) or an image folder path.
+
+    ``index_dir`` (the cache folder) keeps the files' content hashes between runs.
+    """
     key = name_or_path.strip()
     if key == "broden":
-        return broden(data_dir, download, progress)
+        return broden(data_dir, download, progress, index_dir)
     if key in ("cifar100_train", "cifar100_val"):
-        return cifar100(data_dir, train=key == "cifar100_train", download=download, progress=progress)
+        return cifar100(data_dir, train=key == "cifar100_train", download=download, progress=progress,
+                        index_dir=index_dir)
     if key == "imagenet_val":
-        return imagenet_val(imagenet_val_dir)
+        return imagenet_val(imagenet_val_dir, index_dir, progress)
     if key == "imagenet_broden":
-        return imagenet_broden(imagenet_val_dir, data_dir, download, progress)
+        return imagenet_broden(imagenet_val_dir, data_dir, download, progress, index_dir)
     path = Path(key).expanduser()
     if path.is_dir() or os.sep in key or "/" in key or key.startswith((".", "~")):
-        return image_folder(path)  # a missing folder raises MissingResourceError naming it
+        return image_folder(path, index_dir, progress)  # a missing folder raises MissingResourceError naming it
     raise InvalidInputError(
         f"Unknown probe set {key!r}: use one of {', '.join(PROBE_NAMES)}, or the path of a folder of images."
     )
 
 
-def open_probe_spec(spec: dict, expected_fingerprint: Optional[str] = None) -> ProbeSet:
+def open_probe_spec(spec: dict, expected_fingerprint: Optional[str] = None,
+                    index_dir: Optional[Path] = None) -> ProbeSet:
     """Reopen the set described by ``ProbeSet.spec`` (never downloads).
 
     With ``expected_fingerprint`` (e.g. stored with a run), a set whose files changed
@@ -426,22 +548,22 @@ def open_probe_spec(spec: dict, expected_fingerprint: Optional[str] = None) -> P
     """
     kind = spec.get("kind")
     if kind == "folder":
-        probe = image_folder(spec["root"])
+        probe = image_folder(spec["root"], index_dir)
     elif kind == "broden":
-        probe = broden(spec["data_dir"])
+        probe = broden(spec["data_dir"], index_dir=index_dir)
     elif kind == "cifar100":
-        probe = cifar100(spec["data_dir"], train=bool(spec["train"]), download=False)
+        probe = cifar100(spec["data_dir"], train=bool(spec["train"]), download=False, index_dir=index_dir)
     elif kind == "imagenet_val":
-        probe = imagenet_val(spec["root"])
+        probe = imagenet_val(spec["root"], index_dir)
     elif kind == "imagenet_broden":
         imagenet_spec, broden_spec = spec["parts"]
-        probe = imagenet_broden(imagenet_spec["root"], broden_spec["data_dir"])
+        probe = imagenet_broden(imagenet_spec["root"], broden_spec["data_dir"], index_dir=index_dir)
     else:
         raise InvalidInputError(f"Unknown probe spec kind {kind!r} in {spec}.")
     if expected_fingerprint and probe.fingerprint != expected_fingerprint:
         raise InvalidInputError(
             f"The probe images of {probe.name} ({probe.root}) changed since the run was made "
-            "(files added, removed or resized), so its image indices no longer match."
+            "(files added, removed or changed), so its image indices no longer match."
         )
     return probe
 
@@ -508,6 +630,16 @@ def default_num_workers() -> int:
     return min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
+def check_num_workers(num_workers: Optional[int]) -> None:
+    """Refuse a negative worker count (None means the default)."""
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 0):
+        raise InvalidInputError(
+            f"--num_workers must be 0 (decode images in the main process) or a positive number of "
+            f"loader processes, not {num_workers!r}. Leave it out for the default ({default_num_workers()})."
+        )
+
+
 def probe_loader(
     probe: ProbeSet,
     transforms: dict[str, Callable[[Image.Image], torch.Tensor]],
@@ -517,6 +649,7 @@ def probe_loader(
     """Batches of :class:`ProbeBatch` over the probe set, in order."""
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be at least 1, not {batch_size}.")
+    check_num_workers(num_workers)
     return DataLoader(
         ProbeDataset(probe, transforms),
         batch_size=batch_size,
