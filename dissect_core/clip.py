@@ -14,6 +14,13 @@ inside open_clip.
 Text features use the raw concept strings without a prompt template, exactly as the
 reference does, and a concept longer than the context is an error rather than being
 truncated silently.
+
+Text encoding is trimmed to the concepts' length where that is exact: in a text tower
+with a causal attention mask that pools the end-of-text token, the pooled feature
+depends only on the tokens up to it, never on the padding after it. Concepts are then
+encoded in batches sorted by token count, each cut to its longest concept (a word is
+3–5 of the 77 tokens). Other towers (bidirectional attention, pooling the last or the
+first position, a class token, Hugging Face text models) get the full context.
 """
 from __future__ import annotations
 
@@ -25,7 +32,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import open_clip
 import torch
+from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 
 from . import downloads
@@ -283,26 +292,102 @@ def tokenize(clip: ClipModel, texts: Sequence[str]) -> torch.Tensor:
     return clip.tokenizer(texts)
 
 
+@dataclass
+class CausalTextTower:
+    """The parts of an open_clip text transformer whose end-of-text feature ignores padding."""
+
+    token_embedding: torch.nn.Module
+    positional_embedding: torch.Tensor
+    transformer: torch.nn.Module
+    attn_mask: torch.Tensor
+    ln_final: torch.nn.Module
+    text_projection: Any  # a matrix, an nn.Linear or None
+    pool_type: str  # "argmax" (the highest token id, OpenAI's end-of-text) or "eos"
+    eos_id: Optional[int]
+
+    def pooled_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The position each row's feature is read from (as open_clip's text_global_pool)."""
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        return (tokens == self.eos_id).int().argmax(dim=-1)
+
+    def encode(self, tokens: torch.Tensor, length: int) -> torch.Tensor:
+        """open_clip's text forward on the first ``length`` positions only."""
+        tokens = tokens[:, :length]
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(tokens).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:length, :length]))
+        x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
+        if isinstance(self.text_projection, torch.nn.Linear):
+            return self.text_projection(x)
+        return x if self.text_projection is None else x @ self.text_projection
+
+
+def causal_text_tower(model: Any) -> Optional[CausalTextTower]:
+    """The model's text tower where trimming the padding is exact, else None.
+
+    Exact means: open_clip's own text forward (CLIP, or CustomTextCLIP with a plain
+    TextTransformer; subclasses may change it), a causal mask (lower triangle, −inf
+    above the diagonal), no class token, no padding mask, and the feature read at the
+    end-of-text token (pool types ``argmax`` and ``eos``).
+    """
+    if type(model).encode_text is CLIP.encode_text:
+        owner, pool_type, eos_id = model, model.text_pool_type, getattr(model, "text_eos_id", None)
+    elif (type(model).encode_text is CustomTextCLIP.encode_text and type(model.text) is TextTransformer
+          and model.text.cls_emb is None and not model.text.use_pad_mask):
+        owner, pool_type, eos_id = model.text, model.text.pool_type, model.text.eos_id
+    else:
+        return None
+    mask = getattr(owner, "attn_mask", None)
+    if pool_type not in ("argmax", "eos") or (pool_type == "eos" and eos_id is None):
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
+        return None
+    causal = torch.full(mask.shape, float("-inf"), dtype=mask.dtype, device=mask.device).triu_(1)
+    if not torch.equal(mask, causal):
+        return None
+    return CausalTextTower(owner.token_embedding, owner.positional_embedding, owner.transformer, mask,
+                           owner.ln_final, owner.text_projection, pool_type, eos_id)
+
+
 def encode_texts(
     clip: ClipModel,
     texts: Sequence[str],
     batch_size: int = 200,
     progress: Optional[ProgressFn] = None,
 ) -> torch.Tensor:
-    """Unnormalised text features (M × d, float32, CPU) of the raw strings, no prompt template."""
+    """Unnormalised text features (M × d, float32, CPU) of the raw strings, no prompt template.
+
+    Rows are in the order of ``texts``; where the text tower allows it (see
+    :func:`causal_text_tower`) batches are sorted by length and trimmed.
+    """
     texts = list(texts)
     if not texts:
         raise InvalidInputError("There are no concepts to encode.")
     check_context_length(clip, texts)
     stage = f"text features {clip.name}"
-    features = []
+    tokens = clip.tokenizer(texts)
+    tower = causal_text_tower(clip.model)
+    if tower is not None:
+        lengths = tower.pooled_positions(tokens) + 1
+        order = torch.argsort(lengths, stable=True)
+    else:
+        order = torch.arange(len(texts))
+    batches = []
     report(progress, stage, 0, len(texts))
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            tokens = clip.tokenizer(texts[start : start + batch_size]).to(clip.device)
-            features.append(clip.model.encode_text(tokens).float().cpu())
+            rows = order[start : start + batch_size]
+            batch = tokens[rows].to(clip.device)
+            if tower is not None:
+                features = tower.encode(batch, int(lengths[rows].max()))
+            else:
+                features = clip.model.encode_text(batch)
+            batches.append(features.float().cpu())
             report(progress, stage, min(start + batch_size, len(texts)), len(texts))
-    return torch.cat(features)
+    result = torch.empty(len(texts), batches[0].shape[1])
+    result[order] = torch.cat(batches)
+    return result
 
 
 def encode_images(clip: ClipModel, batch: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from dissect_core import downloads
 from dissect_core.clip import (
+    causal_text_tower,
     check_context_length,
     encode_images,
     encode_texts,
@@ -22,7 +24,11 @@ from dissect_core.clip import (
     tokenize,
 )
 from dissect_core.errors import InvalidInputError, MissingResourceError
-from standins import TINY_CLIP_ARCH, make_tiny_clip_checkpoint, place_in_hf_cache
+from standins import CLIP_CONFIG_DIR, TINY_CLIP_ARCH, make_tiny_clip_checkpoint, place_in_hf_cache
+
+# Concepts of 1 to 12 words, shuffled so that sorting by length reorders them.
+MIXED_CONCEPTS = [" ".join(["dog", "cat", "tree", "red", "car"][: 1 + (i * 7) % 5] * (1 + i % 3)) + f" {i}"
+                  for i in range(23)]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +125,63 @@ def test_encode_texts_raw_strings_unnormalised(tiny_clip):
     torch.testing.assert_close(features, direct)
     assert not torch.allclose(features.norm(dim=1), torch.ones(3))
     assert calls[-1][1:] == (3, 3)
+
+
+def _text_lengths_seen(model) -> list[int]:
+    """Record the sequence length of every batch entering the text transformer."""
+    seen: list[int] = []
+    model.transformer.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    return seen
+
+
+def _full_context(clip, texts, batch_size=5):
+    with torch.no_grad():
+        return torch.cat([clip.model.encode_text(clip.tokenizer(texts[i:i + batch_size]))
+                          for i in range(0, len(texts), batch_size)])
+
+
+def test_text_encoding_is_trimmed_to_the_concepts_and_keeps_their_order(tiny_checkpoint):
+    clip = load_clip(tiny_checkpoint[0], device="cpu")
+    assert causal_text_tower(clip.model) is not None
+    seen = _text_lengths_seen(clip.model)
+    trimmed = encode_texts(clip, MIXED_CONCEPTS, batch_size=5)
+    assert max(seen) < 40 and len(set(seen)) > 1  # sorted batches, each cut to its longest concept
+    expected = _full_context(clip, MIXED_CONCEPTS)
+    torch.testing.assert_close(trimmed, expected, atol=1e-5, rtol=1e-5)
+    # The same concepts in another order give the same rows, in that order.
+    reordered = encode_texts(clip, MIXED_CONCEPTS[::-1], batch_size=5)
+    torch.testing.assert_close(reordered, trimmed.flip(0), atol=1e-5, rtol=1e-5)
+
+
+def _variant_config(tmp_path, name: str, **text_cfg) -> str:
+    config = json.loads((CLIP_CONFIG_DIR / f"{TINY_CLIP_ARCH}.json").read_text())
+    config["text_cfg"].update(text_cfg)
+    (tmp_path / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model(name).state_dict(), tmp_path / f"{name}.pt")
+    return f"{name}:{tmp_path / f'{name}.pt'}"
+
+
+@pytest.mark.parametrize("variant, text_cfg", [
+    ("tiny-test-clip-bidirectional", {"no_causal_mask": True}),
+    ("tiny-test-clip-last-token", {"pool_type": "last"}),
+])
+def test_towers_that_see_the_padding_get_the_full_context(tmp_path, variant, text_cfg):
+    clip = load_clip(_variant_config(tmp_path, variant, **text_cfg), device="cpu")
+    assert causal_text_tower(clip.model) is None
+    seen = _text_lengths_seen(clip.model)
+    features = encode_texts(clip, MIXED_CONCEPTS, batch_size=5)
+    assert set(seen) == {77}
+    expected = _full_context(clip, MIXED_CONCEPTS)
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    # Here the padding changes the features (in a causal tower pooling the end-of-text
+    # token it would not), so trimming would have been wrong.
+    tokens = clip.tokenizer(["dog 1"])
+    other_padding = tokens.clone()
+    other_padding[:, 4:] = 7  # after start, "dog", "1", end-of-text
+    with torch.no_grad():
+        assert not torch.allclose(clip.model.encode_text(tokens), clip.model.encode_text(other_padding), atol=1e-4)
 
 
 def test_encode_images(tiny_clip):
