@@ -25,24 +25,22 @@ P = I·Tᵀ holds image×concept cosines (no CLIP logit scale), as in the refere
 * ``rank_reorder``: see :func:`_rank_reorder`.
 
 Memory. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and its
-softmax. Here ``soft_wpmi``/``wpmi`` only compute rows of Q for images in the union
-of the units' top-k sets, about a thousand rows per matmul, and keep a row only while
-a later rank still needs it, within a fixed budget (512 MiB by default; rows beyond
-it are recomputed). The cosine functions and ``rank_reorder`` work on blocks of
-concepts (256 MiB of P at a time).
+softmax. Here ``soft_wpmi``/``wpmi`` compute each softmax row once, only for images in
+the union of the units' top-k sets, a thousand rows per matmul, and keep K×M running
+products and log-likelihoods (about 120 MB for 512 units × 20k concepts). The cosine
+functions and ``rank_reorder`` work on blocks of concepts (256 MiB of P at a time).
 
-Exactness. ``soft_wpmi``/``wpmi`` evaluate every term with the reference's float32
-operations in the reference's order, and add the top_k terms of a unit in the order
-of PyTorch's CPU ``sum`` over a (top_k, M) tensor (see :class:`_OrderedSum`). On the
-CPU the scores are therefore bit-for-bit the reference's, whatever the chunk sizes,
-so labels agree even on near-ties (verified with torch 2.14 on 1 and 2 threads; the
-order is ATen's, so another torch version or thread count may differ in the last bit).
+Precision. ``soft_wpmi``/``wpmi`` multiply float32 factors and take float64 logs, so
+their log-likelihoods are at least as close to the exact value as the reference's
+float32 sum of 100 logs; the two differ by about 1e-4 absolute on log-likelihoods
+near −500 (about 1e-7 relative), which changes a label only on near-ties.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Optional, Union
+import warnings
+from typing import Any, Optional, Union
 
 import torch
 
@@ -70,14 +68,9 @@ DEFAULT_PARAMS: dict[str, dict] = {
 # of the resolved params (nor of cache keys).
 _TUNING_DEFAULTS: dict[str, int] = {
     "_row_batch": 1024,  # images whose softmax rows are computed in one matmul
-    "_block_elements": 1 << 20,  # terms evaluated per block of units (a few MB: stays in cache)
-    "_store_bytes": 512 << 20,  # budget for softmax rows (a batch plus rows kept for later ranks)
+    "_pair_block": 64,  # (rank, unit) pairs whose factor rows are formed at once (stays in cache)
     "_block_bytes": 256 << 20,  # budget for one block of P in the cosine functions
 }
-
-# MKL picks another kernel for matmuls with very few rows, whose results differ in
-# the last bit from the same rows of a large product: pad small batches to this size.
-_MIN_MATMUL_ROWS = 16
 
 _INT_PARAMS = {"top_k", "seed"}
 
@@ -273,255 +266,104 @@ def similarity_matrix(
 # ----------------------------------------------------------------------------- soft_wpmi / wpmi
 
 
-class _OrderedSum:
-    """Adds K×C term matrices rank by rank in the order of PyTorch's CPU ``sum`` over dim 0.
-
-    ATen sums a (top_k, M) float tensor over its rows with a cascade: rows are added
-    one by one into a level-0 accumulator; after every full chunk of 2**power rows it
-    is added into level 1 and cleared, level 1 into level 2 after 2**power chunks, and
-    so on; at the end the levels are added together. Columns handled as scalars or
-    single vectors (the last M mod 32 when M ≥ 8, the last M mod 4 otherwise) instead
-    interleave the rows into ``lanes=4`` partial sums: rows 4i+r go through the
-    cascade of lane r, leftover rows are added to lane 0, then the lanes are added in
-    order. Following the same order makes our sums bit-identical to the reference's
-    ``torch.sum(terms, dim=0)`` on the CPU.
-    """
-
-    _LEVELS = 4
-
-    def __init__(self, size: int, shape: tuple[int, int], lanes: int, device: torch.device):
-        rows = size // lanes
-        ceil_log2 = 1 if rows <= 2 else (rows - 1).bit_length()
-        self._power = max(4, ceil_log2 // self._LEVELS)
-        self._mask = (1 << self._power) - 1
-        self._lanes, self._cascaded = lanes, rows * lanes
-        self._shape, self._device = shape, device
-        self._acc: list[list[Optional[torch.Tensor]]] = [
-            [torch.zeros(shape, device=device)] + [None] * (self._LEVELS - 1) for _ in range(lanes)
-        ]
-        self._rank = 0
-        self._totals: list[torch.Tensor] = []
-        if self._cascaded == 0:
-            self._collapse()
-
-    def target(self) -> torch.Tensor:
-        """The accumulator to which the caller adds this rank's terms."""
-        if self._rank < self._cascaded:
-            return self._acc[self._rank % self._lanes][0]
-        return self._totals[0]
-
-    def end_rank(self) -> None:
-        """Record that this rank's terms have been added; carry full chunks upwards."""
-        self._rank += 1
-        if self._rank <= self._cascaded and self._rank % self._lanes == 0:
-            rows = self._rank // self._lanes
-            if rows & self._mask == 0:
-                for lanes in self._acc:
-                    for level in range(1, self._LEVELS):
-                        if lanes[level] is None:
-                            lanes[level] = torch.zeros(self._shape, device=self._device)
-                        lanes[level].add_(lanes[level - 1])
-                        lanes[level - 1].zero_()
-                        if rows & (self._mask << (level * self._power)):
-                            break
-        if self._rank == self._cascaded:
-            self._collapse()
-
-    def _collapse(self) -> None:
-        for lanes in self._acc:
-            total = lanes[0]
-            for level in range(1, self._LEVELS):
-                if lanes[level] is not None:
-                    total.add_(lanes[level])
-            self._totals.append(total)
-        self._acc = []
-
-    def total(self) -> torch.Tensor:
-        total = self._totals[0]
-        for other in self._totals[1:]:
-            total.add_(other)
-        return total
-
-
-class _RowStore:
-    """Softmax rows of the probe images, computed in batches and kept while needed.
-
-    Ranks are processed in order. One (kept + area, M) tensor holds the rows. When a
-    rank needs rows that are not resident, one matmul computes them, plus the rows of
-    the following ranks while they fit, into the *area* (the last rows of the tensor),
-    where they are used in place. Before the area is overwritten, rows that a later
-    rank needs again move to a *kept* slot; if the kept slots are full, the rows needed
-    furthest in the future are dropped and recomputed when needed (Belady's rule).
-    Freed kept slots are reused first, so only about as many pages as rows alive at
-    once are ever touched.
-    """
-
-    def __init__(self, compute: Callable[[torch.Tensor, torch.Tensor], None], images_per_rank: torch.Tensor,
-                 n_images: int, n_concepts: int, row_batch: int, store_bytes: int, device: torch.device):
-        self._compute = compute
-        top_k, n_units = images_per_rank.shape
-        self._ranks = [torch.unique(row, return_inverse=True) for row in images_per_rank]
-        # Distinct (image, rank) uses, sorted by image then rank; _use_next points at each
-        # image's next use and reaches _use_end when it has none left.
-        uses = torch.unique(images_per_rank * top_k + torch.arange(top_k).unsqueeze(1))
-        self._use_rank = uses % top_k
-        counts = torch.bincount(uses // top_k, minlength=n_images)
-        self._use_end = counts.cumsum(0)
-        self._use_next = self._use_end - counts
-        # At most half the budget for the area; but one rank's images (at most one per
-        # unit) must fit in the area and among the kept rows.
-        budget_rows = store_bytes // (4 * n_concepts)
-        self._area_rows = max(min(row_batch, budget_rows // 2), n_units, _MIN_MATMUL_ROWS)
-        self._kept = min(max(budget_rows - self._area_rows, n_units), n_images)
-        self.rows = torch.empty(self._kept + self._area_rows, n_concepts, device=device)
-        self._slot_of = torch.full((n_images,), -1, dtype=torch.long)
-        self._free = list(range(self._kept - 1, -1, -1))  # a stack: low slots are reused first
-        self._in_area = torch.empty(0, dtype=torch.long)
-
-    def prepare(self, rank: int) -> torch.Tensor:
-        """Make every image of ``rank`` resident; return the row slot for each unit."""
-        needed, unit_to_needed = self._ranks[rank]
-        if bool((self._slot_of[needed] < 0).any()):
-            self._refill(rank)
-        return self._slot_of[needed][unit_to_needed]
-
-    def finish_rank(self, rank: int) -> None:
-        """Advance the images used at ``rank``; free the kept slots of those not needed again."""
-        used = self._ranks[rank][0]
-        self._use_next[used] += 1
-        done = used[self._use_next[used] == self._use_end[used]]
-        slots = self._slot_of[done]
-        self._free.extend(slots[(slots >= 0) & (slots < self._kept)].tolist())
-        self._slot_of[done] = -1
-
-    def _pending(self, images: torch.Tensor) -> torch.Tensor:
-        return images[self._use_next[images] < self._use_end[images]]
-
-    def _next_use(self, images: torch.Tensor) -> torch.Tensor:
-        return self._use_rank[self._use_next[images]]
-
-    def _refill(self, rank: int) -> None:
-        needed = self._ranks[rank][0]
-        survivors = self._pending(self._in_area)
-        survivors = survivors[self._slot_of[survivors] >= self._kept]
-        if survivors.numel():
-            self._keep(survivors)
-        self._slot_of[self._in_area[self._slot_of[self._in_area] >= self._kept]] = -1
-        # This rank's missing rows, then whole following ranks while the area has room.
-        batch = [needed[self._slot_of[needed] < 0]]
-        queued = torch.zeros_like(self._slot_of, dtype=torch.bool)
-        queued[batch[0]] = True
-        size = batch[0].numel()
-        for later in range(rank + 1, len(self._ranks)):
-            images = self._ranks[later][0]
-            extra = images[(self._slot_of[images] < 0) & ~queued[images]]
-            if size + extra.numel() > self._area_rows:
-                break
-            batch.append(extra)
-            queued[extra] = True
-            size += extra.numel()
-        images = torch.cat(batch)
-        self._slot_of[images] = self._kept + torch.arange(images.numel())
-        self._in_area = images
-        self._compute(images, self.rows[self._kept:])
-
-    def _keep(self, survivors: torch.Tensor) -> None:
-        """Move rows from the area to kept slots, dropping the ones needed last if full."""
-        if survivors.numel() > len(self._free):
-            resident = ((self._slot_of >= 0) & (self._slot_of < self._kept)).nonzero().squeeze(1)
-            candidates = torch.cat([resident, survivors])
-            # Rows this rank uses come first (their next use is now) and always fit.
-            order = torch.argsort(self._next_use(candidates), stable=True)
-            dropped = candidates[order[self._kept:]]
-            drop_resident = dropped[self._slot_of[dropped] < self._kept]
-            self._free.extend(self._slot_of[drop_resident].tolist())
-            self._slot_of[drop_resident] = -1
-            chosen = torch.zeros_like(self._slot_of, dtype=torch.bool)
-            chosen[candidates[order[: self._kept]]] = True
-            survivors = survivors[chosen[survivors]]
-        if survivors.numel():
-            slots = torch.tensor([self._free.pop() for _ in range(survivors.numel())], dtype=torch.long)
-            sources = self._slot_of[survivors].to(self.rows.device)
-            self.rows.index_copy_(0, slots.to(self.rows.device), self.rows.index_select(0, sources))
-            self._slot_of[survivors] = slots
-
-
 def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, acts: torch.Tensor,
          params: dict, tuning: dict, device: torch.device, progress: Optional[ProgressFn],
          stage: str) -> torch.Tensor:
-    """soft_wpmi / wpmi without materialising the N×M image×concept matrix."""
+    """soft_wpmi / wpmi without materialising the N×M image×concept matrix.
+
+    Every term is log(offset_j + scale_j·Q[s_j, m]): soft_wpmi has scale p_j and offset
+    1 − p_j + min_prob, wpmi scale 1 and offset min_prob. Only images in the union of
+    the units' top-k sets matter. They are taken in chunks of rows: one matmul gives
+    E = exp(a·P) for the chunk and Q = E / ΣE, so each softmax row is computed once
+    per image. Each (rank, unit) pair whose image is in the chunk multiplies its row of
+    factors into the unit's running product; a sum of logs becomes a log of products,
+    taken only every ``group`` factors (as many as float32 can multiply without
+    underflow), so there are about top_k/group times fewer logs than terms.
+    """
     top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
     n_units = acts.shape[1]
     txt = _unit_rows("text_features", text_features.to(device))
     n_concepts = txt.shape[0]
 
-    # ranked[j, k] = image at rank j of unit k; only the union of these images matters.
-    ranked = torch.topk(acts, top_k, dim=0).indices.cpu()
-    images, rank_rows = torch.unique(ranked, return_inverse=True)
+    ranked = torch.topk(acts, top_k, dim=0).indices.cpu()  # ranked[j, k]: image at rank j of unit k
+    images, slots = torch.unique(ranked, return_inverse=True)
     img = _unit_rows("image_features", image_features.index_select(0, images.to(image_features.device)).to(device))
-    txt_t = txt.T  # the reference's layout for I·Tᵀ (changing it changes the last bits)
+    # Cosines are at most 1, so a·P ≤ a and exp cannot overflow float32 for a ≤ 80; a larger
+    # a is shifted down by a, which cancels in the softmax.
+    shift = a if a > 80 else 0.0
+    scaled_txt_t = (txt * a).T
 
-    weights = None
     if name == "soft_wpmi":
-        # p_j exactly as the reference builds it (float32, same operation order).
-        weights = params["p_start"] - (torch.arange(top_k) / top_k * (params["p_start"] - params["p_end"]))
-        weights = weights.to(device)
+        scale = params["p_start"] - torch.arange(top_k, dtype=torch.float64) / top_k * (
+            params["p_start"] - params["p_end"])
+        offset = 1 - scale + min_prob
+    else:
+        scale = torch.ones(top_k, dtype=torch.float64)
+        offset = torch.full((top_k,), min_prob, dtype=torch.float64)
+    # A factor lies in [offset_j, 1 + min_prob]: a product of `group` of them stays above 1e-30.
+    smallest = float(offset.min())
+    group = top_k if smallest ** top_k >= 1e-30 else max(1, int(math.log(1e-30) / math.log(smallest)))
+    scale, offset = scale.to(device), offset.to(device)
 
-    def compute(rows: torch.Tensor, area: torch.Tensor) -> None:
-        # Matmul, scale and softmax in place where the rows will be read.
-        count = rows.numel()
-        if count < _MIN_MATMUL_ROWS:
-            rows = torch.cat([rows, rows[:1].expand(_MIN_MATMUL_ROWS - count)])
-        out = area[: rows.numel()]
-        torch.mm(img.index_select(0, rows.to(device)), txt_t, out=out)
-        out.mul_(a)
-        if out.device.type == "cpu":
-            # In place: no fresh N×M pages (page faults cost as much as the softmax here).
-            torch.ops.aten._softmax.out(out, 1, False, out=out)
-        else:
-            out.copy_(torch.softmax(out, dim=1))
-        # Store the first operation of each term, which depends on the image only.
-        if name == "soft_wpmi":
-            out.sub_(1)  # Q − 1
-        else:
-            out.add_(min_prob)  # Q + min_prob
+    # The (rank, unit) pairs ordered by image, so a chunk of images is a range of pairs.
+    pair_slot, order = torch.sort(slots.flatten(), stable=True)
+    pair_rank, pair_unit = order // n_units, order % n_units
+    row_batch, pair_block = tuning["_row_batch"], tuning["_pair_block"]
+    bounds = torch.searchsorted(pair_slot, torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
 
-    store = _RowStore(compute, rank_rows, images.numel(), n_concepts, tuning["_row_batch"],
-                      tuning["_store_bytes"], device)
-    # Columns that torch.sum adds with full vectors of 4×8 columns, and the rest.
-    head = 32 * (n_concepts // 32) if n_concepts >= 8 else 4 * (n_concepts // 4)
-    sums = _OrderedSum(top_k, (n_units, n_concepts), 1, device)
-    tail_sums = _OrderedSum(top_k, (n_units, n_concepts - head), 4, device) if head < n_concepts else None
-    unit_block = min(max(1, tuning["_block_elements"] // n_concepts), n_units)
-    terms = torch.empty(unit_block, n_concepts, device=device)
-    for rank in range(top_k):
-        slot_of_unit = store.prepare(rank).to(device)
-        accumulator = sums.target()
-        tail_accumulator = tail_sums.target() if tail_sums is not None else None
-        for start in range(0, n_units, unit_block):
-            stop = min(start + unit_block, n_units)
-            block = terms[: stop - start]
-            torch.index_select(store.rows, 0, slot_of_unit[start:stop], out=block)
-            if weights is not None:
-                block.mul_(weights[rank]).add_(1).add_(min_prob)  # 1 + p_j·(Q − 1) + min_prob
-            block.log_()
-            accumulator[start:stop].add_(block)
-            if tail_accumulator is not None:
-                tail_accumulator[start:stop].add_(block[:, head:])
-        sums.end_rank()
-        if tail_sums is not None:
-            tail_sums.end_rank()
-        store.finish_rank(rank)
-        report(progress, stage, rank + 1, top_k)
-    del store, terms
+    products = torch.ones(n_units, n_concepts, device=device)
+    log_likelihood = torch.zeros(n_units, n_concepts, dtype=torch.float64, device=device)
+    factors_in_product = torch.zeros(n_units, dtype=torch.long)
 
-    log_likelihood = sums.total()
-    if tail_sums is not None:
-        log_likelihood[:, head:] = tail_sums.total()
-    log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
-        n_units * torch.ones([1], device=device)
-    )
-    return log_likelihood.sub_(params["lam"] * log_prior)
+    def fold(units: torch.Tensor) -> None:
+        units = units.to(device)
+        log_likelihood.index_add_(0, units, products.index_select(0, units).log_().double())
+        products.index_fill_(0, units, 1.0)
+
+    exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
+    block = torch.empty(min(pair_block, ranked.numel()), n_concepts, device=device)
+    n_chunks = len(bounds) - 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)  # "in beta"
+        for number, start in enumerate(range(0, images.numel(), row_batch)):
+            chunk = exps[: min(row_batch, images.numel() - start)]
+            torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
+            if shift:
+                chunk.sub_(shift)
+            chunk.exp_()
+            sums = chunk.sum(dim=1).double()
+            lo, hi = bounds[number], bounds[number + 1]
+            # Sort this chunk's pairs by unit to number each unit's factors 0, 1, 2, …
+            units, by_unit = torch.sort(pair_unit[lo:hi], stable=True)
+            rows = (pair_slot[lo:hi] - start)[by_unit]
+            ranks = pair_rank[lo:hi][by_unit]
+            first = torch.searchsorted(units, units, side="left")
+            occurrence = torch.arange(units.numel()) - first
+            # Take at most `group` factors per unit at a time, folding full products first.
+            for wave in range(0, int(occurrence.max()) + 1 if units.numel() else 0, group):
+                chosen = ((occurrence >= wave) & (occurrence < wave + group)).nonzero().squeeze(1)
+                incoming = torch.bincount(units[chosen], minlength=n_units)
+                full = (factors_in_product + incoming > group).nonzero().squeeze(1)
+                if full.numel():
+                    fold(full)
+                    factors_in_product[full] = 0
+                factors_in_product += incoming
+                wave_rows, wave_units = rows[chosen].to(device), units[chosen].to(device)
+                wave_ranks = ranks[chosen].to(device)
+                weights = (scale[wave_ranks] / sums[wave_rows]).float().unsqueeze(1)
+                offsets = offset[wave_ranks].float().unsqueeze(1)
+                for at in range(0, chosen.numel(), pair_block):
+                    part = slice(at, at + pair_block)
+                    factors = block[: wave_rows[part].numel()]
+                    torch.index_select(chunk, 0, wave_rows[part], out=factors)
+                    factors.mul_(weights[part]).add_(offsets[part])  # scale·Q + offset
+                    products.index_reduce_(0, wave_units[part], factors, "prod")
+            report(progress, stage, number + 1, n_chunks)
+    fold(torch.arange(n_units))
+    del exps, block, products
+
+    log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - math.log(n_units)
+    return log_likelihood.sub_(params["lam"] * log_prior).float()
 
 
 # ----------------------------------------------------------------------------- cosine similarities
