@@ -56,21 +56,22 @@ class ResultFormat:
 
     method: str
     columns: tuple[str, ...]
+    score: Optional[str]  # what the similarity column holds, in words; None: no score
 
 
 RESULT_FORMATS: Registry[ResultFormat] = Registry("result format")
 RESULT_FORMATS.add(
-    "clip_dissect", ResultFormat(CLIP_DISSECT, DESCRIPTION_COLUMNS),
+    "clip_dissect", ResultFormat(CLIP_DISSECT, DESCRIPTION_COLUMNS, "similarity"),
     "CLIP-Dissect's descriptions.csv (this project's and the reference tool's): 0-based units, "
     "one file for all layers",
 )
 RESULT_FORMATS.add(
-    "netdissect", ResultFormat(NETDISSECT, ("unit", "category", "label", "score")),
+    "netdissect", ResultFormat(NETDISSECT, ("unit", "category", "label", "score"), "IoU"),
     "NetDissect-Lite's per-layer result, one file per layer named MODEL_LAYER.csv: 1-based units "
     "(read as 0-based), the IoU as the score, the Broden category kept",
 )
 RESULT_FORMATS.add(
-    "milan", ResultFormat(MILAN, ("layer", "unit", "description")),
+    "milan", ResultFormat(MILAN, ("layer", "unit", "description"), None),
     "MILAN's descriptions: 0-based units, one file for all layers, no score",
 )
 
@@ -306,6 +307,11 @@ class Run:
         return self.manifest.get("similarity_fn") or self.args.get("similarity_fn")
 
     @property
+    def score_name(self) -> Optional[str]:
+        """What ``similarity`` holds for this run's method ("IoU" for NetDissect); None: no score."""
+        return next((e.value.score for e in RESULT_FORMATS if e.value.method == self.method), "similarity")
+
+    @property
     def from_reference_tool(self) -> bool:
         return not self.manifest
 
@@ -392,9 +398,14 @@ def load_run(path: Union[str, Path]) -> Run:
     own_folder = csv_path.name == DESCRIPTIONS_FILE  # args.txt and the rest belong to this file
     args = read_json_object(folder / ARGS_FILE) if own_folder else {}
     manifest = read_json_object(folder / MANIFEST_FILE) if own_folder else {}
-    method = str(manifest.get("method") or args.get("method") or descriptions.attrs["method"])
+    stated = manifest.get("method") or args.get("method")  # from a file: only a known method counts
+    known = {entry.value.method for entry in RESULT_FORMATS}
+    method = stated if stated in known else descriptions.attrs["method"]
     if descriptions.attrs["method"] == NETDISSECT:
         args = {"target_model": netdissect_model_and_layer(csv_path.name)[0] or folder.name, "method": method}
+    elif method != CLIP_DISSECT and not own_folder:
+        # Kept in args so that a bundle (which writes args.txt) carries the name and method along.
+        args = {"target_model": csv_path.stem, "method": method}
     fallback = folder.name if own_folder else csv_path.stem
     return Run(
         label=run_label(args, manifest, fallback, method),
@@ -483,6 +494,31 @@ def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]
     runs = _group_netdissect(runs)
     make_labels_unique(runs)
     return runs, problems
+
+
+def load_runs(paths: list[Union[str, Path]]) -> list[Run]:
+    """Runs from run folders, result files and folders of result files (e.g. a model's
+    NetDissect layer files), for commands that take several. Raises ``InvalidInputError``
+    naming every path that holds no readable run."""
+    runs: list[Run] = []
+    problems: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / DESCRIPTIONS_FILE).is_file():
+            found, bad = find_runs(path)
+            runs += found
+            problems += [f"{file}: {reason}" for file, reason in bad]
+            if not found and not bad:
+                problems.append(f"{path}: no result file in this folder.")
+            continue
+        try:
+            runs.append(load_run(path))
+        except (InvalidInputError, MissingResourceError) as exc:
+            problems.append(f"{path}: {exc}")
+    if problems:
+        raise InvalidInputError("Cannot read every run: " + " | ".join(problems))
+    runs = _group_netdissect(runs)
+    make_labels_unique(runs)
+    return runs
 
 
 def runs_from_files(files: list[tuple[str, bytes]]) -> tuple[list[Run], list[tuple[str, str]]]:
