@@ -13,13 +13,14 @@ runs = app_ui.require_models(frame, 1)
 layers = app_ui.require_layers(frame)
 
 summary = analysis.summarize_models(frame.frames, layers)
+summary["method"] = summary["model"].map({run.label: run.method for run in runs})  # who made the labels
 
 for column, run in zip(st.columns(len(runs)), runs):
     chosen = analysis.filter_layers(run.descriptions, layers)
     with column.container(border=True):
         st.markdown(f"**{app_ui.md(run.label)}**")
-        details = [run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
-        st.caption(app_ui.md(" · ".join(str(d) for d in details if d) or "uploaded CSV"))
+        details = [run.method, run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
+        st.caption(app_ui.md(" · ".join(str(d) for d in details if d)))
         units, distinct = st.columns(2)
         units.metric("Units", len(chosen))
         distinct.metric(
@@ -31,7 +32,7 @@ st.subheader("Units and concepts per layer")
 counts_column, chart_column = st.columns([3, 2])
 with counts_column:
     app_ui.show_table(
-        summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept"]],
+        summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept", "method"]],
         key="overview_counts_csv", file_name="concepts_per_layer",
         column_config={  # short headers, so that every column fits beside the chart
             "distinct_concepts": st.column_config.Column("Concepts", help="Distinct concepts in the layer"),
@@ -45,6 +46,10 @@ with chart_column:
 
 st.subheader("Similarity scores per layer")
 st.caption("Box: first to third quartile · white tick: median · dot: mean · whiskers: minimum to maximum.")
+other_scores = {run.method: run.score_name for run in runs if run.score_name != "similarity"}
+if other_scores:  # NetDissect's IoU and CLIP-Dissect's similarity are on different scales
+    st.caption(app_ui.md(" · ".join(f"{method}: {score or 'no score'}" for method, score in other_scores.items())
+                         + " instead of CLIP-Dissect's similarity."))
 similarity_column, chart_column = st.columns([3, 2])
 with similarity_column:
     similarity = summary[["model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
@@ -53,7 +58,7 @@ with similarity_column:
         similarity, key="overview_similarity_csv", file_name="similarity_per_layer",
         column_config={
             column: st.column_config.NumberColumn(column.split("_")[0].capitalize(), format="%.3f")
-            for column in similarity.columns[2:]
+            for column in similarity.columns[2:-1]
         },
     )
 with chart_column:

@@ -11,8 +11,8 @@ from streamlit.delta_generator import DeltaGenerator
 from app_ui.downloads import share_section
 from app_ui.pickers import MODELS_KEY, default_selection, persistent
 from app_ui.sources import (
-    PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, results_dir, sources_section,
-    store_uploads,
+    PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
+    sources_section, store_uploads,
 )
 from app_ui.text import md
 from dissect_core.results import Run, make_labels_unique
@@ -69,6 +69,7 @@ def page_frame(title: str) -> Frame:
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
     all_runs = folder_runs + list(uploaded.values())
     make_labels_unique(all_runs)
+    notes_section(all_runs)
     runs = {run.label: run for run in all_runs}
 
     labels = list(runs)
@@ -83,7 +84,8 @@ def page_frame(title: str) -> Frame:
         picker_slot.multiselect, "Models", key=MODELS_KEY, default=default,
         sanitize=lambda value: [lbl for lbl in value if lbl in runs],
         options=labels, placeholder="Pick models to show",
-        help="Runs from --results folders, the result folder and uploaded CSVs.",
+        help="Runs from --results folders, the result folder and uploaded result files. "
+             "Labels made by NetDissect or MILAN say so in the name.",
     )
     selected = [runs[label] for label in chosen]
     share_section(selected)
@@ -109,10 +111,12 @@ def how_to_get_results() -> None:
     st.info("No CLIP-Dissect results are loaded yet.", icon=":material/info:")
     st.markdown(
         "**Three ways to get results in:**\n"
-        "1. **Upload** one or more `descriptions.csv` files (columns `layer,unit,description,similarity`, "
-        "as CLIP-Dissect writes them) under *Add results* in the sidebar.\n"
+        "1. **Upload** result files under *Add results* in the sidebar: CLIP-Dissect's `descriptions.csv` "
+        "(`layer,unit,description,similarity`), NetDissect-Lite's per-layer `MODEL_LAYER.csv` files "
+        "(`unit,category,label,score,…`; all of a model's layers at once) or MILAN's "
+        "`layer,unit,description`.\n"
         "2. **Point the app at a folder**: `streamlit run streamlit_app.py -- --results DIR` "
-        "loads every `descriptions.csv` under `DIR`, at any depth; a run's `args.txt` names it.\n"
+        "loads every such file under `DIR`, at any depth; a run's `args.txt` names it.\n"
         f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
         f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
     )

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from dissect_core.results import Run
+from dissect_core.results import CLIP_DISSECT, Run
 
 if TYPE_CHECKING:
     from app_ui.frame import Frame
@@ -55,9 +55,11 @@ def default_selection(runs: list[Run]) -> list[str]:
     """The default model pair: ImageNet ResNet-18 and Places ResNet-18 if loaded, else the first two.
 
     Among several Places runs, one with the ImageNet run's probe set and concept set wins.
+    Only CLIP-Dissect runs make the pair; NetDissect or MILAN labels are compared on request.
     """
-    imagenet = next((r for r in runs if r.target_model == "resnet18"), None)
-    places = [r for r in runs if r.target_model.startswith("resnet18_places")]
+    clip_dissect = [r for r in runs if r.method == CLIP_DISSECT]
+    imagenet = next((r for r in clip_dissect if r.target_model == "resnet18"), None)
+    places = [r for r in clip_dissect if r.target_model.startswith("resnet18_places")]
     if imagenet and places:
         setup = (imagenet.probe_name, imagenet.concept_set_name)
         same_setup = [r for r in places if (r.probe_name, r.concept_set_name) == setup]

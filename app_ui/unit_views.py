@@ -74,8 +74,8 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
     """The unit's ``count`` most activating probe images with heatmaps and masks."""
     if run.from_reference_tool or run.top_images is None:
         return UnitGallery([], (
-            "This run was imported from a descriptions CSV, which holds the labels only: the reference "
-            "tool saves neither the probe images nor which of them activate each unit."
+            f"This run was imported from a {run.method} result file, which holds the labels only: it "
+            "names neither the probe images nor which of them activate each unit."
         ), None)
     key = _run_sources_key(run)
     probe, target, no_probe, no_target = _load_run_sources(key)

@@ -20,6 +20,9 @@ if label_a == label_b:
     st.stop()
 run_a, run_b = frame.runs[label_a], frame.runs[label_b]
 df_a, df_b = run_a.descriptions, run_b.descriptions
+st.caption(app_ui.md(f"Labels of A by {run_a.method}, of B by {run_b.method}.")
+           + (" Concepts match only where both methods name them the same way."
+              if run_a.method != run_b.method else ""))
 
 common, only_a, only_b = analysis.compare_layers(df_a, df_b)
 for label, missing in ((label_a, only_a), (label_b, only_b)):

@@ -4,6 +4,8 @@ and the layer's units ranked by how well a concept explains them.
 The URL carries model, layer and unit (``?model=…&layer=…&unit=…``), so a view can
 be shared as a link.
 """
+import math
+
 import streamlit as st
 
 import app_ui
@@ -59,9 +61,12 @@ if row.empty:
     st.stop()
 concept, similarity = row["description"].iloc[0], float(row["similarity"].iloc[0])
 st.subheader(f"{app_ui.md(layer)} · unit {unit}: {app_ui.md(concept)}")
-st.caption(f"{app_ui.md(model)} · similarity {similarity:.4f} · "
-           f"rank {int(analysis.rank_units(run.descriptions, layer).set_index('unit').loc[unit, 'rank'])} "
-           f"of {len(units)} in this layer by similarity")
+if run.score_name and not math.isnan(similarity):
+    st.caption(f"{app_ui.md(model)} · labels by {app_ui.md(run.method)} · {run.score_name} {similarity:.4f} · "
+               f"rank {int(analysis.rank_units(run.descriptions, layer).set_index('unit').loc[unit, 'rank'])} "
+               f"of {len(units)} in this layer by {run.score_name}")
+else:
+    st.caption(f"{app_ui.md(model)} · labels by {app_ui.md(run.method)}, which gives no score")
 
 concepts_column, images_column = st.columns([1, 3])
 with concepts_column:

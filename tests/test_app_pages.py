@@ -126,7 +126,8 @@ def test_overview_defaults_to_the_resnet_pair_and_shows_counts() -> None:
         (PLACES, "layer2", 8, 3), (PLACES, "layer3", 6, 2), (PLACES, "layer4", 4, 1),
     ]
     # Largest number of units sharing one concept, and which concept.
-    assert [row[4:] for row in counts] == [(4, "dotted"), (3, "grid"), (5, "dotted"), (4, "bathroom"), (4, "lobby")]
+    assert [row[4:6] for row in counts] == [(4, "dotted"), (3, "grid"), (5, "dotted"), (4, "bathroom"), (4, "lobby")]
+    assert {row[6] for row in counts} == {"CLIP-Dissect"}  # which method made the labels
     distinct = {(r["model"], r["layer"]): r["distinct_concepts"] for r in chart_rows(at, 0)}
     assert distinct == {(IMAGENET, "layer2"): 4, (IMAGENET, "layer3"): 3,
                         (PLACES, "layer2"): 3, (PLACES, "layer3"): 2, (PLACES, "layer4"): 1}
