@@ -202,3 +202,25 @@ def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
             "conv1": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
     assert by_label["resnet18_places_imagenet_broden"].method == CLIP_DISSECT
     assert len(runs) == 5
+
+
+def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: Path):
+    from dissect_core.results import load_runs
+
+    layers = tmp_path / "netdissect"
+    layers.mkdir()
+    (layers / "vgg_conv4.csv").write_bytes(netdissect_csv("1,scene,bar-s,0.2,,,,,,,,,,"))
+    (layers / "vgg_conv5.csv").write_bytes(netdissect_csv("1,scene,zoo-s,0.3,,,,,,,,,,"))
+    (tmp_path / "milan.csv").write_bytes(b"layer,unit,description\nconv1,0,Edges\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "descriptions.csv").write_bytes(GOOD)
+    (run_dir / "args.txt").write_text('{"target_model": "resnet18", "method": "<b>made up</b>"}')
+    runs = load_runs([layers, tmp_path / "milan.csv", run_dir])
+    assert [(run.label, run.method, run.score_name) for run in runs] == [
+        ("vgg · NetDissect", NETDISSECT, "IoU"), ("milan · MILAN", MILAN, None),
+        ("resnet18", CLIP_DISSECT, "similarity")]  # an unknown method in args.txt is not taken
+    assert runs[1].args == {"target_model": "milan", "method": MILAN}  # what a bundle keeps
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="empty: no result file"):
+        load_runs([tmp_path / "empty", run_dir])
