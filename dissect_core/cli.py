@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch a dataset or weight file ahead of time")
     download.add_argument("what", choices=("broden", "cifar100", "resnet18_places"))
     download.add_argument("--data_dir", default="data")
+
+    for name, (help_text, description, add_arguments) in _SHARING_COMMANDS.items():
+        add_arguments(commands.add_parser(name, help=help_text, description=description))
     return parser
 
 
@@ -133,12 +136,85 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- bundle
+
+
+def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="run folders, result files or folders of result files (e.g. NetDissect layer files)")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE.zip", help="the bundle to write")
+    parser.add_argument("--images_per_unit", type=int, default=10, help="top images kept per unit (default 10)")
+    parser.add_argument("--thumbnail_px", type=int, default=160, help="thumbnail size in pixels (default 160)")
+    parser.add_argument("--device", default="cpu", help="device for the activation maps (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bundle import export_bundle
+    from .files import atomic_write_bytes
+    from .progress import TqdmProgress
+    from .results import load_runs
+
+    runs = load_runs(args.runs)
+    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    try:
+        data = export_bundle(runs, images_per_unit=args.images_per_unit, thumbnail_px=args.thumbnail_px,
+                             device=args.device, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    atomic_write_bytes(Path(args.output), data)
+    print(f"Wrote {args.output} ({len(data) / 1e6:.1f} MB): " + ", ".join(run.label for run in runs))
+    return 0
+
+
+# ----------------------------------------------------------------------------- host
+
+
+def _add_host_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
+    parser.add_argument("sources", nargs="+", metavar="BUNDLE_OR_RUN",
+                        help="results bundles (.zip), run folders, result files or folders of them")
+    parser.add_argument("--title", default=None, help="the app's title on the Space (default: CLIP-Dissect explorer)")
+    parser.add_argument("--device", default="cpu", help="device for bundling run folders (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_host(args: argparse.Namespace) -> int:
+    from .hosting import DEFAULT_TITLE, write_host_folder
+    from .progress import TqdmProgress
+
+    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    try:
+        folder = write_host_folder(args.out_dir, args.sources, title=args.title or DEFAULT_TITLE,
+                                   device=args.device, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(f"Wrote {folder.path} with {len(folder.runs)} run(s). To publish it, follow {folder.path / 'README.md'}.")
+    return 0
+
+
+_SHARING_COMMANDS = {
+    "bundle": ("export runs as one results bundle (.zip), as the app's 'Share these models' does",
+               "Bundle runs with thumbnails and activation maps of each unit's top images, to import in "
+               "the app anywhere or to host.", _add_bundle_arguments),
+    "host": ("write a folder to publish as a Hugging Face Space or Streamlit Community Cloud app",
+             "Write OUT_DIR: the read-only browsing app (no torch), its requirements, a Dockerfile and a "
+             "README with the steps for both hosts, with the given bundles and runs baked in.",
+             _add_host_arguments),
+}
+
+
+COMMANDS = {"describe": _describe, "download": _download, "bundle": _run_bundle, "host": _run_host}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "describe":
-            return _describe(args)
-        return _download(args)
+        return COMMANDS[args.command](args)
     except DissectError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

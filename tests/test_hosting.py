@@ -1,0 +1,160 @@
+"""``python -m dissect_core bundle`` and ``host``: the hosted folder's contents, and the
+folder served as the Dockerfile serves it (with this environment instead of a fresh one;
+the fresh-environment check is done by hand, see the README)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dissect_core.cli import main
+from dissect_core.hosting import HOSTED_REQUIREMENTS
+from dissect_core.results import find_runs, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
+         "pages/4_Unit_explorer.py")
+
+
+def write_reference_run(folder: Path, model: str, concepts: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    rows = "".join(f"layer4,{unit},{concept},{0.2 + unit / 100}\n" for unit, concept in enumerate(concepts))
+    (folder / "descriptions.csv").write_text("layer,unit,description,similarity\n" + rows, encoding="utf-8")
+    (folder / "args.txt").write_text(json.dumps({"target_model": model, "d_probe": "broden",
+                                                 "concept_set": "data/20k.txt"}), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory) -> dict:
+    """A bundle of one run made by the CLI, and a host folder with it plus a second run folder."""
+    root = tmp_path_factory.mktemp("hosting")
+    first = write_reference_run(root / "runs" / "resnet18_run", "resnet18", ["dog", "cat", "dog"])
+    second = write_reference_run(root / "runs" / "resnet18_places_run", "resnet18_places", ["dog", "sky", "sky"])
+    netdissect = root / "netdissect"  # one model's NetDissect layer files: one run
+    netdissect.mkdir()
+    for layer, label in (("conv4", "bar-s"), ("conv5", "kitchen-s")):
+        (netdissect / f"vgg_{layer}.csv").write_text(f"unit,category,label,score\n1,scene,{label},0.2\n")
+    assert main(["bundle", str(first), "-o", str(root / "demo.zip"), "--quiet"]) == 0
+    assert main(["host", str(root / "site"), str(root / "demo.zip"), str(second), str(netdissect), "--quiet",
+                 "--title", 'My "demo"']) == 0
+    return {"root": root, "site": root / "site", "runs": [first, second]}
+
+
+def test_bundle_command_writes_an_importable_bundle(hosted: dict) -> None:
+    from dissect_core.bundle import import_bundle
+
+    (folder,) = import_bundle((hosted["root"] / "demo.zip").read_bytes(), hosted["root"] / "imported")
+    assert load_run(folder).label == "resnet18 · broden · 20k"
+
+
+def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) -> None:
+    site: Path = hosted["site"]
+    for name in (*PAGES, "pages/5_Run.py", "app_ui/__init__.py", "dissect_core/__init__.py"):
+        assert (site / name).is_file(), name
+    assert not list(site.rglob("__pycache__")) and not (site / "tests").exists()
+    assert (site / "requirements.txt").read_text() == (REPO / HOSTED_REQUIREMENTS).read_text()
+    assert "torch" not in (site / "requirements.txt").read_text()
+
+    config = tomllib.loads((site / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["headless"] is True and config["client"]["showErrorDetails"] == "none"
+    assert tomllib.loads((site / ".streamlit" / "secrets.toml").read_text()) == {"DISSECT_HOSTED": "1"}
+
+    docker = (site / "Dockerfile").read_text()
+    assert "EXPOSE 8501" in docker and "DISSECT_HOSTED=1" in docker
+    assert "HEALTHCHECK" in docker and "http://localhost:8501/_stcore/health" in docker
+    assert 'CMD ["streamlit", "run", "streamlit_app.py", "--server.port=8501", "--server.address=0.0.0.0"]' in docker
+    assert "RUN pip install --user -r requirements.txt" in docker
+
+    readme = (site / "README.md").read_text()
+    front = readme.split("---\n")[1]
+    assert {"sdk: docker", "app_port: 8501", 'title: "My \\"demo\\""'} <= set(front.splitlines())
+    assert "huggingface.co/new-space" in readme and "share.streamlit.io" in readme
+
+    runs, problems = find_runs(site / "results")
+    assert problems == []
+    assert sorted(run.label for run in runs) == [
+        "resnet18 · broden · 20k", "resnet18_places · broden · 20k", "vgg · NetDissect"]
+
+
+def test_host_refuses_bad_targets_and_leaves_nothing(hosted: dict, tmp_path: Path) -> None:
+    from dissect_core.errors import InvalidInputError
+    from dissect_core.hosting import write_host_folder
+
+    with pytest.raises(InvalidInputError, match="not an empty folder"):
+        write_host_folder(hosted["site"], hosted["runs"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no result file in this folder"):
+        write_host_folder(tmp_path / "out", [tmp_path / "empty"])
+    (tmp_path / "empty").rmdir()
+    with pytest.raises(InvalidInputError, match="Not found"):
+        write_host_folder(tmp_path / "out", [tmp_path / "missing.zip"])
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InvalidInputError, match="not a zip file"):
+        write_host_folder(tmp_path / "out", [bad])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip"]  # no half-written folder
+
+
+def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
+    """Each page runs from the folder's own copy of the app, in hosted mode, importing no torch."""
+    script = textwrap.dedent(f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        for page in {PAGES!r}:
+            at = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
+            if page != "streamlit_app.py":
+                at.switch_page(page).run()
+            assert not at.exception, (page, [e.value for e in at.exception])
+            assert at.title and len(at.dataframe) > 0, page  # runs shown, not the how-to hint
+        import app_ui
+        assert app_ui.__file__.startswith(sys.path[0]), app_ui.__file__  # the folder's copy
+        print("torch" in sys.modules, "open_clip" in sys.modules)
+    """)
+    env = {**os.environ, "DISSECT_HOSTED": "1", "PYTHONPATH": str(hosted["site"])}
+    env.pop("DISSECT_RESULTS_DIR", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=hosted["site"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["False", "False"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_host_folder_starts_with_the_dockerfile_command(hosted: dict) -> None:
+    """The Dockerfile's command (on a free port) answers the health check."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DISSECT_", "STREAMLIT_"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}",
+         "--server.address=127.0.0.1"],
+        cwd=hosted["site"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                    status = (response.status, response.read())
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert status == (200, b"ok"), "the server did not answer its health check"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
