@@ -485,12 +485,14 @@ def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]
         hidden = any(part.startswith(".") for part in csv_path.relative_to(root).parts)
         if hidden or csv_path.name in _SIDE_TABLES:
             continue
-        if csv_path.name != DESCRIPTIONS_FILE and detect_format(read_header(csv_path)) is None:
-            continue  # some other CSV, not a result file
         try:
+            if csv_path.name != DESCRIPTIONS_FILE and detect_format(read_header(csv_path)) is None:
+                continue  # some other CSV, not a result file
             runs.append(load_run(csv_path))
         except InvalidInputError as exc:
             problems.append((csv_path, str(exc)))
+        except OSError as exc:  # unreadable (permissions, vanished while scanning)
+            problems.append((csv_path, f"cannot be read: {exc.strerror or exc}."))
     runs = _group_netdissect(runs)
     make_labels_unique(runs)
     return runs, problems
