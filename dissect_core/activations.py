@@ -148,7 +148,7 @@ def record_probe_pass(
     report(progress, stage, 0, len(probe))
     try:
         with torch.inference_mode():
-            for batch in probe_loader(probe, transforms, batch_size, num_workers):
+            for batch in probe_loader(probe, transforms, batch_size, num_workers, device):
                 skipped.extend(batch.skipped)
                 done += len(batch.indices) + len(batch.skipped)
                 if len(batch.indices):

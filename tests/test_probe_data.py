@@ -137,6 +137,19 @@ def test_loader_with_a_worker_process(tmp_path):
     assert [b.indices.tolist() for b in batches] == [[0, 1], [2]]
 
 
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (16, 15), (64, 16)])
+def test_decode_workers_follow_the_cores_this_process_may_use(monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert probe_data.default_num_workers() == workers
+
+
+def test_batches_are_pinned_for_a_gpu_only(tmp_path):
+    make_image_folder(tmp_path, 2)
+    probe = image_folder(tmp_path)
+    assert not probe_loader(probe, TO_TENSOR, batch_size=2, num_workers=0, device=torch.device("cpu")).pin_memory
+    assert probe_loader(probe, TO_TENSOR, batch_size=2, num_workers=0, device=torch.device("cuda")).pin_memory
+
+
 def test_broden_lists_jpgs_only_and_reopens_from_spec(tmp_path):
     images = _make_broden(tmp_path / "data")
     probe = broden(tmp_path / "data")
