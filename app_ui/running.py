@@ -36,13 +36,13 @@ class StreamlitProgress:
             self.bars[stage].progress(fraction, text=md(text))
 
 
-def run_dissection(config: Any, title: str) -> Optional[Any]:
+def run_dissection(config: Any, title: str, widgets: Optional[dict[str, str]] = None) -> Optional[Any]:
     """Run ``dissect_core.pipeline.describe`` inside a status box with per-stage progress.
 
     Returns the result, or ``None`` after showing the error (nothing computed is lost:
-    finished stages stay in the cache).
+    finished stages stay in the cache), its settings named by ``widgets`` (field → label).
     """
-    from dissect_core.errors import DissectError
+    from dissect_core.errors import DissectError, in_words
     from dissect_core.pipeline import describe
 
     with st.status(md(title), expanded=True) as status:
@@ -50,7 +50,7 @@ def run_dissection(config: Any, title: str) -> Optional[Any]:
             result = describe(config, StreamlitProgress(st.container()))
         except DissectError as exc:
             status.update(label=md(f"{title}: failed"), state="error")
-            st.error(md(exc), icon=":material/error:")
+            st.error(md(in_words(exc, widgets or {})), icon=":material/error:")
             return None
         counts = result.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
         for layer, row in counts.iterrows():

@@ -65,7 +65,7 @@ class FeatureCache:
         self.on_problem = on_problem
         if self.root.exists() and not self.root.is_dir():
             raise InvalidInputError(
-                f"The cache folder {self.root} is a file, not a folder. Pass another --activation_dir."
+                f"The cache folder {self.root} is a file, not a folder. Pass another `activation_dir`."
             )
         self.removed_temp_files = remove_leftover_temp_files(self.root)
 
@@ -88,7 +88,7 @@ class FeatureCache:
             if path.exists() or path.is_symlink():
                 raise InvalidInputError(
                     f"The cache entry {path} is not a regular file (a folder or a link?). It is not "
-                    "this cache's: move it away or delete it, or pass another --activation_dir."
+                    "this cache's: move it away or delete it, or pass another `activation_dir`."
                 )
             return None
         try:

@@ -1,88 +1,128 @@
-"""Command line: ``python -m dissect_core describe`` takes the reference tool's flags.
+"""Command line: ``dissect describe`` (or ``python -m dissect_core describe``) takes the
+reference tool's flags.
 
 The reference's documented commands work after swapping the program name
-(``python describe_neurons.py …`` → ``python -m dissect_core describe …``), with
-the same flag names and defaults. Extra flags are added for what the reference
-hard-coded (data folder, own checkpoints, ImageNet location, downloads).
+(``python describe_neurons.py …`` → ``dissect describe …``), with the same flag names
+and defaults. Extra flags are added for what the reference hard-coded (data folder, own
+checkpoints, ImageNet location, downloads). Choices, defaults and help come from the
+registries (``dissect_core.catalog``), so a new probe set or model shows up here by itself.
+
+Each subcommand is a pair of functions (add its arguments, run it) in :data:`SUBCOMMANDS`;
+adding one is one more row there.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
-from .errors import DissectError
+from . import __version__, catalog
+from .clip import CLIP_ALIASES
+from .concepts import CONCEPT_SETS
+from .errors import DissectError, InvalidInputError, in_words
+from .models import NAMED_MODELS
+from .pipeline import DescribeConfig
+from .probe_data import PROBE_SETS
+from .similarity import SIMILARITY_FUNCTIONS
 
-SIMILARITY_CHOICES = ("soft_wpmi", "wpmi", "rank_reorder", "cos_similarity", "cos_similarity_cubed")
-PROBE_NAMES = ("broden", "cifar100_train", "cifar100_val", "imagenet_val", "imagenet_broden")
+PROG = "dissect"
+# How the CLI says each DescribeConfig field: as its flag (the reference's flag names are
+# the field names). Library errors name fields; the CLI shows them with these.
+FLAGS: dict[str, str] = {
+    field.name: f"--{field.name}" for field in dataclasses.fields(DescribeConfig) if field.name != "similarity_params"
+}
+FLAGS["similarity_params"] = "--similarity_param"
+# The reference tool's default device; the library's is None (CUDA when there is one).
+REFERENCE_DEVICE = "cuda"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dissect_core",
-        description="Label every unit of a vision model's layers with a concept (CLIP-Dissect).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+def _choices(registry) -> str:
+    return ", ".join(registry.names())
 
-    describe = commands.add_parser(
-        "describe",
-        help="describe the units of the target layers (the reference's describe_neurons.py)",
-        description="Describe units with CLIP-Dissect. Flags and defaults follow the reference tool.",
-    )
-    reference = describe.add_argument_group("flags of the reference tool (same names and defaults)")
-    reference.add_argument("--clip_model", default="ViT-B/16",
-                           help="CLIP model: a reference name (ViT-B/16, RN50, ...), an open_clip "
+
+def _entries_help(registry) -> str:
+    """'name: description (defaults)' for each entry: argparse help for a registered choice."""
+    parts = []
+    for entry in registry:
+        defaults = catalog.format_defaults(entry)
+        parts.append(f"{entry.name}: {entry.description}" + (f" ({defaults})" if defaults else ""))
+    return "; ".join(parts).replace("%", "%%")
+
+
+# ----------------------------------------------------------------------------- describe
+
+
+def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
+    default = {field.name: field.default for field in dataclasses.fields(DescribeConfig)
+               if field.default is not dataclasses.MISSING}
+    reference = parser.add_argument_group("flags of the reference tool (same names and defaults)")
+    reference.add_argument("--clip_model", default=default["clip_model"],
+                           help=f"CLIP model: a reference name ({_choices(CLIP_ALIASES)}), an open_clip "
                                 "ARCH or ARCH:PRETRAINED pair, or ARCH:/path/to/checkpoint")
-    reference.add_argument("--target_model", default="resnet50",
-                           help="resnet18_places or any torchvision classification model "
+    reference.add_argument("--target_model", default=default["target_model"],
+                           help=f"{_choices(NAMED_MODELS)}, or any torchvision classification model "
                                 "(resnet18, resnet50, vit_b_16, ...)")
-    reference.add_argument("--target_layers", default="conv1,layer1,layer2,layer3,layer4",
+    reference.add_argument("--target_layers", default=",".join(default["target_layers"]),
                            help="comma-separated module paths, e.g. layer2,layer3,layer4 or layer4.1.conv2")
-    reference.add_argument("--d_probe", default="broden",
-                           help=f"probe images: one of {', '.join(PROBE_NAMES)}, or a folder of images")
-    reference.add_argument("--concept_set", default="data/20k.txt",
+    reference.add_argument("--d_probe", default=default["d_probe"],
+                           help=f"probe images: one of {_choices(PROBE_SETS)}, or a folder of images")
+    reference.add_argument("--concept_set", default=default["concept_set"],
                            help="text file with one concept per line, or a built-in set: "
-                                "english_20k, imagenet_classes")
-    reference.add_argument("--batch_size", type=int, default=200)
-    reference.add_argument("--device", default="cuda", help="cuda, cpu or auto")
-    reference.add_argument("--activation_dir", default="saved_activations", help="cache folder")
-    reference.add_argument("--result_dir", default="results", help="where run folders are written")
-    reference.add_argument("--pool_mode", default="avg", choices=("avg", "max"))
-    reference.add_argument("--similarity_fn", default="soft_wpmi", choices=SIMILARITY_CHOICES)
+                                f"{_choices(CONCEPT_SETS)}")
+    reference.add_argument("--batch_size", type=int, default=default["batch_size"])
+    reference.add_argument("--device", default=REFERENCE_DEVICE, help="cuda, cpu or auto")
+    reference.add_argument("--activation_dir", default=default["activation_dir"], help="cache folder")
+    reference.add_argument("--result_dir", default=default["result_dir"], help="where run folders are written")
+    reference.add_argument("--pool_mode", default=default["pool_mode"], choices=catalog.pool_modes().names(),
+                           help=_entries_help(catalog.pool_modes()))
+    reference.add_argument("--similarity_fn", default=default["similarity_fn"],
+                           choices=SIMILARITY_FUNCTIONS.names(), help=_entries_help(SIMILARITY_FUNCTIONS))
 
-    extra = describe.add_argument_group("additional flags")
+    extra = parser.add_argument_group("additional flags")
+    extra.add_argument("--similarity_param", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a parameter of --similarity_fn from its default (repeatable), "
+                            "e.g. --similarity_param top_k=50")
     extra.add_argument("--target_checkpoint", default=None,
                        help="your own weights file for --target_model's architecture")
-    extra.add_argument("--data_dir", default="data",
-                       help="where Broden, CIFAR-100 and the Places365 weights are kept (default: data)")
+    extra.add_argument("--data_dir", default=default["data_dir"],
+                       help="where Broden, CIFAR-100 and named models' weights are kept (default: data)")
     extra.add_argument("--imagenet_val_dir", default=None,
                        help="ImageNet validation folder (class subfolders) for imagenet_val / imagenet_broden")
     extra.add_argument("--download", action="store_true",
                        help="download a missing probe dataset (Broden is about 1 GB)")
     extra.add_argument("--num_workers", type=int, default=None, help="image-loading worker processes")
-    extra.add_argument("--top_images", type=int, default=100, help="top images kept per unit (default 100)")
+    extra.add_argument("--top_images", type=int, default=default["top_images"],
+                       help=f"top images kept per unit (default {default['top_images']})")
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    download = commands.add_parser("download", help="fetch a dataset or weight file ahead of time")
-    download.add_argument("what", choices=("broden", "cifar100", "resnet18_places"))
-    download.add_argument("--data_dir", default="data")
 
-    for name, (help_text, description, add_arguments) in _SHARING_COMMANDS.items():
-        add_arguments(commands.add_parser(name, help=help_text, description=description))
-    return parser
+def _similarity_params(pairs: Sequence[str]) -> dict:
+    """``["top_k=50", "a=5"]`` → ``{"top_k": 50, "a": 5.0}`` (checked later by the library)."""
+    params: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--similarity_param wants KEY=VALUE, e.g. top_k=50, not {pair!r}.")
+        try:
+            value = int(text) if text.strip().lstrip("-").isdigit() else float(text)
+        except ValueError:
+            raise InvalidInputError(f"--similarity_param {pair}: {text!r} is not a number.") from None
+        params[key.strip()] = value
+    return params
 
 
-def _describe(args: argparse.Namespace) -> int:
-    from .pipeline import DescribeConfig, describe
-    from .progress import TqdmProgress
-
-    config = DescribeConfig(
+def config_from_args(args: argparse.Namespace) -> DescribeConfig:
+    """The library configuration the ``describe`` flags stand for."""
+    return DescribeConfig(
         target_model=args.target_model,
         target_layers=tuple(args.target_layers.split(",")),
         clip_model=args.clip_model,
         d_probe=args.d_probe,
         concept_set=args.concept_set,
         similarity_fn=args.similarity_fn,
+        similarity_params=_similarity_params(args.similarity_param),
         pool_mode=args.pool_mode,
         batch_size=args.batch_size,
         device=args.device,
@@ -95,6 +135,13 @@ def _describe(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         top_images=args.top_images,
     )
+
+
+def _run_describe(args: argparse.Namespace) -> int:
+    from .pipeline import describe
+    from .progress import TqdmProgress
+
+    config = config_from_args(args)
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
     try:
         result = describe(config, progress)
@@ -116,12 +163,25 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _download(args: argparse.Namespace) -> int:
+# ----------------------------------------------------------------------------- download
+
+
+def _download_choices() -> list[str]:
+    return [entry.name for entry in PROBE_SETS if entry.value.downloadable] + NAMED_MODELS.names()
+
+
+def _add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=_download_choices(),
+                        help="a probe set (both CIFAR-100 splits come in one archive) or a named model's weights")
+    parser.add_argument("--data_dir", default="data")
+
+
+def _run_download(args: argparse.Namespace) -> int:
     from .progress import TqdmProgress
 
     progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
     try:
-        if args.what in ("broden", "cifar100"):
+        if args.what in PROBE_SETS:
             from .probe_data import download_dataset
 
             folder = download_dataset(args.what, args.data_dir, progress)
@@ -129,8 +189,8 @@ def _download(args: argparse.Namespace) -> int:
         else:
             from .models import load_target_model
 
-            model = load_target_model("resnet18_places", weights_dir=args.data_dir, progress=progress)
-            print(f"Places365 ResNet18 weights ready: {model.source}")
+            model = load_target_model(args.what, weights_dir=args.data_dir, progress=progress)
+            print(f"{args.what} weights ready: {model.source}")
     finally:
         progress.close()
     return 0
@@ -197,26 +257,73 @@ def _run_host(args: argparse.Namespace) -> int:
     return 0
 
 
-_SHARING_COMMANDS = {
-    "bundle": ("export runs as one results bundle (.zip), as the app's 'Share these models' does",
-               "Bundle runs with thumbnails and activation maps of each unit's top images, to import in "
-               "the app anywhere or to host.", _add_bundle_arguments),
-    "host": ("write a folder to publish as a Hugging Face Space or Streamlit Community Cloud app",
-             "Write OUT_DIR: the read-only browsing app (no torch), its requirements, a Dockerfile and a "
-             "README with the steps for both hosts, with the given bundles and runs baked in.",
-             _add_host_arguments),
+# ----------------------------------------------------------------------------- list
+
+
+def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    print(catalog.markdown(FLAGS) if args.markdown else catalog.listing(FLAGS))
+    return 0
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: Optional[str] = None
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "describe": Subcommand(
+        "describe the units of the target layers (the reference's describe_neurons.py)",
+        _add_describe_arguments, _run_describe,
+        "Describe units with CLIP-Dissect. Flags and defaults follow the reference tool.",
+    ),
+    "download": Subcommand("fetch a dataset or weight file ahead of time", _add_download_arguments, _run_download),
+    "bundle": Subcommand(
+        "export runs as one results bundle (.zip), as the app's 'Share these models' does",
+        _add_bundle_arguments, _run_bundle,
+        "Bundle runs with thumbnails and activation maps of each unit's top images, to import in "
+        "the app anywhere or to host.",
+    ),
+    "host": Subcommand(
+        "write a folder to publish as a Hugging Face Space or Streamlit Community Cloud app",
+        _add_host_arguments, _run_host,
+        "Write OUT_DIR: the read-only browsing app (no torch), its requirements, a Dockerfile and a "
+        "README with the steps for both hosts, with the given bundles and runs baked in.",
+    ),
+    "list": Subcommand("list every registered choice: probe sets, models, CLIP names, concept sets, "
+                       "similarity functions, pool modes", _add_list_arguments, _run_list),
 }
 
 
-COMMANDS = {"describe": _describe, "download": _download, "bundle": _run_bundle, "host": _run_host}
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Label every unit of a vision model's layers with a concept (CLIP-Dissect).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, command in SUBCOMMANDS.items():
+        command.add_arguments(
+            commands.add_parser(name, help=command.help, description=command.description or command.help)
+        )
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return SUBCOMMANDS[args.command].run(args)
     except DissectError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {in_words(error, FLAGS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: stages already computed are kept in the cache", file=sys.stderr)

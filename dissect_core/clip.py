@@ -42,18 +42,14 @@ from .device import resolve_device
 from .errors import InvalidInputError, MissingResourceError
 from .files import file_sha256, weight_file_problem
 from .progress import ProgressFn, report
+from .registry import Registry
 
-# The reference's --clip_model choices and their open_clip architectures (weights: openai).
-REFERENCE_NAMES = {
-    "ViT-B/16": "ViT-B-16",
-    "ViT-B/32": "ViT-B-32",
-    "ViT-L/14": "ViT-L-14",
-    "RN50": "RN50",
-    "RN101": "RN101",
-    "RN50x4": "RN50x4",
-    "RN50x16": "RN50x16",
-    "RN50x64": "RN50x64",
-}
+# The reference's clip_model names (OpenAI's CLIP package) and their open_clip architectures.
+CLIP_ALIASES: Registry[str] = Registry("CLIP model name")
+for _alias, _arch in (("ViT-B/16", "ViT-B-16"), ("ViT-B/32", "ViT-B-32"), ("ViT-L/14", "ViT-L-14"),
+                      ("RN50", "RN50"), ("RN101", "RN101"), ("RN50x4", "RN50x4"), ("RN50x16", "RN50x16"),
+                      ("RN50x64", "RN50x64")):
+    CLIP_ALIASES.add(_alias, _arch, f"OpenAI's CLIP {_alias}: open_clip {_arch} with the openai weights")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".tar")
 _LIST_HINT = "List them all with: python -c \"import open_clip; print(open_clip.list_pretrained())\""
 _HF_WEIGHTS = "open_clip_pytorch_model.bin"  # open_clip's default file name in a hub repo
@@ -91,16 +87,16 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _canonical_arch(text: str) -> str:
-    if text in REFERENCE_NAMES:
-        return REFERENCE_NAMES[text]
+    if text in CLIP_ALIASES:
+        return CLIP_ALIASES.get(text).value
     archs = open_clip.list_models()
     for candidate in (text, text.replace("/", "-")):
         if candidate in archs:
             return candidate
-    close = difflib.get_close_matches(text, list(REFERENCE_NAMES) + archs, n=5, cutoff=0.5)
+    close = difflib.get_close_matches(text, CLIP_ALIASES.names() + archs, n=5, cutoff=0.5)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     raise InvalidInputError(
-        f"Unknown CLIP model {text!r}.{hint} Use a reference name ({', '.join(REFERENCE_NAMES)}), "
+        f"Unknown CLIP model {text!r}.{hint} Use a reference name ({', '.join(CLIP_ALIASES.names())}), "
         f"an open_clip architecture such as ViT-B-16, ARCH:TAG or ARCH:/path/to/checkpoint. {_LIST_HINT}"
     )
 

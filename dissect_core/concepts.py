@@ -24,9 +24,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 from .errors import InvalidInputError, MissingResourceError
+from .registry import Registry
 
 # A line this long cannot be a concept; it means a wrong file (for example a CSV of results).
 MAX_CONCEPT_CHARS = 300
@@ -102,7 +103,7 @@ def read_concept_file(path: Union[str, Path]) -> ConceptSet:
             f"Concept file {path.name}",
             str(path.resolve()),
             "Pass an existing text file with one concept per line, or a built-in set: "
-            + ", ".join(BUILTIN_CONCEPT_SETS)
+            + ", ".join(CONCEPT_SETS.names())
             + ". The reference's lists (20k.txt, broden_labels_clean.txt, …) are in the "
             "CLIP-Dissect repository's data/ folder.",
         )
@@ -122,19 +123,20 @@ def _english_vocabulary() -> list[str]:
     return words[:ENGLISH_VOCABULARY_SIZE]
 
 
-BUILTIN_CONCEPT_SETS = {
-    "imagenet_classes": (_imagenet_classes, "the 1,000 ImageNet class names shipped with torchvision"),
-    "english_20k": (_english_vocabulary, "the 20,000 most frequent alphabetic English words (wordfreq)"),
-}
+# Built-in concept sets: each builds its list of concepts. A new one is one registration here.
+CONCEPT_SETS: Registry[Callable[[], list[str]]] = Registry("concept set")
+CONCEPT_SETS.add("imagenet_classes", _imagenet_classes, "the 1,000 ImageNet class names shipped with torchvision")
+CONCEPT_SETS.add("english_20k", _english_vocabulary,
+                 "the 20,000 most frequent alphabetic English words (wordfreq)")
 
 
 def builtin_concept_set(name: str) -> ConceptSet:
-    build, _ = BUILTIN_CONCEPT_SETS[name]
+    build = CONCEPT_SETS.get(name).value
     return parse_concepts("\n".join(build()), name, f"builtin:{name}")
 
 
 def load_concept_set(name_or_path: Union[str, Path]) -> ConceptSet:
-    """A built-in set by name (``imagenet_classes``, ``english_20k``) or a text file."""
-    if str(name_or_path) in BUILTIN_CONCEPT_SETS:
+    """A built-in set by name (:data:`CONCEPT_SETS`) or a text file."""
+    if str(name_or_path) in CONCEPT_SETS:
         return builtin_concept_set(str(name_or_path))
     return read_concept_file(name_or_path)

@@ -26,13 +26,13 @@ def resolve_device(name: Optional[str] = None) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidInputError(
-                f"--device {name} was requested but PyTorch sees no CUDA GPU on this machine "
-                f"(torch {torch.__version__}). Use --device cpu (or auto), or install a CUDA "
+                f"`device` {name} was requested but PyTorch sees no CUDA GPU on this machine "
+                f"(torch {torch.__version__}). Use `device` cpu (or auto), or install a CUDA "
                 "build of PyTorch on a machine with an NVIDIA GPU."
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InvalidInputError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible."
+                f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) are visible."
             )
     elif device.type != "cpu":
         raise InvalidInputError(f"Device type {device.type!r} is not supported: use cpu or cuda.")

@@ -2,10 +2,10 @@
 
 Three kinds of model load through one strict, ``weights_only`` path:
 
-* ``resnet18_places``: torchvision ``resnet18(num_classes=365)`` with the CSAIL
-  Places365 checkpoint ``resnet18_places365.pth.tar`` (downloaded into
-  ``weights_dir`` on first use), preprocessed like the reference (Resize 256,
-  CenterCrop 224, ImageNet normalisation).
+* named models (:data:`NAMED_MODELS`), such as ``resnet18_places``: torchvision
+  ``resnet18(num_classes=365)`` with the CSAIL Places365 checkpoint
+  ``resnet18_places365.pth.tar`` (downloaded into ``weights_dir`` on first use),
+  preprocessed like the reference (Resize 256, CenterCrop 224, ImageNet normalisation).
 * any torchvision classification model (``resnet18``, ``resnet50``, ``vit_b_16``, …)
   with its ``IMAGENET1K_V1`` weights, as the reference uses, read from the same file
   in torch's hub cache that torchvision itself would download and use.
@@ -37,10 +37,8 @@ from .downloads import download_file
 from .files import file_sha256, weight_file_problem
 from .errors import InvalidInputError, MissingResourceError
 from .progress import ProgressFn
+from .registry import Registry
 
-PLACES_NAME = "resnet18_places"
-PLACES_FILE = "resnet18_places365.pth.tar"
-PLACES_URL = "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -70,6 +68,27 @@ def places_preprocess() -> Callable[[Image.Image], torch.Tensor]:
     )
 
 
+@dataclass(frozen=True)
+class NamedModel:
+    """A model known by a name of its own: a torchvision architecture with weights from
+    a file that is downloaded into ``weights_dir`` on first use."""
+
+    architecture: str  # torchvision name
+    weights_url: str
+    weights_file: str  # its name in weights_dir
+    preprocess: Callable[[], Callable[[Image.Image], torch.Tensor]]
+
+
+# Every named target model (torchvision names work besides). A new one is one registration here.
+NAMED_MODELS: Registry[NamedModel] = Registry("named model")
+NAMED_MODELS.add(
+    "resnet18_places",
+    NamedModel("resnet18", "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
+               "resnet18_places365.pth.tar", places_preprocess),
+    "torchvision resnet18 trained on Places365 scenes (CSAIL's weights, downloaded into `data_dir`)",
+)
+
+
 def torchvision_model_names() -> list[str]:
     """All torchvision classification model names (detection, video, … excluded)."""
     return sorted(torchvision.models.list_models(module=torchvision.models))
@@ -84,24 +103,25 @@ def load_target_model(
 ) -> TargetModel:
     """Load a target model by name, optionally with the user's own ``checkpoint`` file.
 
-    ``name`` is ``resnet18_places`` or a torchvision classification model name. With
+    ``name`` is a registered name (:data:`NAMED_MODELS`, e.g. ``resnet18_places``) or a
+    torchvision classification model name. With
     ``checkpoint``, ``name`` gives the architecture and the file the weights: a plain
     state_dict, or a dict holding one under ``state_dict`` or ``model``; a DataParallel
     ``module.`` prefix is removed. Files are read with ``torch.load(weights_only=True)``.
     """
     name = name.strip()
-    if name == PLACES_NAME:
+    if name in NAMED_MODELS:
+        named = NAMED_MODELS.get(name).value
         if checkpoint is None:
             checkpoint = download_file(
-                PLACES_URL,
-                Path(weights_dir) / PLACES_FILE,
-                what=f"The Places365 ResNet18 weights ({PLACES_FILE})",
-                how_to_fix="Or pass a copy stored elsewhere as the checkpoint (--target_checkpoint).",
+                named.weights_url,
+                Path(weights_dir) / named.weights_file,
+                what=f"The {name} weights ({named.weights_file})",
+                how_to_fix="Or pass a copy stored elsewhere as `target_checkpoint`.",
                 progress=progress,
             )
-        return _from_checkpoint(
-            PLACES_NAME, "resnet18", Path(checkpoint), places_preprocess(), label="Places365 resnet18 checkpoint"
-        )
+        return _from_checkpoint(name, named.architecture, Path(checkpoint), named.preprocess(),
+                                label=f"{name} checkpoint")
     arch = _check_arch(name)
     if checkpoint is not None:
         return _from_checkpoint(name, arch, Path(checkpoint), _default_preprocess(arch), label=f"{arch} checkpoint")
@@ -131,14 +151,20 @@ def get_layer(module: nn.Module, name: str) -> nn.Module:
     return found
 
 
+def check_model_name(name: str) -> None:
+    """Raise an InvalidInputError, with close matches, unless ``name`` is a target model name."""
+    if name.strip() not in NAMED_MODELS:
+        _check_arch(name.strip())
+
+
 def _check_arch(name: str) -> str:
     names = torchvision_model_names()
     if name in names:
         return name
-    close = difflib.get_close_matches(name, names + [PLACES_NAME], n=5, cutoff=0.5)
+    close = difflib.get_close_matches(name, names + NAMED_MODELS.names(), n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise InvalidInputError(
-        f"Unknown target model {name!r}.{hint} Use {PLACES_NAME} or a torchvision classification "
+        f"Unknown target model {name!r}.{hint} Use {', '.join(NAMED_MODELS.names())} or a torchvision classification "
         f"model such as resnet18, resnet50, vit_b_16 ({len(names)} in all: "
         "torchvision.models.list_models(module=torchvision.models))."
     )

@@ -22,15 +22,16 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .activations import POOL_MODES, record_probe_pass
+from .activations import record_probe_pass
 from .cache import (FeatureCache, check_activations, check_image_features, check_similarity,
                     check_text_features)
+from .catalog import pool_modes
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
 from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
-from .errors import InvalidInputError
+from .errors import InvalidInputError, about
 from .files import file_sha256
-from .models import TargetModel, get_layer, load_target_model
+from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .results import Run, load_run, new_run_dir, write_run
@@ -114,23 +115,30 @@ def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:
 
 
 def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
+    """The checks that need nothing loaded: layer list, registered names, numbers."""
     layers = [layer.strip() for layer in config.target_layers if layer.strip()]
-    if not layers:
-        raise InvalidInputError("No target layers given: pass e.g. --target_layers layer2,layer3,layer4.")
-    if len(set(layers)) != len(layers):
-        raise InvalidInputError(f"A target layer is listed twice: {','.join(layers)}.")
-    if config.pool_mode not in POOL_MODES:
-        raise InvalidInputError(f"--pool_mode must be one of {', '.join(POOL_MODES)}, not {config.pool_mode!r}.")
-    if config.similarity_fn not in SIMILARITY_FUNCTIONS:
-        raise InvalidInputError(
-            f"--similarity_fn {config.similarity_fn!r} is unknown; choose one of {', '.join(SIMILARITY_FUNCTIONS)}."
-        )
-    if config.batch_size < 1:
-        raise InvalidInputError(f"--batch_size must be at least 1, not {config.batch_size}.")
-    check_num_workers(config.num_workers)
-    if config.top_images < 1:
-        raise InvalidInputError(f"top_images must be at least 1, not {config.top_images}.")
-    return layers, resolve_params(config.similarity_fn, config.similarity_params)
+    with about("target_layers"):
+        if not layers:
+            raise InvalidInputError(
+                "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
+        if len(set(layers)) != len(layers):
+            raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
+    with about("pool_mode"):
+        pool_modes().get(config.pool_mode)
+    with about("similarity_fn"):
+        SIMILARITY_FUNCTIONS.get(config.similarity_fn)
+    with about("similarity_params"):
+        params = resolve_params(config.similarity_fn, config.similarity_params)
+    if isinstance(config.target_model, str):
+        with about("target_model"):
+            check_model_name(config.target_model)
+    for name in ("batch_size", "top_images"):
+        value = getattr(config, name)
+        if value < 1:
+            raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
+    with about("num_workers"):
+        check_num_workers(config.num_workers)
+    return layers, params
 
 
 def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> DescribeResult:
@@ -152,31 +160,38 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
 
     # 1. Check every input before any heavy work.
     layers, params = _validate(config)
-    cache = FeatureCache(config.activation_dir, on_problem=warn)
-    device = resolve_device(config.device)
-    concepts = (
-        config.concept_set if isinstance(config.concept_set, ConceptSet) else load_concept_set(config.concept_set)
-    )
-    clip_name, clip_weights = _clip_identity(config.clip_model)
-    probe = open_probe(
-        config.d_probe,
-        data_dir=config.data_dir,
-        imagenet_val_dir=config.imagenet_val_dir,
-        download=config.download,
-        progress=progress,
-        index_dir=cache.root,
-    )
+    with about("activation_dir"):
+        cache = FeatureCache(config.activation_dir, on_problem=warn)
+    with about("device"):
+        device = resolve_device(config.device)
+    with about("concept_set"):
+        concepts = (
+            config.concept_set if isinstance(config.concept_set, ConceptSet) else load_concept_set(config.concept_set)
+        )
+    with about("clip_model"):
+        clip_name, clip_weights = _clip_identity(config.clip_model)
+    with about("d_probe"):
+        probe = open_probe(
+            config.d_probe,
+            data_dir=config.data_dir,
+            imagenet_val_dir=config.imagenet_val_dir,
+            download=config.download,
+            progress=progress,
+            index_dir=cache.root,
+        )
     if probe.listing_skipped:
         warn(f"Skipped while listing {probe.name}: "
              + ", ".join(f"{count} {reason}" for reason, count in sorted(probe.listing_skipped.items())) + ".")
     if isinstance(config.target_model, TargetModel):
         target = config.target_model
     else:
-        target = load_target_model(
-            config.target_model, config.target_checkpoint, weights_dir=config.data_dir, progress=progress
-        )
-    for layer in layers:
-        get_layer(target.module, layer)
+        with about("target_model"):
+            target = load_target_model(
+                config.target_model, config.target_checkpoint, weights_dir=config.data_dir, progress=progress
+            )
+    with about("target_layers"):
+        for layer in layers:
+            get_layer(target.module, layer)
     lap("load")
 
     # 2. Look up every stage in the cache.

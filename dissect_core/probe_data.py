@@ -39,8 +39,8 @@ from .downloads import download_file, manual_fix
 from .errors import InvalidInputError, MissingResourceError
 from .files import file_hash_index, open_regular_file
 from .progress import ProgressFn, report
+from .registry import Registry
 
-PROBE_NAMES = ("broden", "cifar100_train", "cifar100_val", "imagenet_val", "imagenet_broden")
 IMAGENET_VAL_ENV = "DISSECT_IMAGENET_VAL"
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
 BRODEN_DIR = "broden1_224"
@@ -313,13 +313,13 @@ def imagenet_val(root: str | Path | None = None, index_dir: Optional[Path] = Non
     fix = (
         "ImageNet cannot be downloaded automatically (it needs a licence from image-net.org). "
         "Pass the folder holding the 50,000 validation images, one subfolder per class "
-        f"(n01440764/, …), with --imagenet_val_dir or the environment variable {IMAGENET_VAL_ENV}."
+        f"(n01440764/, …), as `imagenet_val_dir` or in the environment variable {IMAGENET_VAL_ENV}."
     )
     root = root or os.environ.get(IMAGENET_VAL_ENV)
     if not root:
         raise MissingResourceError(
             "The ImageNet validation images",
-            looked_in=f"--imagenet_val_dir and ${IMAGENET_VAL_ENV} (neither is set)",
+            looked_in=f"`imagenet_val_dir` and ${IMAGENET_VAL_ENV} (neither is set)",
             how_to_fix=fix,
         )
     root = Path(root).expanduser().resolve()
@@ -431,7 +431,7 @@ def _cifar_fix(data_dir: Path) -> str:
         CIFAR100.url,
         data_dir / CIFAR100.filename,
         f"Then unpack it there (tar xzf {CIFAR100.filename}) so that {data_dir / CIFAR_DIR} exists, "
-        "or pass --download to fetch it automatically.",
+        "or set `download` to fetch it automatically.",
     )
 
 
@@ -508,6 +508,56 @@ def imagenet_broden(
     )
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Where named probe sets are looked for, and whether a missing one is downloaded."""
+
+    data_dir: str | Path = "data"
+    imagenet_val_dir: str | Path | None = None
+    download: bool = False
+    progress: Optional[ProgressFn] = None
+    index_dir: Optional[Path] = None  # where content hashes are kept between runs (the cache)
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """How a named probe set is opened; ``downloadable``: ``download=True`` can fetch it."""
+
+    open: Callable[[ProbeOptions], ProbeSet]
+    downloadable: bool = False
+
+
+# Every named probe set. A new one is one registration here.
+PROBE_SETS: Registry[ProbeSource] = Registry("probe set")
+PROBE_SETS.add(
+    "broden",
+    ProbeSource(lambda o: broden(o.data_dir, o.download, o.progress, o.index_dir), downloadable=True),
+    "Broden1_224: 63,305 images of scenes, objects, parts, textures and colours (about 1 GB, downloadable)",
+)
+PROBE_SETS.add(
+    "cifar100_train",
+    ProbeSource(lambda o: cifar100(o.data_dir, True, o.download, o.progress, o.index_dir), downloadable=True),
+    "CIFAR-100 training split: 50,000 images of 32×32 pixels (161 MB, downloadable)",
+)
+PROBE_SETS.add(
+    "cifar100_val",
+    ProbeSource(lambda o: cifar100(o.data_dir, False, o.download, o.progress, o.index_dir), downloadable=True),
+    "CIFAR-100 test split: 10,000 images of 32×32 pixels (161 MB, downloadable)",
+)
+PROBE_SETS.add(
+    "imagenet_val",
+    ProbeSource(lambda o: imagenet_val(o.imagenet_val_dir, o.index_dir, o.progress)),
+    f"ImageNet validation: 50,000 images in class subfolders (needs a licence; give its folder as "
+    f"`imagenet_val_dir` or ${IMAGENET_VAL_ENV})",
+)
+PROBE_SETS.add(
+    "imagenet_broden",
+    ProbeSource(lambda o: imagenet_broden(o.imagenet_val_dir, o.data_dir, o.download, o.progress,
+                                         o.index_dir)),
+    "ImageNet validation followed by Broden, in the reference's order",
+)
+
+
 def open_probe(
     name_or_path: str,
     *,
@@ -517,25 +567,20 @@ def open_probe(
     progress: Optional[ProgressFn] = None,
     index_dir: Optional[Path] = None,
 ) -> ProbeSet:
-    """A probe set by CLI name (``broden``, ``cifar100_train``, …) or an image folder path.
+    """A probe set by registered name (:data:`PROBE_SETS`) or an image folder path.
 
     ``index_dir`` (the cache folder) keeps the files' content hashes between runs.
     """
     key = name_or_path.strip()
-    if key == "broden":
-        return broden(data_dir, download, progress, index_dir)
-    if key in ("cifar100_train", "cifar100_val"):
-        return cifar100(data_dir, train=key == "cifar100_train", download=download, progress=progress,
-                        index_dir=index_dir)
-    if key == "imagenet_val":
-        return imagenet_val(imagenet_val_dir, index_dir, progress)
-    if key == "imagenet_broden":
-        return imagenet_broden(imagenet_val_dir, data_dir, download, progress, index_dir)
+    if key in PROBE_SETS:
+        options = ProbeOptions(data_dir, imagenet_val_dir, download, progress, index_dir)
+        return PROBE_SETS.get(key).value.open(options)
     path = Path(key).expanduser()
     if path.is_dir() or os.sep in key or "/" in key or key.startswith((".", "~")):
         return image_folder(path, index_dir, progress)  # a missing folder raises MissingResourceError naming it
     raise InvalidInputError(
-        f"Unknown probe set {key!r}: use one of {', '.join(PROBE_NAMES)}, or the path of a folder of images."
+        f"Unknown probe set {key!r}: use one of {', '.join(PROBE_SETS.names())}, "
+        "or the path of a folder of images."
     )
 
 
@@ -569,15 +614,15 @@ def open_probe_spec(spec: dict, expected_fingerprint: Optional[str] = None,
 
 
 def download_dataset(name: str, data_dir: str | Path = "data", progress: Optional[ProgressFn] = None) -> Path:
-    """Download a probe set for later offline use; returns its folder (for the CLI)."""
-    if name == "broden":
-        return broden(data_dir, download=True, progress=progress).root
-    if name in ("cifar100", "cifar100_train", "cifar100_val"):
-        return cifar100(data_dir, train=True, download=True, progress=progress).root
-    raise InvalidInputError(
-        f"Cannot download {name!r}: only broden and cifar100 can be downloaded "
-        "(ImageNet needs a licence; pass its folder instead)."
-    )
+    """Download a registered probe set for later offline use; returns its folder (for the CLI)."""
+    source = PROBE_SETS.get(name).value
+    if not source.downloadable:
+        can = ", ".join(entry.name for entry in PROBE_SETS if entry.value.downloadable)
+        raise InvalidInputError(
+            f"Cannot download {name!r}: only {can} can be downloaded "
+            "(ImageNet needs a licence; pass its folder instead)."
+        )
+    return source.open(ProbeOptions(data_dir, download=True, progress=progress)).root
 
 
 # ----------------------------------------------------------------------------- loading
@@ -640,7 +685,7 @@ def check_num_workers(num_workers: Optional[int]) -> None:
     if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
                                     or num_workers < 0):
         raise InvalidInputError(
-            f"--num_workers must be 0 (decode images in the main process) or a positive number of "
+            f"`num_workers` must be 0 (decode images in the main process) or a positive number of "
             f"loader processes, not {num_workers!r}. Leave it out for the default ({default_num_workers()})."
         )
 

@@ -40,29 +40,14 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 import torch
 
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
-
-SIMILARITY_FUNCTIONS: tuple[str, ...] = (
-    "soft_wpmi",
-    "wpmi",
-    "cos_similarity",
-    "cos_similarity_cubed",
-    "rank_reorder",
-)
-
-# Constants of the reference implementation (CLIP-Dissect, similarity.py).
-DEFAULT_PARAMS: dict[str, dict] = {
-    "soft_wpmi": {"top_k": 100, "a": 10.0, "lam": 1.0, "min_prob": 1e-7, "p_start": 0.998, "p_end": 0.97},
-    "wpmi": {"top_k": 28, "a": 2.0, "lam": 0.6, "min_prob": 1e-7},
-    "cos_similarity": {},
-    "cos_similarity_cubed": {"min_norm": 1e-3},
-    "rank_reorder": {"top_fraction": 0.05, "p": 3.0, "scale_p": 0.5, "seed": 0},
-}
+from .registry import Registry
 
 # Tuning knobs: they change speed and memory, never the result, so they are not part
 # of the resolved params (nor of cache keys).
@@ -106,11 +91,7 @@ def resolve_params(name: str, params: Optional[dict] = None) -> dict:
     a value of the wrong type or range. The result holds every parameter that
     affects the scores, so it can be recorded in a cache key or a manifest.
     """
-    if name not in DEFAULT_PARAMS:
-        raise InvalidInputError(
-            f"Unknown similarity function {name!r}; choose one of {', '.join(SIMILARITY_FUNCTIONS)}."
-        )
-    defaults = DEFAULT_PARAMS[name]
+    defaults = SIMILARITY_FUNCTIONS.get(name).defaults  # an unknown name lists the valid ones
     params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))
     if unknown:
@@ -221,7 +202,7 @@ def similarity_matrix(
 
     ``image_features`` (N×d) and ``text_features`` (M×d) are raw CLIP features in any
     float dtype; ``activations`` (N×K) are the pooled unit activations on the same N
-    images. ``params`` override :data:`DEFAULT_PARAMS` (the reference constants);
+    images. ``params`` override the function's registered defaults (the reference constants);
     options with a leading underscore only tune speed and memory. The work runs on
     ``device`` (the CPU when None); the K×M float32 result is returned on the CPU.
 
@@ -247,19 +228,10 @@ def similarity_matrix(
     except (RuntimeError, TypeError) as exc:
         raise InvalidInputError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
     stage = f"similarity {name}"
+    compute = SIMILARITY_FUNCTIONS.get(name).value
     with torch.no_grad():
-        acts = activations.to(compute_on).float()
-        if name in ("soft_wpmi", "wpmi"):
-            scores = _pmi(name, image_features, text_features, acts, resolved, tuning, compute_on, progress, stage)
-        else:
-            img = _unit_rows("image_features", image_features.to(compute_on))
-            txt = _unit_rows("text_features", text_features.to(compute_on))
-            if name == "cos_similarity":
-                scores = _cosine(img, txt, acts, None, tuning, progress, stage)
-            elif name == "cos_similarity_cubed":
-                scores = _cosine(img, txt, acts, resolved["min_norm"], tuning, progress, stage)
-            else:
-                scores = _rank_reorder(img, txt, acts, resolved, tuning, progress, stage)
+        scores = compute(image_features, text_features, activations.to(compute_on).float(),
+                         _Call(resolved, tuning, compute_on, progress, stage))
     return scores.cpu()
 
 
@@ -452,3 +424,61 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
             errors[unit, start:start + block] = error / mean_cosine ** scale_p
             report(progress, stage, number * n_units + unit + 1, blocks * n_units)
     return -errors
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What every registered function gets besides the three matrices."""
+
+    params: dict  # resolved parameters
+    tuning: dict  # speed and memory knobs
+    device: torch.device
+    progress: Optional[ProgressFn]
+    stage: str
+
+
+def _normalised(image_features: torch.Tensor, text_features: torch.Tensor,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (_unit_rows("image_features", image_features.to(device)),
+            _unit_rows("text_features", text_features.to(device)))
+
+
+# A registered function takes (image_features, text_features, activations on the device,
+# _Call) and returns the K×M scores; its defaults are the reference's constants.
+SIMILARITY_FUNCTIONS: Registry[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, _Call], torch.Tensor]] = (
+    Registry("similarity function")
+)
+SIMILARITY_FUNCTIONS.add(
+    "soft_wpmi",
+    lambda img, txt, acts, c: _pmi("soft_wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage),
+    "CLIP-Dissect's default: PMI of a concept given a unit's top images, weighted softly by rank",
+    top_k=100, a=10.0, lam=1.0, min_prob=1e-7, p_start=0.998, p_end=0.97,
+)
+SIMILARITY_FUNCTIONS.add(
+    "wpmi",
+    lambda img, txt, acts, c: _pmi("wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage),
+    "PMI of a concept given a unit's top_k images, unweighted",
+    top_k=28, a=2.0, lam=0.6, min_prob=1e-7,
+)
+SIMILARITY_FUNCTIONS.add(
+    "cos_similarity",
+    lambda img, txt, acts, c: _cosine(*_normalised(img, txt, c.device), acts, None, c.tuning, c.progress, c.stage),
+    "cosine between a unit's activations and a concept's CLIP scores over all images",
+)
+SIMILARITY_FUNCTIONS.add(
+    "cos_similarity_cubed",
+    lambda img, txt, acts, c: _cosine(*_normalised(img, txt, c.device), acts, c.params["min_norm"], c.tuning,
+                                      c.progress, c.stage),
+    "cosine of the centred, cubed activations and CLIP scores (stresses the highest)",
+    min_norm=1e-3,
+)
+SIMILARITY_FUNCTIONS.add(
+    "rank_reorder",
+    lambda img, txt, acts, c: _rank_reorder(*_normalised(img, txt, c.device), acts, c.params, c.tuning,
+                                            c.progress, c.stage),
+    "how well a concept's CLIP scores reorder a unit's top activations (seeded permutations)",
+    top_fraction=0.05, p=3.0, scale_p=0.5, seed=0,
+)

@@ -7,14 +7,31 @@ only the concepts' text encoding and the similarity step.
 import streamlit as st
 
 import app_ui
-from dissect_core.concepts import BUILTIN_CONCEPT_SETS, load_concept_set, parse_concepts
+from dissect_core.catalog import pool_modes
+from dissect_core.clip import CLIP_ALIASES
+from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts
 from dissect_core.errors import DissectError
+from dissect_core.models import NAMED_MODELS
 from dissect_core.pipeline import DescribeConfig, config_from_run
+from dissect_core.probe_data import PROBE_SETS
 from dissect_core.similarity import SIMILARITY_FUNCTIONS
 
-PROBE_SETS = ("broden", "cifar100_val", "cifar100_train", "imagenet_val", "imagenet_broden", "a folder of images")
+FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
-CONCEPT_CHOICES = (*BUILTIN_CONCEPT_SETS, UPLOAD, "a file on this machine")
+CONCEPT_CHOICES = (*CONCEPT_SETS.names(), UPLOAD, "a file on this machine")
+# How this page says each DescribeConfig field that library errors name.
+WIDGETS = {
+    "target_model": "“Target models”", "target_checkpoint": "“Own weights file”", "target_layers": "“Layers”",
+    "d_probe": "“Probe images”", "data_dir": "“Data folder”", "download": "“Download a missing probe set”",
+    "concept_set": "“Concept set”", "clip_model": "“CLIP model”", "similarity_fn": "“Similarity function”",
+    "pool_mode": "“Spatial pooling”", "device": "“Device”", "batch_size": "“Batch size”",
+}
+# Offered besides the named models; any torchvision classification name can be typed in.
+TORCHVISION_EXAMPLES = ["resnet18", "resnet50", "vit_b_16"]
+
+
+def entries_help(registry) -> str:
+    return " · ".join(f"{entry.name}: {entry.description}" for entry in registry)
 
 frame = app_ui.page_frame("Run CLIP-Dissect")
 
@@ -22,7 +39,7 @@ frame = app_ui.page_frame("Run CLIP-Dissect")
 def concept_picker(prefix: str):
     """Built-in set, uploaded list or file path; returns a ConceptSet, or None after showing why not."""
     choice = st.selectbox("Concept set", CONCEPT_CHOICES, key=f"{prefix}_concept_choice",
-                          help=" · ".join(f"{name}: {text}" for name, (_, text) in BUILTIN_CONCEPT_SETS.items()))
+                          help=entries_help(CONCEPT_SETS))
     try:
         if choice == UPLOAD:
             uploaded = st.file_uploader("Concept list: one concept per line", type=["txt"],
@@ -53,24 +70,28 @@ with new_tab:
     left, right = st.columns(2)
     with left:
         models = st.multiselect(
-            "Target models", ["resnet18", "resnet18_places", "resnet50", "vit_b_16"],
+            "Target models", [*NAMED_MODELS.names(), *TORCHVISION_EXAMPLES],
             default=["resnet18", "resnet18_places"], accept_new_options=True, key="run_models",
-            help="resnet18_places or any torchvision classification model; type a name to add it.")
+            help=f"{', '.join(NAMED_MODELS.names())} or any torchvision classification model; "
+                 "type a name to add it.")
         checkpoint = st.text_input("Own weights file (optional, for a single model)", key="run_checkpoint")
         layers = st.text_input("Layers (comma-separated module paths)", "layer2,layer3,layer4", key="run_layers")
-        probe_choice = st.selectbox("Probe images", PROBE_SETS, key="run_probe")
+        probe_choice = st.selectbox("Probe images", [*PROBE_SETS.names(), FOLDER], key="run_probe",
+                                    help=entries_help(PROBE_SETS))
         probe = probe_choice
-        if probe_choice == "a folder of images":
+        if probe_choice == FOLDER:
             probe = st.text_input("Folder of images (searched recursively)", key="run_probe_folder")
         data_dir = st.text_input("Data folder (Broden, CIFAR-100, Places365 weights)", "data", key="run_data_dir")
         download = st.checkbox("Download a missing probe set (Broden is about 1 GB)", key="run_download")
     with right:
         concepts = concept_picker("run")
         clip_model = st.text_input("CLIP model", "ViT-B/16", key="run_clip",
-                                   help="ViT-B/16, RN50, … (as in CLIP-Dissect), an open_clip ARCH:PRETRAINED "
-                                        "pair, or ARCH:/path/to/checkpoint")
-        similarity_fn = st.selectbox("Similarity function", SIMILARITY_FUNCTIONS, key="run_similarity")
-        pool_mode = st.radio("Spatial pooling", ["avg", "max"], horizontal=True, key="run_pool")
+                                   help=f"{', '.join(CLIP_ALIASES.names())} (as in CLIP-Dissect), an open_clip "
+                                        "ARCH:PRETRAINED pair, or ARCH:/path/to/checkpoint")
+        similarity_fn = st.selectbox("Similarity function", SIMILARITY_FUNCTIONS.names(), key="run_similarity",
+                                     help=entries_help(SIMILARITY_FUNCTIONS))
+        pool_mode = st.radio("Spatial pooling", pool_modes().names(), horizontal=True, key="run_pool",
+                             help=entries_help(pool_modes()))
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="run_device",
                               help="auto: the GPU when PyTorch sees one, else the CPU")
         batch_size = st.number_input("Batch size", 1, 4096, 200, key="run_batch")
@@ -87,7 +108,7 @@ with new_tab:
                     batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
                     result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download,
                 )
-                if app_ui.run_dissection(config, f"Dissecting {model}") is None:
+                if app_ui.run_dissection(config, f"Dissecting {model}", WIDGETS) is None:
                     break
             else:
                 st.success("Finished. The new runs are added to the model picker on every page.")
@@ -105,5 +126,5 @@ with concepts_tab:
                      disabled=concepts is None):
             run = frame.runs[label]
             config = config_from_run(run, concept_set=concepts, result_dir=str(app_ui.results_dir()))
-            if app_ui.run_dissection(config, f"Describing {run.target_model} with {concepts.name}"):
+            if app_ui.run_dissection(config, f"Describing {run.target_model} with {concepts.name}", WIDGETS):
                 st.success("Finished. The new run is added to the model picker on every page.")

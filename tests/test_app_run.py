@@ -84,3 +84,19 @@ def test_new_concepts_for_a_finished_run_come_from_the_cache(results):
     assert reused and "activations layer4" in reused[0] and "CLIP image features" in reused[0]
     runs, _ = find_runs(results)
     assert any(run.manifest.get("concept_set", {}).get("name") == "fresh.txt" for run in runs)
+
+
+def test_errors_name_the_widgets(results, computed_run):
+    app = open_run_page()
+    app.multiselect(key="run_models").set_value(["resnet18_places"])
+    app.text_input(key="run_layers").set_value("layer9")
+    app.selectbox(key="run_probe").set_value("a folder of images").run()
+    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
+    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
+    app.text_input(key="run_clip").set_value(computed_run["clip"])
+    app.selectbox(key="run_device").set_value("cpu")
+    app.button(key="run_start").click().run()
+    assert not app.exception
+    message = app.error[0].value
+    assert message.startswith(app_ui.md("“Layers”: The model has no layer 'layer9'"))
+    assert "target_layers" not in message

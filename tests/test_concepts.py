@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from dissect_core.concepts import (
-    BUILTIN_CONCEPT_SETS,
+    CONCEPT_SETS,
     load_concept_set,
     parse_concepts,
     read_concept_file,
@@ -56,7 +56,7 @@ def test_missing_file_names_the_builtin_alternatives(tmp_path):
     with pytest.raises(MissingResourceError) as error:
         read_concept_file(tmp_path / "20k.txt")
     assert "20k.txt" in str(error.value)
-    for name in BUILTIN_CONCEPT_SETS:
+    for name in CONCEPT_SETS.names():
         assert name in str(error.value)
 
 

@@ -74,7 +74,7 @@ def test_places_offline_fails_fast_with_fix(tmp_path, monkeypatch):
     message = str(info.value)
     assert "resnet18_places365.pth.tar" in message
     assert str((tmp_path / "data" / "resnet18_places365.pth.tar").resolve()) in message
-    assert models.PLACES_URL in message
+    assert models.NAMED_MODELS.get("resnet18_places").value.weights_url in message
 
 
 def test_weights_only_loading_is_used(tmp_path, monkeypatch):

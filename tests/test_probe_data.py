@@ -224,7 +224,7 @@ def test_imagenet_val_needs_a_class_folder(tmp_path, monkeypatch):
     monkeypatch.delenv(probe_data.IMAGENET_VAL_ENV, raising=False)
     with pytest.raises(MissingResourceError) as info:
         open_probe("imagenet_val")
-    assert "--imagenet_val_dir" in str(info.value) and "DISSECT_IMAGENET_VAL" in str(info.value)
+    assert "`imagenet_val_dir`" in str(info.value) and "DISSECT_IMAGENET_VAL" in str(info.value)
     flat = tmp_path / "flat"
     make_image_folder(flat, 2, classes=(".",))
     with pytest.raises(InvalidInputError, match="one subfolder per class"):
