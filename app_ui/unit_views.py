@@ -1,27 +1,14 @@
 """The Unit explorer's gallery: a unit's top probe images with heatmaps and masks."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import streamlit as st
 
+from dissect_core.manifest import RunSources
 from dissect_core.results import Run
-
-
-def _run_sources_key(run: Run) -> str:
-    """The manifest fields a run's images and model depend on, as JSON (the cache key below)."""
-    manifest = run.manifest
-    probe = manifest.get("probe", {})
-    return json.dumps({
-        "probe": {"spec": probe.get("spec"), "fingerprint": probe.get("fingerprint")},
-        "target_model": manifest.get("target_model"),
-        "target_checkpoint": manifest.get("target_checkpoint"),
-        "target_weights_sha256": manifest.get("target_weights_sha256"),
-        "config": {"data_dir": manifest.get("config", {}).get("data_dir") or "data"},
-    }, sort_keys=True)
 
 
 @st.cache_resource(show_spinner="Opening the probe images and loading the model…", max_entries=8)
@@ -33,15 +20,15 @@ def _load_run_sources(sources_key: str) -> tuple[Any, Any, Optional[str], Option
     from dissect_core.errors import DissectError
     from dissect_core.heatmaps import probe_for_run, target_for_run
 
-    manifest = json.loads(sources_key)  # the key is the manifest subset these two functions read
+    sources = RunSources.from_key(sources_key)
     probe = target = probe_error = target_error = None
     try:
-        probe = probe_for_run(manifest)
+        probe = probe_for_run(sources)
     except DissectError as exc:
         probe_error = str(exc)
     if probe is not None:
         try:
-            target = target_for_run(manifest)
+            target = target_for_run(sources)
         except DissectError as exc:
             target_error = str(exc)
     return probe, target, probe_error, target_error
@@ -77,7 +64,7 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
             f"This run was imported from a {run.method} result file, which holds the labels only: it "
             "names neither the probe images nor which of them activate each unit."
         ), None)
-    key = _run_sources_key(run)
+    key = run.sources.key()
     probe, target, no_probe, no_target = _load_run_sources(key)
     top = run.unit_top_images(layer, unit, count)
     pairs = tuple(zip(top["image_index"].astype(int).tolist(), top["activation"].astype(float).tolist()))

@@ -199,8 +199,8 @@ def _unit_views_data(
     from .heatmaps import model_view, probe_for_run, target_for_run
     from .models import get_layer
 
-    probe = probe_for_run(run.manifest)
-    target = target_for_run(run.manifest)
+    probe = probe_for_run(run.sources)
+    target = target_for_run(run.sources)
     top = run.top_images[run.top_images["layer"].isin(run.layers)].sort_values(["layer", "unit", "rank"])
     top = top.groupby(["layer", "unit"], sort=False).head(images_per_unit)
     gatherers = {layer: _MapGatherer(top[top["layer"] == layer]) for layer in run.layers

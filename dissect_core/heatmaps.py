@@ -19,6 +19,7 @@ from torchvision import transforms as T
 from .activations import layer_output
 from .bundle import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE
 from .errors import DissectError
+from .manifest import RunSources
 from .models import TargetModel, load_target_model
 from .probe_data import ProbeSet, open_probe_spec
 from .results import read_json_object
@@ -182,35 +183,29 @@ def stored_unit_images(
     return shown
 
 
-def probe_for_run(manifest: dict) -> ProbeSet:
-    """Reopen a run's probe set, checking it still holds the same images.
+def probe_for_run(sources: Optional[RunSources]) -> ProbeSet:
+    """Reopen a run's probe set (``Run.sources``), checking it still holds the same images.
 
     Raises ``DissectError`` saying why the images can't be shown: a run imported
     from the reference tool records no probe set, or the folder moved or changed.
     """
-    probe = manifest.get("probe", {})
-    if not probe.get("spec"):
+    if sources is None:
         raise DissectError(
             "This run was imported from a CSV, which records the labels only: the reference "
             "tool saves neither the probe images nor which of them activate each unit."
         )
-    return open_probe_spec(probe["spec"], expected_fingerprint=probe.get("fingerprint"))
+    return open_probe_spec(sources.probe_spec, expected_fingerprint=sources.probe_fingerprint)
 
 
-def target_for_run(manifest: dict) -> TargetModel:
+def target_for_run(sources: RunSources) -> TargetModel:
     """Reload the target model of a run, refusing weights that differ from the run's."""
-    config = manifest.get("config", {})
     try:
-        target = load_target_model(
-            manifest["target_model"], manifest.get("target_checkpoint"), weights_dir=config.get("data_dir", "data")
-        )
-    except KeyError:
-        raise DissectError("The run's manifest does not name its target model.") from None
+        target = load_target_model(sources.target_model, sources.target_checkpoint, weights_dir=sources.data_dir)
     except DissectError:
         raise
     except Exception as exc:  # a model given as an object to the library cannot be reloaded by name
-        raise DissectError(f"The model {manifest['target_model']!r} cannot be reloaded by name: {exc}") from exc
-    if target.weights_id != manifest.get("target_weights_sha256"):
+        raise DissectError(f"The model {sources.target_model!r} cannot be reloaded by name: {exc}") from exc
+    if target.weights_id != sources.target_weights_sha256:
         raise DissectError(
             f"The weights of {target.name} on this machine differ from the ones the run used, so "
             "activation maps would not match the labels."

@@ -10,6 +10,7 @@ computed, so an error later in the run loses nothing already computed.
 """
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
 from .errors import InvalidInputError, about
 from .files import file_sha256
+from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
@@ -93,13 +95,11 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
             f"{run.label} was imported from a CSV: its activations were never computed here. "
             "Run a new dissection of the model instead."
         )
-    settings = dict(run.manifest.get("config", {}))
-    settings["target_layers"] = tuple(settings.get("target_layers", run.layers))
-    settings["target_model"] = run.manifest["target_model"]
-    settings["clip_model"] = run.args.get("clip_model", run.manifest.get("clip_model"))
-    settings["concept_set"] = run.manifest.get("concept_set", {}).get("source", "")
+    manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
-    settings = {key: value for key, value in settings.items() if key in known}
+    settings = {key: value for key, value in manifest.config.items() if key in known}
+    settings.update(target_layers=tuple(manifest.layers), target_model=manifest.target_model,
+                    clip_model=manifest.clip_model, concept_set=manifest.concept_set.source)
     settings.update(overrides)
     return DescribeConfig(**settings)
 
@@ -304,47 +304,45 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         "pool_mode": config.pool_mode,
         "similarity_fn": config.similarity_fn,
     }
-    manifest = {
-        "format": "dissect_core-run/1",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "target_model": target.name,
-        "target_checkpoint": config.target_checkpoint,
-        "target_weights_sha256": target.weights_id,
-        "target_source": target.source,
-        "layers": layers,
-        "clip_model": clip_name,
-        "clip_weights": clip_weights,
-        "precision": precision,
-        "probe": {
-            "name": probe.name,
-            "spec": probe.spec,
-            "fingerprint": probe.fingerprint,
-            "n_images": len(probe),
-            "n_skipped": len(skipped),
-            "skipped": skipped_labels[:1000],
-            "listing_skipped": probe.listing_skipped,
-        },
-        "concept_set": {
-            "name": concepts.name,
-            "source": concepts.source,
-            "sha256": concepts.sha256,
-            "n_concepts": len(concepts),
-            "duplicates_dropped": concepts.duplicates_dropped,
-            "blank_lines_dropped": concepts.blank_lines_dropped,
-        },
-        "similarity_fn": config.similarity_fn,
-        "similarity_params": params,
-        "pool_mode": config.pool_mode,
-        "device": str(device),
-        "config": {k: v for k, v in vars(config).items()
-                   if k not in ("concept_set", "target_model", "clip_model")},
-        "cache_keys": {"activations": layer_keys, "clip_images": image_key, "clip_texts": text_key,
-                       "similarity": similarity_keys},
-        "reused_from_cache": reused,
-        "warnings": warnings,
-        "versions": _versions(),
-        "timings_s": timings,
-    }
+    manifest = RunManifest(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        target_model=target.name,
+        target_checkpoint=None if config.target_checkpoint is None else str(config.target_checkpoint),
+        target_weights_sha256=target.weights_id,
+        target_source=target.source,
+        layers=layers,
+        clip_model=clip_name,
+        clip_weights=clip_weights,
+        precision=precision,
+        probe=ProbeRecord(
+            name=probe.name,
+            spec=probe.spec,
+            fingerprint=probe.fingerprint,
+            n_images=len(probe),
+            n_skipped=len(skipped),
+            skipped=skipped_labels[:1000],
+            listing_skipped=probe.listing_skipped,
+        ),
+        concept_set=ConceptSetRecord(
+            name=concepts.name,
+            source=concepts.source,
+            sha256=concepts.sha256,
+            n_concepts=len(concepts),
+            duplicates_dropped=concepts.duplicates_dropped,
+            blank_lines_dropped=concepts.blank_lines_dropped,
+        ),
+        similarity_fn=config.similarity_fn,
+        similarity_params=params,
+        pool_mode=config.pool_mode,
+        device=str(device),
+        config=_plain_settings(config),
+        cache_keys=CacheKeys(activations=layer_keys, clip_images=image_key, clip_texts=text_key,
+                             similarity=similarity_keys),
+        reused_from_cache=reused,
+        warnings=warnings,
+        versions=_versions(),
+        timings_s=timings,
+    )
     write_run(
         run_dir,
         pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"]),
@@ -388,6 +386,13 @@ def _collect_rows(layer, best, concepts, pooled, image_indices, mask_threshold, 
             image_rows.append((layer, unit, rank, int(top_probe[rank, unit]), float(top_values[rank, unit])))
         threshold = float("nan") if mask_threshold is None else float(mask_threshold[unit])
         stat_rows.append((layer, unit, threshold))
+
+
+def _plain_settings(config: DescribeConfig) -> dict:
+    """The config's fields that are plain values, as JSON values (models and concept sets
+    given as objects are recorded in their own manifest fields)."""
+    settings = {k: v for k, v in vars(config).items() if k not in ("concept_set", "target_model", "clip_model")}
+    return json.loads(json.dumps(settings, default=str))
 
 
 def _versions() -> dict[str, str]:

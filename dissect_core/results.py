@@ -30,12 +30,12 @@ import pandas as pd
 
 from .files import atomic_write_text
 from .errors import InvalidInputError, MissingResourceError
+from .manifest import MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
 from .registry import Registry
 
 DESCRIPTION_COLUMNS = ("layer", "unit", "description", "similarity")
 DESCRIPTIONS_FILE = "descriptions.csv"
 ARGS_FILE = "args.txt"
-MANIFEST_FILE = "manifest.json"
 TOP_CONCEPTS_FILE = "top_concepts.csv"
 TOP_IMAGES_FILE = "top_images.csv"
 UNIT_STATS_FILE = "unit_stats.csv"
@@ -272,8 +272,8 @@ class Run:
     label: str
     descriptions: pd.DataFrame
     path: Optional[Path] = None
-    args: dict = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
+    args: dict = field(default_factory=dict)  # args.txt as written (the reference tool's keys)
+    manifest: Optional[RunManifest] = None  # None: not computed by this project
     top_concepts: Optional[pd.DataFrame] = None
     top_images: Optional[pd.DataFrame] = None
     unit_stats: Optional[pd.DataFrame] = None
@@ -287,24 +287,29 @@ class Run:
 
     @property
     def target_model(self) -> str:
-        return str(self.manifest.get("target_model") or self.args.get("target_model") or self.label)
+        return self.manifest.target_model if self.manifest else str(self.args.get("target_model") or self.label)
 
     @property
     def probe_name(self) -> Optional[str]:
-        return self.manifest.get("probe", {}).get("name") or self.args.get("d_probe")
+        return self.manifest.probe.name if self.manifest else self.args.get("d_probe")
 
     @property
     def concept_set_name(self) -> Optional[str]:
-        concept_set = self.manifest.get("concept_set", {}).get("name") or self.args.get("concept_set")
+        concept_set = self.manifest.concept_set.name if self.manifest else self.args.get("concept_set")
         return Path(concept_set).stem if concept_set else None
 
     @property
     def clip_model(self) -> Optional[str]:
-        return self.manifest.get("clip_model") or self.args.get("clip_model")
+        return self.manifest.clip_model if self.manifest else self.args.get("clip_model")
 
     @property
     def similarity_fn(self) -> Optional[str]:
-        return self.manifest.get("similarity_fn") or self.args.get("similarity_fn")
+        return self.manifest.similarity_fn if self.manifest else self.args.get("similarity_fn")
+
+    @property
+    def sources(self) -> Optional[RunSources]:
+        """What the run's probe images and model are reopened from; None without a manifest."""
+        return self.manifest.sources() if self.manifest else None
 
     @property
     def score_name(self) -> Optional[str]:
@@ -313,7 +318,8 @@ class Run:
 
     @property
     def from_reference_tool(self) -> bool:
-        return not self.manifest
+        """True for runs this project did not compute (no manifest): labels only."""
+        return self.manifest is None
 
     def units(self, layer: str) -> pd.DataFrame:
         """The layer's rows of ``descriptions``, by unit."""
@@ -372,14 +378,29 @@ def read_json_object(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def run_label(args: dict, manifest: dict, fallback: str, method: str = CLIP_DISSECT) -> str:
+def read_args(path: Path) -> dict:
+    """``args.txt`` (JSON, as the reference tool writes it); {} when there is none.
+    A file that is not a JSON object is a DamagedRunError."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedRunError(f"{path} is not a JSON object of run arguments ({exc}).") from None
+    if not isinstance(value, dict):
+        raise DamagedRunError(f"{path} holds a JSON {type(value).__name__}, not an object of run arguments.")
+    return value
+
+
+def run_label(args: dict, manifest: Optional[RunManifest], fallback: str, method: str = CLIP_DISSECT) -> str:
     """A display name: model · probe · concept set (or the folder name when unknown), then
     the method when it is not CLIP-Dissect."""
-    model = manifest.get("target_model") or args.get("target_model")
+    if manifest is not None:
+        model, probe, concepts = manifest.target_model, manifest.probe.name, manifest.concept_set.name
+    else:
+        model, probe, concepts = args.get("target_model"), args.get("d_probe"), args.get("concept_set")
     parts = [str(model)] if model else [fallback]
     if model:
-        probe = manifest.get("probe", {}).get("name") or args.get("d_probe")
-        concepts = manifest.get("concept_set", {}).get("name") or args.get("concept_set")
         if probe:
             parts.append(str(probe))
         if concepts:
@@ -396,9 +417,9 @@ def load_run(path: Union[str, Path]) -> Run:
     folder = csv_path.parent
     descriptions = read_descriptions(csv_path)
     own_folder = csv_path.name == DESCRIPTIONS_FILE  # args.txt and the rest belong to this file
-    args = read_json_object(folder / ARGS_FILE) if own_folder else {}
-    manifest = read_json_object(folder / MANIFEST_FILE) if own_folder else {}
-    stated = manifest.get("method") or args.get("method")  # from a file: only a known method counts
+    args = read_args(folder / ARGS_FILE) if own_folder else {}
+    manifest = RunManifest.read(folder) if own_folder and (folder / MANIFEST_FILE).exists() else None
+    stated = args.get("method")  # from a file: only a known method counts
     known = {entry.value.method for entry in RESULT_FORMATS}
     method = stated if stated in known else descriptions.attrs["method"]
     if descriptions.attrs["method"] == NETDISSECT:
@@ -431,7 +452,7 @@ def _merge_netdissect(model: str, layers: list[Run], folder: Optional[Path]) -> 
     layers = sorted(layers, key=lambda run: _natural_key(run.layers[0]))
     args = {"target_model": model, "method": NETDISSECT}
     return Run(
-        label=run_label(args, {}, model, NETDISSECT),
+        label=run_label(args, None, model, NETDISSECT),
         descriptions=pd.concat([run.descriptions for run in layers], ignore_index=True),
         path=folder,
         args=args,
@@ -447,7 +468,7 @@ def _group_netdissect(runs: list[Run]) -> list[Run]:
     same file given twice) is left as it is."""
     def key(run: Run) -> Optional[tuple]:
         model = run.args.get("target_model")
-        single = run.method == NETDISSECT and not run.manifest and len(run.layers) == 1
+        single = run.method == NETDISSECT and run.manifest is None and len(run.layers) == 1
         return (run.path, model) if single and model else None
 
     groups: dict[tuple, list[Run]] = {}
@@ -540,7 +561,7 @@ def runs_from_files(files: list[tuple[str, bytes]]) -> tuple[list[Run], list[tup
         method = descriptions.attrs["method"]
         model = netdissect_model_and_layer(name)[0] if method == NETDISSECT else ""
         args = {"target_model": model, "method": method} if model else {}
-        runs.append(Run(label=run_label(args, {}, Path(name).stem, method), descriptions=descriptions,
+        runs.append(Run(label=run_label(args, None, Path(name).stem, method), descriptions=descriptions,
                         args=args, method=method, notes=list(descriptions.attrs["notes"])))
     return _group_netdissect(runs), problems
 
@@ -589,7 +610,7 @@ def write_run(
     descriptions: pd.DataFrame,
     *,
     args: dict,
-    manifest: dict,
+    manifest: Optional[RunManifest],
     top_concepts: Optional[pd.DataFrame] = None,
     top_images: Optional[pd.DataFrame] = None,
     unit_stats: Optional[pd.DataFrame] = None,
@@ -599,7 +620,8 @@ def write_run(
     out["similarity"] = [format_similarity(v) for v in out["similarity"]]
     write_frame(run_dir / DESCRIPTIONS_FILE, out)
     atomic_write_text(run_dir / ARGS_FILE, json.dumps(args, indent=2))
-    atomic_write_text(run_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str))
+    if manifest is not None:
+        manifest.write(run_dir)
     for name, frame in (
         (TOP_CONCEPTS_FILE, top_concepts),
         (TOP_IMAGES_FILE, top_images),

@@ -60,7 +60,7 @@ def test_new_dissection_from_the_form(results, computed_run):
     assert "layer4: 512 units" in " ".join(t.value for t in app.text)
     runs, _ = find_runs(results)
     assert len(runs) == 2
-    newest = max(runs, key=lambda run: run.manifest["created"] + run.path.name)
+    newest = max(runs, key=lambda run: run.manifest.created + run.path.name)
     assert set(newest.descriptions["description"]) <= {"dog", "cat", "sky"}
 
 
@@ -83,7 +83,7 @@ def test_new_concepts_for_a_finished_run_come_from_the_cache(results):
     reused = [t.value for t in app.text if t.value.startswith("Reused from the cache")]
     assert reused and "activations layer4" in reused[0] and "CLIP image features" in reused[0]
     runs, _ = find_runs(results)
-    assert any(run.manifest.get("concept_set", {}).get("name") == "fresh.txt" for run in runs)
+    assert any(run.manifest.concept_set.name == "fresh.txt" for run in runs)
 
 
 def test_errors_name_the_widgets(results, computed_run):

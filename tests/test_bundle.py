@@ -20,6 +20,7 @@ from dissect_core import bundle
 from dissect_core.activations import layer_output
 from dissect_core.bundle import BUNDLE_FORMAT, export_bundle, import_bundle
 from dissect_core.errors import DissectError, InvalidInputError
+from dissect_core.manifest import RunManifest
 from dissect_core.heatmaps import (heatmap_overlay, mask_overlay, probe_for_run, stored_unit_images,
                                    target_for_run, unit_images)
 from dissect_core.results import find_runs, load_run
@@ -107,13 +108,13 @@ def test_import_gives_the_same_runs_in_a_new_folder(shared):
         assert imported.label == original.label
     computed = load_run(shared["folders"][0])
     pd.testing.assert_frame_equal(computed.top_images, shared["originals"][0].top_images)
-    assert computed.manifest == shared["manifest"]
+    assert computed.manifest == RunManifest.from_json(json.dumps(shared["manifest"]))
 
 
 def test_stored_views_match_the_live_ones_without_the_probe_images(shared, computed_run):
     run = load_run(shared["folders"][0])
     with pytest.raises(DissectError):
-        probe_for_run(run.manifest)  # the probe copy it was exported from is gone
+        probe_for_run(run.sources)  # the probe copy it was exported from is gone
     top = run.unit_top_images("layer4", 3, 10)
     indices, activations = top["image_index"].astype(int).tolist(), top["activation"].tolist()
     threshold = run.mask_threshold("layer4", 3)
@@ -121,8 +122,8 @@ def test_stored_views_match_the_live_ones_without_the_probe_images(shared, compu
     assert len(stored) == 10 and all(v.heatmap is not None and v.mask is not None for v in stored)
 
     # Live, from the original probe folder and model of the fixture.
-    live_manifest = load_run(computed_run["run_dir"]).manifest
-    probe, target = probe_for_run(live_manifest), target_for_run(live_manifest)
+    live_sources = load_run(computed_run["run_dir"]).sources
+    probe, target = probe_for_run(live_sources), target_for_run(live_sources)
     live = unit_images(target, probe, "layer4", 3, indices, activations, threshold)
     assert [v.probe_index for v in stored] == [v.probe_index for v in live] == indices
     assert [v.label for v in stored] == [v.label for v in live]

@@ -67,7 +67,7 @@ def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
     assert len(run.descriptions) == 256 + 512
     assert set(run.descriptions["description"]) <= {"dog", "cat", "stripes", "sky", "water"}
     assert json.loads((run_dir / "args.txt").read_text())["target_layers"] == ["layer3", "layer4"]
-    assert run.manifest["concept_set"]["duplicates_dropped"] == 1
+    assert run.manifest.concept_set.duplicates_dropped == 1
 
     # The same command again is served from the cache.
     assert main(reference_command(root, clip)) == 0

@@ -45,7 +45,7 @@ def test_pipeline_recovers_planted_concepts(planted, tmp_path, similarity_fn):
     assert descriptions["description"].tolist() == UNIT_COLOURS
     assert descriptions["unit"].tolist() == list(range(len(UNIT_COLOURS)))
     # Each unit's most activating images are images of its colour.
-    probe = open_probe_spec(result.run.manifest["probe"]["spec"])
+    probe = open_probe_spec(result.run.manifest.probe.spec)
     top = result.run.top_images
     for unit, colour in enumerate(UNIT_COLOURS):
         first = top[(top["unit"] == unit) & (top["rank"] < 40)]["image_index"]
@@ -66,8 +66,8 @@ def test_run_folder_matches_the_reference_format(planted, tmp_path):
             "activation_dir", "result_dir", "pool_mode", "similarity_fn"} <= set(args)
     assert args["target_layers"] == ["detect"]
     manifest = result.run.manifest
-    assert manifest["probe"]["n_images"] == 240
-    assert set(manifest["timings_s"]) >= {"load", "probe pass", "similarity"}
+    assert manifest.probe.n_images == 240
+    assert set(manifest.timings_s) >= {"load", "probe pass", "similarity"}
     assert len(result.run.top_images.query("layer == 'detect' and unit == 0")) == 100
 
 
@@ -113,7 +113,7 @@ def test_unreadable_images_are_skipped_and_counted(planted, tmp_path):
     (probe / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     result = describe(config_for(root, concepts, tmp_path, d_probe=str(probe)))
     assert result.skipped_images == ["red/broken.png"]
-    assert result.run.manifest["probe"]["n_skipped"] == 1
+    assert result.run.manifest.probe.n_skipped == 1
     assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
 
 
@@ -138,7 +138,7 @@ def test_mask_covers_the_planted_square(planted, tmp_path):
     root, truth, concepts = planted
     result = describe(config_for(root, concepts, tmp_path))
     run = result.run
-    probe = open_probe_spec(run.manifest["probe"]["spec"])
+    probe = open_probe_spec(run.manifest.probe.spec)
     unit = UNIT_COLOURS.index("yellow")
     threshold = float(run.unit_stats.query("unit == @unit")["mask_threshold"].iloc[0])
     top = run.top_images.query("unit == @unit").sort_values("rank").head(3)
@@ -167,7 +167,7 @@ def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
     assert "CLIP text features" not in result.reused
     assert set(result.run.descriptions["description"]) <= {"zebra", "wheel", "sky"}
     assert result.run.layers == run.layers
-    assert result.run.manifest["concept_set"]["name"] == "mine.txt"
+    assert result.run.manifest.concept_set.name == "mine.txt"
 
 
 def test_imported_csv_cannot_be_redescribed(tmp_path):

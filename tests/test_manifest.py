@@ -1,0 +1,97 @@
+"""The run manifest is typed and versioned: a damaged, unknown or newer manifest is an
+error that says so, never a run silently read as an import from a CSV."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from dissect_core.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
+from dissect_core.results import find_runs, load_run
+
+
+@pytest.fixture
+def run_copy(computed_run, tmp_path):
+    """A private copy of the computed run's folder, to damage."""
+    copy = tmp_path / "results" / computed_run["run_dir"].name
+    shutil.copytree(computed_run["run_dir"], copy)
+    return copy
+
+
+def _rewrite(run_dir, change):
+    path = run_dir / MANIFEST_FILE
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def test_a_computed_run_reads_back_typed(computed_run):
+    run = load_run(computed_run["run_dir"])
+    manifest = run.manifest
+    assert isinstance(manifest, RunManifest) and manifest.format_version == FORMAT_VERSION
+    assert manifest.layers == ["layer4", "fc"] and manifest.probe.n_images == 120
+    assert not run.from_reference_tool
+    # Written and read back, it is the same manifest.
+    assert RunManifest.from_json(manifest.to_json()) == manifest
+    assert json.loads(manifest.to_json())["format"] == f"dissect_core-run/{FORMAT_VERSION}"
+
+
+def test_sources_round_trip_through_their_key(computed_run):
+    sources = load_run(computed_run["run_dir"]).manifest.sources()
+    assert RunSources.from_key(sources.key()) == sources
+    assert sources.data_dir == str(computed_run["data"])
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda path: path.write_text('{"format": "dissect_core-run/1", "target_mo'), ["not valid JSON"]),
+    (lambda path: path.write_text("[1, 2]"), ["list", "not a run manifest"]),
+    (lambda path: path.write_bytes(b"\xff\xfe\x00"), ["not UTF-8"]),
+])
+def test_an_unreadable_manifest_is_an_error(run_copy, damage, words):
+    damage(run_copy / MANIFEST_FILE)
+    with pytest.raises(DamagedRunError) as error:
+        load_run(run_copy)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda record: record.update(format="dissect_core-run/99"), ["version 99", "newer", "update dissect_core"]),
+    (lambda record: record.update(format="other-tool/1"), ["'other-tool/1'", "not a dissect_core run manifest"]),
+    (lambda record: record.pop("format"), ["None", "not a dissect_core run manifest"]),
+    (lambda record: record.pop("layers"), ["lacks the field(s) layers"]),
+    (lambda record: record["probe"].pop("fingerprint"), ["probe", "fingerprint"]),
+    (lambda record: record.update(layers="layer4"), ["layers should be a list"]),
+    (lambda record: record["probe"].update(n_images="120"), ["probe: n_images should be int"]),
+    (lambda record: record.update(surprise=1), ["unknown field(s) surprise"]),
+])
+def test_a_wrong_manifest_says_what_is_wrong(run_copy, change, words):
+    _rewrite(run_copy, change)
+    with pytest.raises(DamagedRunError) as error:
+        load_run(run_copy)
+    for word in words:
+        assert word in str(error.value)
+    assert MANIFEST_FILE in str(error.value)
+
+
+def test_a_damaged_run_is_listed_with_its_reason(run_copy, computed_run):
+    _rewrite(run_copy, lambda record: record.pop("probe"))
+    shutil.copytree(computed_run["run_dir"], run_copy.parent / "intact")
+    runs, problems = find_runs(run_copy.parent)
+    assert [run.path.name for run in runs] == ["intact"]
+    assert [path.parent for path, _ in problems] == [run_copy]
+    assert "lacks the field(s) probe" in problems[0][1]
+
+
+def test_a_damaged_args_file_is_an_error_too(run_copy):
+    (run_copy / "args.txt").write_text("{not json")
+    with pytest.raises(DamagedRunError, match="args.txt"):
+        load_run(run_copy)
+
+
+def test_a_folder_without_manifest_is_a_reference_tool_run(run_copy):
+    (run_copy / MANIFEST_FILE).unlink()
+    run = load_run(run_copy)
+    assert run.manifest is None and run.from_reference_tool
+    assert run.target_model == "resnet18_places"  # from the reference's args.txt
