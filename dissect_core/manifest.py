@@ -21,7 +21,8 @@ from .files import atomic_write_text
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "dissect_core-run"
-FORMAT_VERSION = 1
+# 2: probe.listing_skipped and warnings added (a version-1 manifest reads with both empty).
+FORMAT_VERSION = 2
 
 
 class DamagedRunError(InvalidInputError):
@@ -148,6 +149,8 @@ class RunManifest:
             )
         if version < 1:
             raise DamagedRunError(f"{where} has an unknown run format version {version}.")
+        if version == 1:
+            record = _upgrade_from_1(record)
         return _build(cls, {**record, "format_version": version}, where)
 
     @classmethod
@@ -167,6 +170,16 @@ class RunManifest:
 
 
 # ---------------------------------------------------------------------- checked construction
+
+
+def _upgrade_from_1(record: dict) -> dict:
+    """A version-1 record in version 2's layout: nothing was skipped while listing, no warnings."""
+    record = dict(record)
+    if isinstance(record.get("probe"), dict):
+        record["probe"] = {"listing_skipped": {}, **record["probe"]}
+    record.setdefault("warnings", [])
+    return record
+
 
 
 def _build(cls: type, record: Any, where: str) -> Any:

@@ -95,3 +95,14 @@ def test_a_folder_without_manifest_is_a_reference_tool_run(run_copy):
     run = load_run(run_copy)
     assert run.manifest is None and run.from_reference_tool
     assert run.target_model == "resnet18_places"  # from the reference's args.txt
+
+
+def test_a_version_1_manifest_still_reads(run_copy):
+    def as_version_1(record):
+        record["format"] = "dissect_core-run/1"
+        record["probe"].pop("listing_skipped")
+        record.pop("warnings")
+
+    _rewrite(run_copy, as_version_1)
+    manifest = load_run(run_copy).manifest
+    assert manifest.format_version == 1 and manifest.warnings == [] and manifest.probe.listing_skipped == {}
