@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app_ui.sources import select_after_rerun
+from dissect_core.progress import WARNING_STAGE
 from app_ui.text import md
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
@@ -28,6 +29,8 @@ class StreamlitProgress:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage.startswith(WARNING_STAGE):
+            return  # warnings are shown with the run's summary when it ends
         fraction = min(done / total, 1.0) if total else 1.0
         text = f"{stage}: {done:,} / {total:,}"
         if stage not in self.bars:
@@ -52,15 +55,11 @@ def run_dissection(config: Any, title: str, widgets: Optional[dict[str, str]] = 
             status.update(label=md(f"{title}: failed"), state="error")
             st.error(md(in_words(exc, widgets or {})), icon=":material/error:")
             return None
-        counts = result.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
-        for layer, row in counts.iterrows():
-            st.text(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts")
-        if result.reused:
-            st.text("Reused from the cache: " + ", ".join(result.reused))
-        if result.skipped_images:
-            st.warning(f"Skipped {len(result.skipped_images)} unreadable image(s), e.g. "
-                       f"{md(result.skipped_images[0])}")
-        st.text("Timings: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timings.items()))
+        for line in result.summary():
+            if line.warning:
+                st.warning(md(line.text))
+            else:
+                st.text(line.text)
         status.update(label=md(f"{title}: done in {sum(result.timings.values()):.1f} s"), state="complete")
     select_after_rerun(result.run_dir)
     return result

@@ -148,18 +148,8 @@ def _run_describe(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.close()
-    counts = result.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
-    print(f"Wrote {result.run_dir / 'descriptions.csv'}")
-    for layer, row in counts.iterrows():
-        print(f"  {layer}: {row['size']} units, {row['nunique']} distinct concepts")
-    if result.reused:
-        print("Reused from cache: " + ", ".join(result.reused))
-    if args.quiet:  # otherwise the progress display printed them as they came
-        for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    if result.skipped_images:
-        print(f"Skipped {len(result.skipped_images)} unreadable image(s), e.g. {result.skipped_images[0]}")
-    print("Timings: " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items()))
+    for line in result.summary():
+        print(f"warning: {line.text}" if line.warning else line.text, file=sys.stderr if line.warning else sys.stdout)
     return 0
 
 

@@ -36,7 +36,7 @@ from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
-from .results import Run, load_run, new_run_dir, write_run
+from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
 
 TOP_CONCEPTS_KEPT = 5
@@ -81,6 +81,29 @@ class DescribeResult:
     # Problems found and worked around (damaged cache entries recomputed, files
     # skipped while listing the probe folder): the CLI and the app show them.
     warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> list["SummaryLine"]:
+        """What a finished run reports, in order: the CLI prints these lines and the app
+        shows them (warnings stand out in both)."""
+        lines = [SummaryLine(f"Wrote {self.run_dir / DESCRIPTIONS_FILE}")]
+        counts = self.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
+        lines += [SummaryLine(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts")
+                  for layer, row in counts.iterrows()]
+        if self.reused:
+            lines.append(SummaryLine("Reused from the cache: " + ", ".join(self.reused)))
+        lines += [SummaryLine(warning, warning=True) for warning in self.warnings]
+        if self.skipped_images:
+            lines.append(SummaryLine(f"Skipped {len(self.skipped_images)} unreadable image(s), "
+                                     f"e.g. {self.skipped_images[0]}", warning=True))
+        lines.append(SummaryLine("Timings: " + ", ".join(f"{stage} {seconds:.1f} s"
+                                                         for stage, seconds in self.timings.items())))
+        return lines
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    text: str
+    warning: bool = False  # something the user should look at (skipped images, recomputed entries)
 
 
 def config_from_run(run: Run, **overrides) -> DescribeConfig:

@@ -58,9 +58,9 @@ def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
     root, clip = standins
     monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
     assert main(reference_command(root, clip)) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "layer3: 256 units" in out and "layer4: 512 units" in out
-    assert "Skipped 2 unreadable image(s)" in out
+    assert "warning: Skipped 2 unreadable image(s)" in err
     run_dir = next((root / "results").iterdir())
     run = load_run(run_dir)
     assert run.layers == ["layer3", "layer4"]
@@ -71,7 +71,7 @@ def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
 
     # The same command again is served from the cache.
     assert main(reference_command(root, clip)) == 0
-    assert "Reused from cache: activations layer3, activations layer4" in capsys.readouterr().out
+    assert "Reused from the cache: activations layer3, activations layer4" in capsys.readouterr().out
 
 
 def test_cuda_without_gpu_names_the_fix(standins, capsys):
@@ -117,3 +117,27 @@ def test_python_dash_m_entry_point(tmp_path):
     for flag in ("--clip_model", "--target_model", "--target_layers", "--d_probe", "--concept_set",
                  "--batch_size", "--device", "--activation_dir", "--result_dir", "--pool_mode", "--similarity_fn"):
         assert flag in result.stdout
+
+
+def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
+    # The summary is built once (DescribeResult.summary); the CLI prints it as it is.
+    import pandas as pd
+
+    from dissect_core import pipeline
+    from dissect_core.results import Run
+
+    descriptions = pd.DataFrame({"layer": ["layer4"] * 3, "unit": [0, 1, 2],
+                                 "description": ["dog", "dog", "sky"], "similarity": [1.0, 2.0, 3.0]})
+    result = pipeline.DescribeResult(tmp_path / "run", Run("r", descriptions), {"load": 1.25},
+                                     ["CLIP text features"], ["cat/broken.jpg"], ["The cached entry x was damaged"])
+    monkeypatch.setattr(pipeline, "describe", lambda config, progress: result)
+    assert main(["describe", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"Wrote {tmp_path / 'run' / 'descriptions.csv'}",
+                                "layer4: 3 units, 2 distinct concepts",
+                                "Reused from the cache: CLIP text features", "Timings: load 1.2 s"]
+    assert err.splitlines() == ["warning: The cached entry x was damaged",
+                                "warning: Skipped 1 unreadable image(s), e.g. cat/broken.jpg"]
+    assert [line.text for line in result.summary()] == [*out.splitlines()[:3], "The cached entry x was damaged",
+                                                        "Skipped 1 unreadable image(s), e.g. cat/broken.jpg",
+                                                        out.splitlines()[3]]
