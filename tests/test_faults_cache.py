@@ -178,7 +178,7 @@ def test_images_rewritten_in_place_with_same_size_and_mtime_get_new_labels(plant
         os.utime(p, ns=(stats[p].st_atime_ns, stats[p].st_mtime_ns))  # hide the change from mtime
 
     second = describe(config_for(planted, tmp_path, d_probe=str(probe)))
-    assert second.run.manifest["probe"]["fingerprint"] != first.run.manifest["probe"]["fingerprint"]
+    assert second.run.manifest.probe.fingerprint != first.run.manifest.probe.fingerprint
     assert not any(stage.startswith(("activations", "CLIP image")) for stage in second.reused)
     # The labels still match: the run looked at the new images, not stale activations.
     assert second.run.descriptions["description"].tolist() == UNIT_COLOURS

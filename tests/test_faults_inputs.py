@@ -121,7 +121,7 @@ def test_skipped_listing_is_a_warning_of_the_run(tmp_path):
         pytest.skip("needs symlinks")
     result = describe(config_for(planted, tmp_path))
     assert result.warnings == ["Skipped while listing probe: 1 broken links."]
-    assert result.run.manifest["probe"]["listing_skipped"] == {"broken links": 1}
+    assert result.run.manifest.probe.listing_skipped == {"broken links": 1}
 
 
 # --------------------------------------------------------------------------- image modes
