@@ -15,7 +15,18 @@ layers = app_ui.require_layers(frame)
 summary = analysis.summarize_models(frame.frames, layers)
 summary["method"] = summary["model"].map({run.label: run.method for run in runs})  # who made the labels
 
-for column, run in zip(st.columns(len(runs)), runs):
+CARDS_PER_ROW = 4  # narrower cards cut their numbers ("8..") at 900 px
+
+
+def card_columns(count: int) -> list:
+    """Columns for ``count`` cards, in rows of at most ``CARDS_PER_ROW``."""
+    columns = []
+    for start in range(0, count, CARDS_PER_ROW):
+        columns += st.columns(CARDS_PER_ROW)[:min(CARDS_PER_ROW, count - start)]
+    return columns
+
+
+for column, run in zip(card_columns(len(runs)), runs):
     chosen = analysis.filter_layers(run.descriptions, layers)
     with column.container(border=True):
         st.markdown(f"**{app_ui.md(run.label)}**")
@@ -24,25 +35,23 @@ for column, run in zip(st.columns(len(runs)), runs):
         units, distinct = st.columns(2)
         units.metric("Units", len(chosen))
         distinct.metric(
-            "Distinct concepts overall", analysis.unique_concept_counts(chosen)["overall"],
+            "Distinct concepts overall", analysis.unique_concept_counts(chosen).overall,
             help="Distinct descriptions across the chosen layers; a concept found in two layers counts once.",
         )
 
+# Tables and charts stacked, each at full width: side by side, with many models the
+# table lost its columns and the chart its height at 900 px.
 st.subheader("Units and concepts per layer")
-counts_column, chart_column = st.columns([3, 2])
-with counts_column:
-    app_ui.show_table(
-        summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept", "method"]],
-        key="overview_counts_csv", file_name="concepts_per_layer",
-        column_config={  # short headers, so that every column fits beside the chart
-            "distinct_concepts": st.column_config.Column("Concepts", help="Distinct concepts in the layer"),
-            "top_concept_units": st.column_config.Column(
-                "Max units", help="Most units of the layer that share one concept"),
-            "top_concept": st.column_config.Column("Top concept", help="The concept those units share"),
-        },
-    )
-with chart_column:
-    app_ui.show_chart(charts.distinct_concepts_chart(summary), key="overview_distinct", file_name="distinct_concepts")
+app_ui.show_table(
+    summary[["model", "layer", "units", "distinct_concepts", "top_concept_units", "top_concept", "method"]],
+    key="overview_counts_csv", file_name="concepts_per_layer",
+    column_config={
+        "distinct_concepts": st.column_config.Column("Concepts", help="Distinct concepts in the layer"),
+        "top_concept_units": st.column_config.Column("Max units", help="Most units of the layer that share one concept"),
+        "top_concept": st.column_config.Column("Top concept", help="The concept those units share"),
+    },
+)
+app_ui.show_chart(charts.distinct_concepts_chart(summary), key="overview_distinct", file_name="distinct_concepts")
 
 st.subheader("Similarity scores per layer")
 st.caption("Box: first to third quartile · white tick: median · dot: mean · whiskers: minimum to maximum.")
@@ -50,16 +59,13 @@ other_scores = {run.method: run.score_name for run in runs if run.score_name != 
 if other_scores:  # NetDissect's IoU and CLIP-Dissect's similarity are on different scales
     st.caption(app_ui.md(" · ".join(f"{method}: {score or 'no score'}" for method, score in other_scores.items())
                          + " instead of CLIP-Dissect's similarity."))
-similarity_column, chart_column = st.columns([3, 2])
-with similarity_column:
-    similarity = summary[["model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
-                          "q3_similarity", "min_similarity", "max_similarity"]]
-    app_ui.show_table(
-        similarity, key="overview_similarity_csv", file_name="similarity_per_layer",
-        column_config={
-            column: st.column_config.NumberColumn(column.split("_")[0].capitalize(), format="%.3f")
-            for column in similarity.columns[2:-1]
-        },
-    )
-with chart_column:
-    app_ui.show_chart(charts.similarity_chart(summary), key="overview_similarity", file_name="similarity")
+similarity = summary[["model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
+                      "q3_similarity", "min_similarity", "max_similarity"]]
+app_ui.show_table(
+    similarity, key="overview_similarity_csv", file_name="similarity_per_layer",
+    column_config={
+        column: st.column_config.NumberColumn(column.split("_")[0].capitalize(), format="%.3f")
+        for column in similarity.columns[2:]
+    },
+)
+app_ui.show_chart(charts.similarity_chart(summary), key="overview_similarity", file_name="similarity")

@@ -12,34 +12,39 @@ controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
 * ``downloads``: tables, charts and results bundles to download;
 * ``unit_views``: a unit's top images with heatmaps and masks;
 * ``running``: progress bars and running dissections;
+* ``hosting``: the read-only hosted mode and its limits;
 * ``text``: markdown escaping and file names.
 
 Security: labels, layer and concept names come from users' files. They are only
 shown as text (dataframes, chart data, widget options, ``st.text``) or, in
 markdown-rendering elements, through ``md()``; ``unsafe_allow_html`` is never used.
 """
-from app_ui.downloads import BUNDLE_KEY, show_chart, show_table
+from app_ui.downloads import BUNDLE_KEY, spreadsheet_safe, show_chart, show_table
 from app_ui.frame import (
-    APP_NAME, HOME_PAGE, PAGES, UNIT_EXPLORER_PAGE, Frame, how_to_get_results, page_frame, require_models,
+    APP_NAME, HOME_PAGE, PAGES, RUN_PAGE, UNIT_EXPLORER_PAGE, Frame, how_to_get_results, page_frame,
+    refuse_in_hosted_mode, require_models,
 )
+from app_ui.hosting import HOSTED_ENV, hosted
 from app_ui.pickers import (
-    LAYERS_KEY, LAYERS_SEEN_KEY, MODELS_KEY, UNIT_EXPLORER_URL, default_selection, parse_unit_link, persistent,
-    pick_layers, require_layers, unit_link_params, unit_link_url,
+    LAYERS_KEY, LAYERS_SEEN_KEY, MODELS_KEY, UNIT_EXPLORER_URL, UnitLink, check_unit_link, default_selection,
+    parse_unit_link, persistent, pick_layers, require_layers, unit_link_params, unit_link_url,
 )
-from app_ui.running import CACHE_ENV, DEFAULT_CACHE_DIR, StreamlitProgress, cache_dir, run_dissection
+from app_ui.running import (
+    CACHE_ENV, DEFAULT_CACHE_DIR, StreamlitProgress, cache_dir, redescribe_blocker, run_dissection,
+)
 from app_ui.sources import (
     BUNDLE_UPLOAD_KEY, DEFAULT_RESULTS_DIR, IMPORTED_BUNDLES_KEY, PENDING_SELECT_KEY, RESULTS_ENV, UPLOAD_KEY,
     UPLOADED_RUNS_KEY, cli_results_dirs, load_folder_runs, results_dir, select_after_rerun,
 )
-from app_ui.text import md, safe_filename
+from app_ui.text import md, message, safe_filename
 from app_ui.unit_views import UnitGallery, unit_gallery
 
 __all__ = [
     "APP_NAME", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
-    "Frame", "HOME_PAGE", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_SEEN_KEY", "MODELS_KEY", "PAGES",
+    "Frame", "HOME_PAGE", "HOSTED_ENV", "RUN_PAGE", "hosted", "message", "redescribe_blocker", "refuse_in_hosted_mode", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_SEEN_KEY", "MODELS_KEY", "PAGES",
     "PENDING_SELECT_KEY", "RESULTS_ENV", "StreamlitProgress", "UNIT_EXPLORER_PAGE", "UNIT_EXPLORER_URL",
-    "UPLOADED_RUNS_KEY", "UPLOAD_KEY", "UnitGallery", "cache_dir", "cli_results_dirs", "default_selection",
+    "UPLOADED_RUNS_KEY", "UPLOAD_KEY", "UnitGallery", "UnitLink", "check_unit_link", "cache_dir", "cli_results_dirs", "default_selection",
     "how_to_get_results", "load_folder_runs", "md", "page_frame", "parse_unit_link", "persistent", "pick_layers",
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
-    "show_chart", "show_table", "unit_gallery", "unit_link_params", "unit_link_url",
+    "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
 ]

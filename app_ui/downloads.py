@@ -15,6 +15,24 @@ from dissect_core.results import Run
 BUNDLE_KEY = "bundle_zip"                  # the last bundle built for download
 
 
+# A spreadsheet runs a cell that starts like this as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells cannot run as spreadsheet formulas.
+
+    A text cell starting with ``= + - @``, a tab or a carriage return gets a leading
+    ``'``, which spreadsheets read as "this is text". Numbers are left alone.
+    """
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = [f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+                            for value in safe[column]]
+    return safe
+
+
 def _display_name(column: str) -> str:
     return column.replace("n_units", "units").replace("_", " ").capitalize()
 
@@ -32,7 +50,7 @@ def show_table(
     config.update(column_config or {})
     st.dataframe(frame, hide_index=True, column_config=config, height=height)
     st.download_button(
-        "CSV", data=lambda: frame.to_csv(index=False), file_name=f"{safe_filename(file_name)}.csv",
+        "CSV", data=lambda: spreadsheet_safe(frame).to_csv(index=False), file_name=f"{safe_filename(file_name)}.csv",
         mime="text/csv", key=key, icon=":material/download:", on_click="ignore",
     )
 

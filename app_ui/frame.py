@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from app_ui.downloads import share_section
+from app_ui.hosting import hosted
 from app_ui.pickers import MODELS_KEY, default_selection, persistent
 from app_ui.sources import (
     PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
@@ -21,12 +22,13 @@ APP_NAME = "CLIP-Dissect explorer"
 
 HOME_PAGE = "streamlit_app.py"
 UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
+RUN_PAGE = "pages/5_Run.py"
 PAGES = (
     (HOME_PAGE, "Overview", ":material/bar_chart:"),
     ("pages/2_Shared_concepts.py", "Shared concepts", ":material/stacked_bar_chart:"),
     ("pages/3_Model_differences.py", "Model differences", ":material/compare_arrows:"),
     (UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:"),
-    ("pages/5_Run.py", "Run CLIP-Dissect", ":material/play_arrow:"),
+    (RUN_PAGE, "Run CLIP-Dissect", ":material/play_arrow:"),
 )
 
 
@@ -46,6 +48,8 @@ class Frame:
 
 def _navigation() -> None:
     for path, label, icon in PAGES:
+        if path == RUN_PAGE and hosted():
+            continue  # a hosted demo is read-only
         st.sidebar.page_link(path, label=label, icon=icon)
     st.sidebar.divider()
 
@@ -88,7 +92,8 @@ def page_frame(title: str) -> Frame:
              "Labels made by NetDissect or MILAN say so in the name.",
     )
     selected = [runs[label] for label in chosen]
-    share_section(selected)
+    if not hosted():  # building a bundle draws images with the model: not for a hosted demo
+        share_section(selected)
     st.title(title)
     return Frame(runs=runs, selected=selected, controls=controls)
 
@@ -106,9 +111,24 @@ def require_models(frame: Frame, minimum: int) -> list[Run]:
     st.stop()
 
 
+def refuse_in_hosted_mode() -> None:
+    """Stop a page that computes or writes on the server when the app is hosted (read-only)."""
+    if hosted():
+        st.info("This is a read-only demo: dissections cannot be run here. Install the project to run "
+                "CLIP-Dissect on your own models (see its README).", icon=":material/lock:")
+        st.stop()
+
+
 def how_to_get_results() -> None:
     """Short instructions for loading results, shown while no runs are loaded."""
     st.info("No CLIP-Dissect results are loaded yet.", icon=":material/info:")
+    if hosted():
+        st.markdown(
+            "**Upload** one or more `descriptions.csv` files (columns `layer,unit,description,similarity`, "
+            "as CLIP-Dissect writes them), or a results bundle (.zip) exported from this app, under "
+            "*Add results* in the sidebar. They stay in your browser session."
+        )
+        return
     st.markdown(
         "**Three ways to get results in:**\n"
         "1. **Upload** result files under *Add results* in the sidebar: CLIP-Dissect's `descriptions.csv` "
@@ -120,4 +140,4 @@ def how_to_get_results() -> None:
         f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
         f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
     )
-    st.page_link("pages/5_Run.py", label="Run CLIP-Dissect", icon=":material/play_arrow:")
+    st.page_link(RUN_PAGE, label="Run CLIP-Dissect", icon=":material/play_arrow:")

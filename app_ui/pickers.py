@@ -1,6 +1,8 @@
 """Pickers shared by the pages: persistent widgets, the model and layer pickers, deep links."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from urllib.parse import urlencode
 
@@ -110,8 +112,53 @@ def unit_link_url(model: str, layer: str, unit: int) -> str:
     return f"{UNIT_EXPLORER_URL}?{urlencode(unit_link_params(model, layer, unit))}"
 
 
-def parse_unit_link(params: Mapping[str, str]) -> tuple[Optional[str], Optional[str], Optional[int]]:
-    """(model, layer, unit) from a deep link's query parameters; ``None`` where absent or invalid."""
+@dataclass(frozen=True)
+class UnitLink:
+    """A deep link's model, layer and unit (``None`` where absent or unusable) and what was wrong."""
+
+    model: Optional[str]
+    layer: Optional[str]
+    unit: Optional[int]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> tuple[Optional[str], Optional[str], Optional[int]]:
+        return self.model, self.layer, self.unit
+
+
+_UNIT_TEXT = re.compile(r"[0-9]{1,9}")  # ASCII digits only: int() also takes "٣" and "1_0"
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def parse_unit_link(params: Mapping[str, str]) -> UnitLink:
+    """The model, layer and unit a deep link's query parameters name, checked for form only."""
     unit_text = params.get("unit")
-    unit = int(unit_text) if unit_text is not None and unit_text.isdigit() else None
-    return params.get("model") or None, params.get("layer") or None, unit
+    unit, problems = None, []
+    if unit_text is not None:
+        if _UNIT_TEXT.fullmatch(unit_text):
+            unit = int(unit_text)
+        else:
+            problems.append(f"the unit {_quoted(unit_text)} is not a whole number from 0 to 999,999,999")
+    return UnitLink(params.get("model") or None, params.get("layer") or None, unit, tuple(problems))
+
+
+def check_unit_link(link: UnitLink, runs: Mapping[str, Run]) -> UnitLink:
+    """``link`` with the model, layer and unit that the loaded ``runs`` lack removed, and why."""
+    problems = list(link.problems)
+    model, layer, unit = link.target
+    if model is not None and model not in runs:
+        problems.append(f"no model named {_quoted(model)} is loaded")
+        model = layer = unit = None
+    if model is not None and layer is not None and layer not in runs[model].layers:
+        problems.append(f"{_quoted(model)} has no layer {_quoted(layer)}")
+        layer = unit = None
+    if model is not None and layer is not None and unit is not None:
+        units = runs[model].units(layer)["unit"]
+        if not (units == unit).any():
+            problems.append(f"layer {_quoted(layer)} has no unit {unit} (units {int(units.min())} to "
+                            f"{int(units.max())})")
+            unit = None
+    return UnitLink(model, layer, unit, tuple(problems))

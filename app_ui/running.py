@@ -8,9 +8,11 @@ from typing import Any, Optional
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app_ui.sources import select_after_rerun
+from app_ui.sources import results_dir, select_after_rerun
+from app_ui.text import md, message
+from dissect_core.bundle import THUMBNAILS_DIR
 from dissect_core.progress import WARNING_STAGE
-from app_ui.text import md
+from dissect_core.results import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
 DEFAULT_CACHE_DIR = "saved_activations"
@@ -48,13 +50,16 @@ def run_dissection(config: Any, title: str, widgets: Optional[dict[str, str]] = 
     from dissect_core.errors import DissectError, in_words
     from dissect_core.pipeline import describe
 
-    with st.status(md(title), expanded=True) as status:
-        try:
+    status = st.status(md(title), expanded=True)
+    try:
+        with status:
             result = describe(config, StreamlitProgress(st.container()))
-        except DissectError as exc:
-            status.update(label=md(f"{title}: failed"), state="error")
-            st.error(md(in_words(exc, widgets or {})), icon=":material/error:")
-            return None
+    except DissectError as exc:
+        status.update(label=md(f"{title}: failed (the reason is below)"), state="error", expanded=True)
+        # Outside the status box, so the reason shows without a click.
+        st.error(message(in_words(exc, widgets or {})), icon=":material/error:")
+        return None
+    with status:
         for line in result.summary():
             if line.warning:
                 st.warning(md(line.text))
@@ -63,3 +68,33 @@ def run_dissection(config: Any, title: str, widgets: Optional[dict[str, str]] = 
         status.update(label=md(f"{title}: done in {sum(result.timings.values()):.1f} s"), state="complete")
     select_after_rerun(result.run_dir)
     return result
+
+
+def redescribe_blocker(run: Run) -> Optional[str]:
+    """Why ``run`` cannot get new concepts on this machine, or None when it can.
+
+    New concepts reuse the run's cached activations, or recompute them from its
+    probe images and weights, so both must be here. Runs imported from bundles or
+    CSVs are read-only: their manifests name another machine's folders.
+    """
+    if run.from_reference_tool or run.path is None:
+        return "imported from a CSV, which holds the labels only."
+    imported = results_dir().resolve() / "imported"
+    if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
+        return "imported from a results bundle; bundled runs are read-only."
+    for root in _probe_roots(run.manifest.get("probe", {}).get("spec") or {}):
+        if not Path(root).is_dir():
+            return "its probe images are not on this machine."
+    checkpoint = run.manifest.get("target_checkpoint")
+    if checkpoint and not Path(checkpoint).is_file():
+        return "its weights file is not on this machine."
+    return None
+
+
+def _probe_roots(spec: dict) -> list[str]:
+    """The folders a probe spec reads (``probe_data.open_probe_spec``'s kinds)."""
+    roots = [spec[key] for key in ("root", "data_dir") if isinstance(spec.get(key), str)]
+    for part in spec.get("parts") or []:
+        if isinstance(part, dict):
+            roots += _probe_roots(part)
+    return roots

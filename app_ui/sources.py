@@ -8,13 +8,19 @@ Runs come from three sources, merged in this order:
 * runs computed by this project in the result folder (``results/``, or the
   ``DISSECT_RESULTS_DIR`` environment variable);
 * result files uploaded in the sidebar, kept in ``st.session_state`` for the session
-  (one model's NetDissect layer files, uploaded together, become one run).
+  (one model's NetDissect layer files, uploaded together, become one run), and
+  bundles uploaded in the sidebar, unpacked into the result folder (in hosted mode
+  into the session's temporary folder, so they stay the visitor's).
+
+Every run is checked against the page-work limits below before any page sees it.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -22,7 +28,8 @@ from typing import Any, Iterable, Optional
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app_ui.text import md
+from app_ui import hosting
+from app_ui.text import message
 from dissect_core.errors import InvalidInputError
 from dissect_core.results import ARGS_FILE, MANIFEST_FILE, Run, find_runs, runs_from_files
 
@@ -35,6 +42,12 @@ UPLOADED_FILES_KEY = "uploaded_files"    # sha256 of every uploaded file read in
 BUNDLE_UPLOAD_KEY = "bundle_file"
 IMPORTED_BUNDLES_KEY = "imported_bundles"  # sha256 of each bundle imported in this session
 PENDING_SELECT_KEY = "pending_select"    # run folders to add to the model picker on the next run
+
+# Page work grows with these; beyond them a run is refused with a message instead of
+# stalling every page (ResNet-50 has 5 layers and 3,904 units in its 4 blocks; ViT-B 12 x 768).
+MAX_LAYERS = 64
+MAX_ROWS = 200_000
+MAX_UNIT = 1_000_000
 
 
 def cli_results_dirs(argv: Optional[list[str]] = None) -> list[str]:
@@ -77,10 +90,31 @@ def _folder_signature(root: Path) -> str:
 
 @st.cache_data(show_spinner="Reading result folders…", max_entries=64)
 def _scan_folder(root: str, signature: str) -> tuple[list[Run], list[tuple[str, str]]]:
-    """``find_runs(root)``, cached per (folder, signature of its run files)."""
+    """``find_runs(root)`` less runs over the limits, cached per (folder, signature of its run files)."""
     del signature  # only part of the cache key
-    runs, problems = find_runs(root)
+    found, problems = find_runs(root)
+    runs = []
+    for run in found:
+        reason = too_big(run)
+        if reason is None:
+            runs.append(run)
+        else:
+            problems.append((run.files[0] if run.files else run.path, f"Not shown: {reason}"))
     return runs, [(str(path), reason) for path, reason in problems]
+
+
+def too_big(run: Run) -> Optional[str]:
+    """Why the pages will not show ``run`` (too many layers, rows or too large unit numbers), or None."""
+    frame = run.descriptions
+    layers = frame["layer"].nunique()
+    if layers > MAX_LAYERS:
+        return f"it has {layers:,} layers; the app shows runs with at most {MAX_LAYERS} layers."
+    if len(frame) > MAX_ROWS:
+        return f"it has {len(frame):,} units; the app shows runs with at most {MAX_ROWS:,} units."
+    units = frame["unit"]
+    if len(units) and (units.min() < 0 or units.max() > MAX_UNIT):
+        return f"its unit numbers must lie between 0 and {MAX_UNIT:,} (found {units.min():,} to {units.max():,})."
+    return None
 
 
 def load_folder_runs() -> tuple[list[Run], list[tuple[str, str]]]:
@@ -93,6 +127,8 @@ def load_folder_runs() -> tuple[list[Run], list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     seen: set[tuple[Path, ...]] = set()
     sources = [(Path(d), True) for d in cli_results_dirs()] + [(results_dir(), False)]
+    if hosting.hosted() and hosting.SESSION_FOLDER_KEY in st.session_state:
+        sources.append((hosting.session_folder(), False))  # this visitor's imported bundles
     for root, required in sources:
         if not root.is_dir():
             if required:
@@ -104,8 +140,18 @@ def load_folder_runs() -> tuple[list[Run], list[tuple[str, str]]]:
             if where not in seen:
                 seen.add(where)
                 runs.append(run)
+        if hosting.hosted():  # name files within their folder, never the server's folders
+            folder_problems = [(_within(path, root), reason) for path, reason in folder_problems]
         problems.extend(folder_problems)
-    return runs, list(dict.fromkeys(problems))  # a file under two sources is reported once
+    return runs, list(dict.fromkeys(problems))
+
+
+def _within(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` (its last part when outside)."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name  # a file under two sources is reported once
 
 
 def store_uploads(files: Iterable[Any], errors: DeltaGenerator) -> list[str]:
@@ -119,20 +165,42 @@ def store_uploads(files: Iterable[Any], errors: DeltaGenerator) -> list[str]:
     read: set[str] = st.session_state.setdefault(UPLOADED_FILES_KEY, set())
     new = {hashlib.sha256(f.getvalue()).hexdigest(): f for f in files}
     new = {digest: f for digest, f in new.items() if digest not in read}
+    if hosting.hosted():
+        new = _within_upload_limits(new, len(read), errors)
     if not new:
         return []
     runs, problems = runs_from_files([(Path(f.name).name, f.getvalue()) for f in new.values()])
     for _, reason in problems:
-        errors.error(md(reason), icon=":material/error:")
+        errors.error(message(reason), icon=":material/error:")
     bad = {name for name, _ in problems}
     read.update(digest for digest, f in new.items() if Path(f.name).name not in bad)
     batch = hashlib.sha256("".join(sorted(new)).encode("ascii")).hexdigest()
     added = []
     for index, run in enumerate(runs):
+        reason = too_big(run)
+        if reason is not None:
+            errors.error(message(f"{run.label} was not added: {reason}"), icon=":material/error:")
+            continue
         run.label = f"{run.label} (uploaded)"
         store[f"{batch}:{index}"] = run
         added.append(f"{batch}:{index}")
     return added
+
+
+def _within_upload_limits(new: dict[str, Any], kept: int, errors: DeltaGenerator) -> dict[str, Any]:
+    """The new uploads that fit a hosted visitor's limits (file size, files per session); why not the rest."""
+    fitting = {}
+    for digest, uploaded in new.items():
+        if uploaded.size > hosting.MAX_CSV_MB * 1_000_000:
+            errors.error(message(f"{uploaded.name} is {uploaded.size / 1e6:.1f} MB; this demo takes CSV files "
+                                 f"of at most {hosting.MAX_CSV_MB} MB. Nothing was added."), icon=":material/error:")
+        elif kept + len(fitting) >= hosting.MAX_CSV_FILES:
+            errors.error(message(f"{uploaded.name} was not added: this demo holds at most {hosting.MAX_CSV_FILES} "
+                                 "uploaded CSVs per visitor. Reload the page to start a new session."),
+                         icon=":material/error:")
+        else:
+            fitting[digest] = uploaded
+    return fitting
 
 
 def select_after_rerun(run_dir: Path) -> None:
@@ -145,17 +213,37 @@ def select_after_rerun(run_dir: Path) -> None:
 
 
 def _import_bundle(uploaded: Any, errors: DeltaGenerator) -> None:
-    """Unpack an uploaded results bundle into the result folder (once per session), then rescan."""
+    """Unpack an uploaded results bundle (once per session), then rescan.
+
+    Into the result folder, or in hosted mode into the session's temporary folder,
+    within the hosted limits on bundle size, count and unpacked size.
+    """
     from dissect_core.bundle import import_bundle
 
     digest = hashlib.sha256(uploaded.getvalue()).hexdigest()
     imported: set[str] = st.session_state.setdefault(IMPORTED_BUNDLES_KEY, set())
     if digest in imported:
         return
+    limited = hosting.hosted()
+    if limited and uploaded.size > hosting.MAX_BUNDLE_MB * 1_000_000:
+        errors.error(message(f"{uploaded.name} is {uploaded.size / 1e6:.1f} MB; this demo takes bundles of at most "
+                             f"{hosting.MAX_BUNDLE_MB} MB. Nothing was imported."), icon=":material/error:")
+        return
+    if limited and len(imported) >= hosting.MAX_BUNDLES:
+        errors.error(message(f"{uploaded.name} was not imported: this demo holds at most {hosting.MAX_BUNDLES} "
+                             "bundles per visitor. Reload the page to start a new session."), icon=":material/error:")
+        return
+    destination = hosting.session_folder() if limited else results_dir() / "imported"
     try:
-        folders = import_bundle(uploaded, results_dir() / "imported")
+        folders = import_bundle(uploaded, destination)
     except InvalidInputError as exc:
-        errors.error(md(exc), icon=":material/error:")
+        errors.error(message(exc), icon=":material/error:")
+        return
+    if limited and hosting.folder_megabytes(destination) > hosting.MAX_SESSION_FOLDER_MB:
+        for folder in {folder.parent for folder in folders}:
+            shutil.rmtree(folder, ignore_errors=True)
+        errors.error(message(f"{uploaded.name} was not imported: it unpacks to more than this demo keeps per "
+                             f"visitor ({hosting.MAX_SESSION_FOLDER_MB} MB in all)."), icon=":material/error:")
         return
     imported.add(digest)
     for folder in folders:
@@ -165,22 +253,29 @@ def _import_bundle(uploaded: Any, errors: DeltaGenerator) -> None:
 
 def sources_section(folder_problems: list[tuple[str, str]], errors: DeltaGenerator) -> list[Any]:
     """The upload widgets and scan problems at the bottom of the sidebar; returns the uploaded CSVs."""
+    limited = hosting.hosted()
     with st.sidebar.expander("Add results", icon=":material/upload_file:"):
+        if limited:
+            st.caption("Your files stay in your browser session; nothing is kept on the server.")
         files = st.file_uploader(
             "Result files (.csv): CLIP-Dissect, NetDissect-Lite or MILAN",
             type=["csv"], accept_multiple_files=True, key=UPLOAD_KEY,
             help="CLIP-Dissect's descriptions.csv (layer,unit,description,similarity); NetDissect-Lite's "
                  "per-layer MODEL_LAYER.csv files (unit,category,label,score,...): pick all of a model's "
                  "layers at once to get one run; MILAN's layer,unit,description.",
+            max_upload_size=math.ceil(hosting.MAX_CSV_MB) if limited else None,
         )
         bundle = st.file_uploader("A results bundle (.zip) exported from this app", type=["zip"],
-                                  key=BUNDLE_UPLOAD_KEY)
+                                  key=BUNDLE_UPLOAD_KEY,
+                                  max_upload_size=math.ceil(hosting.MAX_BUNDLE_MB) if limited else None)
     if bundle is not None:
         _import_bundle(bundle, errors)
     if folder_problems:
-        with st.sidebar.expander(f"⚠️ {len(folder_problems)} result file(s) could not be read"):
+        # Open: a file that failed must be seen without a click.
+        with st.sidebar.expander(f"⚠️ {len(folder_problems)} result file(s) could not be read", expanded=True):
             for path, reason in folder_problems:
-                st.text(f"{path}\n{reason}")
+                text = f"{path}\n{reason}"
+                st.text(hosting.hide_paths(text) if limited else text)
     return files or []
 
 

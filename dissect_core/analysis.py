@@ -9,6 +9,7 @@ In the output frames a unit's label is called ``concept``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 import pandas as pd
@@ -16,7 +17,6 @@ import pandas as pd
 from .errors import InvalidInputError
 from .results import layer_order
 
-OVERALL = "overall"
 WHERE_ORDER = ("both", "only A", "only B")
 
 SUMMARY_COLUMNS = (
@@ -33,19 +33,25 @@ def filter_layers(df: pd.DataFrame, layers: Optional[Iterable[str]]) -> pd.DataF
     return df[df["layer"].isin(list(layers))]
 
 
-def unique_concept_counts(df: pd.DataFrame) -> dict[str, int]:
-    """Distinct descriptions per layer (file order), plus ``"overall"`` across all layers.
+@dataclass(frozen=True)
+class ConceptCounts:
+    """Distinct descriptions per layer (file order) and across all layers.
 
-    A concept that labels units in two layers counts once in ``"overall"``.
+    The overall count is a field of its own, so no layer name (not even
+    ``"overall"``) can collide with it.
     """
-    layers = layer_order(df)
-    if OVERALL in layers:
-        # The key would be overwritten silently; a wrong count is worse than an error.
-        raise InvalidInputError(f"A layer is named {OVERALL!r}, which clashes with the overall count.")
+
+    per_layer: dict[str, int]
+    overall: int
+
+
+def unique_concept_counts(df: pd.DataFrame) -> ConceptCounts:
+    """Distinct descriptions per layer and overall; a concept found in two layers counts once overall."""
     per_layer = df.groupby("layer", sort=False)["description"].nunique()
-    counts = {layer: int(per_layer[layer]) for layer in layers}
-    counts[OVERALL] = int(df["description"].nunique())
-    return counts
+    return ConceptCounts(
+        per_layer={layer: int(per_layer[layer]) for layer in layer_order(df)},
+        overall=int(df["description"].nunique()),
+    )
 
 
 def _top_concept(descriptions: pd.Series) -> tuple[str, int]:
@@ -193,6 +199,12 @@ def units_with_concept(df: pd.DataFrame, concept: str) -> pd.DataFrame:
     """The units labelled ``concept``: ``layer, unit, similarity``, by layer then similarity descending."""
     rows = df.loc[df["description"] == concept, ["layer", "unit", "similarity"]]
     return _ordered(rows, layer_order(df), ["similarity", "unit"], [False, True])
+
+
+def best_unit(units: pd.DataFrame) -> pd.Series:
+    """The row of ``units_with_concept`` output with the highest similarity (the first if none is scored)."""
+    scored = units["similarity"].notna()
+    return units.loc[units.loc[scored, "similarity"].idxmax()] if scored.any() else units.iloc[0]
 
 
 def rank_units(df: pd.DataFrame, layer: str) -> pd.DataFrame:

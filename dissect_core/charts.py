@@ -14,6 +14,14 @@ import pandas as pd
 
 # Bar height in pixels for horizontal bar charts, so long lists stay readable.
 BAR_STEP = 18
+# Model legends below the chart, two columns, full names: readable with up to 8 models.
+MODEL_LEGEND = alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=400)
+# Height of the per-layer charts, fixed so that a tall legend cannot squeeze the plot away.
+LAYER_CHART_HEIGHT = 260
+
+# Concept names on a bar chart's axis: every one drawn (Vega may otherwise thin out
+# labels it thinks overlap, e.g. under Streamlit's theme), cut only when very long.
+CONCEPT_AXIS = alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=11, labelSeparation=0)
 
 
 def _layer_sort(frame: pd.DataFrame) -> list[str]:
@@ -32,7 +40,7 @@ def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
         x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
         xOffset=alt.XOffset("model:N"),
         y=alt.Y("distinct_concepts:Q", title="Distinct concepts"),
-        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+        color=alt.Color("model:N", title="Model", legend=MODEL_LEGEND),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -41,7 +49,8 @@ def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     labels = base.mark_text(dy=-6, fontSize=11).encode(text="distinct_concepts:Q", color=alt.value("#333"))
-    return alt.layer(base.mark_bar(), labels).properties(title="Distinct concepts per layer")
+    return alt.layer(base.mark_bar(), labels).properties(title="Distinct concepts per layer",
+                                                         height=LAYER_CHART_HEIGHT)
 
 
 def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
@@ -56,7 +65,7 @@ def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(data).encode(
         x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
         xOffset=alt.XOffset("model:N"),
-        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+        color=alt.Color("model:N", title="Model", legend=MODEL_LEGEND),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -73,7 +82,8 @@ def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
         y="median_similarity:Q", color=alt.value("white")
     )
     means = base.mark_point(filled=True, size=25).encode(y="mean_similarity:Q", color=alt.value("black"))
-    return alt.layer(whiskers, boxes, medians, means).properties(title="Similarity per layer")
+    return alt.layer(whiskers, boxes, medians, means).properties(title="Similarity per layer",
+                                                                 height=LAYER_CHART_HEIGHT)
 
 
 def shared_concepts_chart(
@@ -93,7 +103,7 @@ def shared_concepts_chart(
         .mark_bar()
         .encode(
             x=alt.X("n_units:Q", title="Units", scale=scale, axis=alt.Axis(format="d", tickMinStep=1)),
-            y=alt.Y("concept:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
+            y=alt.Y("concept:N", sort="-x", title=None, axis=CONCEPT_AXIS),
             tooltip=[
                 alt.Tooltip("concept:N", title="Concept"),
                 alt.Tooltip("n_units:Q", title="Units"),
@@ -142,10 +152,10 @@ def diff_chart(comparison: pd.DataFrame, label_a: str, label_b: str, *, top: int
         .encode(
             x=alt.X("signed_units:Q", title="← units in A · units in B →",
                     axis=alt.Axis(labelExpr="abs(datum.value)", tickMinStep=1)),
-            y=alt.Y("concept:N", title=None, axis=alt.Axis(labelLimit=220),
+            y=alt.Y("concept:N", title=None, axis=CONCEPT_AXIS,
                     sort=alt.EncodingSortField(field="total", op="max", order="descending")),
             color=alt.Color("model:N", title="Model", scale=alt.Scale(domain=[label_a, label_b]),
-                            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+                            legend=MODEL_LEGEND),
             tooltip=[
                 alt.Tooltip("concept:N", title="Concept"),
                 alt.Tooltip("model:N", title="Model"),

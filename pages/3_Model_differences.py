@@ -1,4 +1,5 @@
 """Model differences: which concepts only model A, only model B, or both learned, layer by layer."""
+import pandas as pd
 import streamlit as st
 
 import app_ui
@@ -88,7 +89,8 @@ for column, (label, df) in zip(st.columns(2), ((label_a, df_a), (label_b, df_b))
                               "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
                               "link": st.column_config.LinkColumn("Unit explorer", display_text="open ↗"),
                           })
-        best = units.iloc[0]
+        best = analysis.best_unit(units)
+        score = "" if pd.isna(best["similarity"]) else f", similarity {best['similarity']:.3f}"
         st.page_link(app_ui.UNIT_EXPLORER_PAGE, icon=":material/grid_view:",
-                     label=f"Open the best unit ({app_ui.md(best['layer'])}, unit {int(best['unit'])})",
+                     label=f"Open the best unit ({app_ui.md(best['layer'])}, unit {int(best['unit'])}{score})",
                      query_params=app_ui.unit_link_params(label, best["layer"], best["unit"]))

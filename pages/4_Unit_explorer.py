@@ -18,14 +18,19 @@ if not frame.runs:
 labels = list(frame.runs)
 
 # A link opened from outside (or another page) seeds the pickers once; afterwards the
-# pickers win and the URL follows them.
+# pickers win and the URL follows them. What the link named but is not here is said.
 link = app_ui.parse_unit_link(st.query_params)
-if link[0] in frame.runs and link != st.session_state.get("_unit_link_written"):
-    st.session_state["_unit_model"], layer_from_link, unit_from_link = link
-    if layer_from_link is not None:
-        st.session_state["_unit_layer"] = layer_from_link
-    if unit_from_link is not None:
-        st.session_state["_unit"] = unit_from_link
+link_problems: tuple[str, ...] = ()
+if (link.target != st.session_state.get("_unit_link_written") and any(v is not None for v in link.target)) \
+        or link.problems:
+    checked = app_ui.check_unit_link(link, frame.runs)
+    link_problems = checked.problems
+    if checked.model is not None:
+        st.session_state["_unit_model"] = checked.model
+    if checked.layer is not None:
+        st.session_state["_unit_layer"] = checked.layer
+    if checked.unit is not None:
+        st.session_state["_unit"] = checked.unit
 
 default_model = frame.selected[0].label if frame.selected else labels[0]
 model = app_ui.persistent(st.sidebar.selectbox, "Model", key="unit_model", default=default_model,
@@ -54,6 +59,9 @@ count = app_ui.persistent(st.sidebar.slider, "Images", key="unit_images", defaul
 written = app_ui.unit_link_params(model, layer, unit)
 st.query_params.from_dict(written)
 st.session_state["_unit_link_written"] = (model, layer, unit)
+if link_problems:
+    st.warning(app_ui.message(f"This link could not be followed: {'; '.join(link_problems)}. "
+                              f"Showing {model}, layer {layer}, unit {unit} instead."), icon=":material/link_off:")
 
 row = units[units["unit"] == unit]
 if row.empty:
@@ -78,11 +86,11 @@ with concepts_column:
 with images_column:
     gallery = app_ui.unit_gallery(run, layer, unit, count)
     if gallery.no_images:
-        st.info(f"No images for this run. {app_ui.md(gallery.no_images)}", icon=":material/hide_image:")
+        st.info(f"No images for this run. {app_ui.message(gallery.no_images)}", icon=":material/hide_image:")
     else:
         tabs = {"Heatmaps": "heatmap", "Masks (top 0.5 %)": "mask", "Images": "image"}
         if gallery.no_maps:
-            st.warning(f"Showing the images without activation maps. {app_ui.md(gallery.no_maps)}")
+            st.warning(f"Showing the images without activation maps. {app_ui.message(gallery.no_maps)}")
             tabs = {"Images": "image"}
         elif gallery.views and gallery.views[0]["heatmap"] is None:
             st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image).")

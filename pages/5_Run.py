@@ -7,18 +7,24 @@ only the concepts' text encoding and the similarity step.
 import streamlit as st
 
 import app_ui
-from dissect_core.catalog import pool_modes
-from dissect_core.clip import CLIP_ALIASES
-from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts
-from dissect_core.errors import DissectError
-from dissect_core.models import NAMED_MODELS
-from dissect_core.pipeline import DescribeConfig, config_from_run
-from dissect_core.probe_data import PROBE_SETS
-from dissect_core.similarity import SIMILARITY_FUNCTIONS
+
+frame = app_ui.page_frame("Run CLIP-Dissect")
+app_ui.refuse_in_hosted_mode()
+
+# Imported after the hosted-mode check: a hosted demo never loads torch.
+from dissect_core.catalog import pool_modes  # noqa: E402
+from dissect_core.clip import CLIP_ALIASES  # noqa: E402
+from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
+from dissect_core.errors import DissectError  # noqa: E402
+from dissect_core.models import NAMED_MODELS  # noqa: E402
+from dissect_core.pipeline import DescribeConfig, config_from_run  # noqa: E402
+from dissect_core.probe_data import PROBE_SETS  # noqa: E402
+from dissect_core.similarity import SIMILARITY_FUNCTIONS  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
 CONCEPT_CHOICES = (*CONCEPT_SETS.names(), UPLOAD, "a file on this machine")
+STANDARD_CONCEPT_SET = "english_20k"  # CLIP-Dissect's standard setup: the 20k most common English words
 # How this page says each DescribeConfig field that library errors name.
 WIDGETS = {
     "target_model": "“Target models”", "target_checkpoint": "“Own weights file”", "target_layers": "“Layers”",
@@ -33,13 +39,17 @@ TORCHVISION_EXAMPLES = ["resnet18", "resnet50", "vit_b_16"]
 def entries_help(registry) -> str:
     return " · ".join(f"{entry.name}: {entry.description}" for entry in registry)
 
-frame = app_ui.page_frame("Run CLIP-Dissect")
+
+@st.cache_data(show_spinner="Loading the concept set…", max_entries=4)
+def builtin_concept_set(name: str):
+    """A built-in concept set, read once per server (the 20k words take about a second)."""
+    return load_concept_set(name)
 
 
 def concept_picker(prefix: str):
     """Built-in set, uploaded list or file path; returns a ConceptSet, or None after showing why not."""
     choice = st.selectbox("Concept set", CONCEPT_CHOICES, key=f"{prefix}_concept_choice",
-                          help=entries_help(CONCEPT_SETS))
+                          index=CONCEPT_CHOICES.index(STANDARD_CONCEPT_SET), help=entries_help(CONCEPT_SETS))
     try:
         if choice == UPLOAD:
             uploaded = st.file_uploader("Concept list: one concept per line", type=["txt"],
@@ -51,7 +61,7 @@ def concept_picker(prefix: str):
             path = st.text_input("Path of the concept list", "data/20k.txt", key=f"{prefix}_concepts_path")
             concepts = load_concept_set(path)
         else:
-            concepts = load_concept_set(choice)
+            concepts = builtin_concept_set(choice)
     except DissectError as exc:
         st.error(app_ui.md(exc), icon=":material/error:")
         return None
@@ -114,7 +124,13 @@ with new_tab:
                 st.success("Finished. The new runs are added to the model picker on every page.")
 
 with concepts_tab:
-    finished = [run for run in frame.runs.values() if not run.from_reference_tool]
+    blockers = {run.label: app_ui.redescribe_blocker(run) for run in frame.runs.values()}
+    finished = [run for run in frame.runs.values() if blockers[run.label] is None]
+    if len(finished) < len(frame.runs):
+        with st.expander(f"{len(frame.runs) - len(finished)} loaded run(s) cannot be re-described here"):
+            for label, why in blockers.items():
+                if why is not None:
+                    st.text(f"{label}: {why}")
     if not finished:
         st.info("No run computed by this app or the CLI is loaded yet: runs imported from CSVs have no "
                 "cached activations to re-describe.")

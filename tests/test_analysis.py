@@ -32,15 +32,16 @@ B = frame([
 
 def test_unique_concept_counts_per_layer_in_file_order_and_overall() -> None:
     counts = analysis.unique_concept_counts(A)
-    assert counts == {"layer4": 2, "layer2": 3, "overall": 4}
-    assert list(counts) == ["layer4", "layer2", "overall"]
+    assert counts == analysis.ConceptCounts({"layer4": 2, "layer2": 3}, overall=4)
+    assert list(counts.per_layer) == ["layer4", "layer2"]
     # "dog" labels units in both layers of A and counts once overall.
-    assert analysis.unique_concept_counts(B) == {"layer2": 2, "layer3": 1, "layer4": 3, "overall": 6}
+    assert analysis.unique_concept_counts(B) == analysis.ConceptCounts({"layer2": 2, "layer3": 1, "layer4": 3}, 6)
 
 
-def test_unique_concept_counts_refuses_a_layer_called_overall() -> None:
-    with pytest.raises(InvalidInputError, match="overall"):
-        analysis.unique_concept_counts(frame([("overall", 0, "dog", 0.1)]))
+def test_a_layer_called_overall_does_not_collide_with_the_overall_count() -> None:
+    counts = analysis.unique_concept_counts(frame([("overall", 0, "dog", 0.1), ("overall", 1, "dog", 0.2),
+                                                   ("layer4", 0, "cat", 0.3)]))
+    assert counts == analysis.ConceptCounts({"overall": 1, "layer4": 1}, overall=2)
 
 
 def test_layer_summary_values() -> None:
@@ -158,8 +159,10 @@ def reference_pair(reference_dir):
 
 def test_reference_unique_counts(reference_pair) -> None:
     imagenet, places = reference_pair
-    assert analysis.unique_concept_counts(imagenet) == {"layer2": 68, "layer3": 124, "layer4": 278, "overall": 374}
-    assert analysis.unique_concept_counts(places) == {"layer2": 66, "layer3": 135, "layer4": 314, "overall": 428}
+    assert analysis.unique_concept_counts(imagenet) == analysis.ConceptCounts(
+        {"layer2": 68, "layer3": 124, "layer4": 278}, overall=374)
+    assert analysis.unique_concept_counts(places) == analysis.ConceptCounts(
+        {"layer2": 66, "layer3": 135, "layer4": 314}, overall=428)
     assert analysis.layer_summary(imagenet)["units"].tolist() == [128, 256, 512]
 
 
@@ -174,3 +177,13 @@ def test_reference_model_comparison(reference_pair) -> None:
     assert both.to_dict() == {"layer2": 31, "layer3": 55, "layer4": 110}
     top = analysis.shared_concepts(reference_pair[0], min_units=4)
     assert top.iloc[0][["layer", "concept", "n_units"]].tolist() == ["layer2", "dotted", 23]
+
+
+def test_best_unit_is_the_one_with_the_highest_similarity_not_the_first_row() -> None:
+    units = analysis.units_with_concept(
+        frame([("layer3", 186, "dog", 0.269), ("layer4", 446, "dog", 0.669), ("layer4", 1, "dog", 0.1)]), "dog")
+    assert units.iloc[0]["unit"] == 186  # file order first
+    best = analysis.best_unit(units)
+    assert (best["layer"], best["unit"]) == ("layer4", 446)
+    unscored = units.assign(similarity=float("nan"))
+    assert analysis.best_unit(unscored)["unit"] == 186

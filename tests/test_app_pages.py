@@ -408,8 +408,8 @@ def test_cli_results_dirs() -> None:
 
 def test_unit_link_round_trip() -> None:
     params = app_ui.unit_link_params("resnet18 · broden · 20k", "layer4", 7)
-    assert app_ui.parse_unit_link(params) == ("resnet18 · broden · 20k", "layer4", 7)
-    assert app_ui.parse_unit_link({"unit": "x"}) == (None, None, None)
+    assert app_ui.parse_unit_link(params) == app_ui.UnitLink("resnet18 · broden · 20k", "layer4", 7)
+    assert app_ui.parse_unit_link({"unit": "x"}).target == (None, None, None)
     assert app_ui.unit_link_url("m&n", "layer4", 7) == "Unit_explorer?model=m%26n&layer=layer4&unit=7"
 
 
