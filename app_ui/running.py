@@ -82,10 +82,11 @@ def redescribe_blocker(run: Run) -> Optional[str]:
     imported = results_dir().resolve() / "imported"
     if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
         return "imported from a results bundle; bundled runs are read-only."
-    for root in _probe_roots(run.manifest.get("probe", {}).get("spec") or {}):
+    sources = run.sources
+    for root in _probe_roots(sources.probe_spec or {}):
         if not Path(root).is_dir():
             return "its probe images are not on this machine."
-    checkpoint = run.manifest.get("target_checkpoint")
+    checkpoint = sources.target_checkpoint
     if checkpoint and not Path(checkpoint).is_file():
         return "its weights file is not on this machine."
     return None

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import streamlit as st
 
+from app_ui.hosting import hosted
+from dissect_core.bundle import THUMBNAILS_DIR
 from dissect_core.manifest import RunSources
 from dissect_core.results import Run
 
@@ -64,17 +66,20 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
             f"This run was imported from a {run.method} result file, which holds the labels only: it "
             "names neither the probe images nor which of them activate each unit."
         ), None)
-    key = run.sources.key()
-    probe, target, no_probe, no_target = _load_run_sources(key)
     top = run.unit_top_images(layer, unit, count)
     pairs = tuple(zip(top["image_index"].astype(int).tolist(), top["activation"].astype(float).tolist()))
+    threshold = run.mask_threshold(layer, unit)
+    if run.path is not None and (run.path / THUMBNAILS_DIR).is_dir():
+        # A bundled run is self-contained: its thumbnails and stored maps are drawn without
+        # torch, and the manifest's folders (another machine's) are never opened.
+        return UnitGallery(_stored_views(str(run.path), layer, unit, pairs, threshold) or [], None, None)
+    if hosted():
+        return UnitGallery([], "This demo shows images only for runs shared as results bundles.", None)
+    key = run.sources.key()
+    probe, target, no_probe, no_target = _load_run_sources(key)
     if probe is None:
-        # An imported bundle carries thumbnails and activation maps of each unit's top images.
-        stored = _stored_views(str(run.path), layer, unit, pairs, run.mask_threshold(layer, unit))
-        if stored is None:
-            return UnitGallery([], no_probe, None)
-        return UnitGallery(stored, None, None)
-    views = _unit_views(key, layer, unit, pairs, run.mask_threshold(layer, unit), probe, target)
+        return UnitGallery([], no_probe, None)
+    views = _unit_views(key, layer, unit, pairs, threshold, probe, target)
     return UnitGallery(views, None, no_target)
 
 

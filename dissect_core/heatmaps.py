@@ -3,26 +3,30 @@
 The activation map of a unit lives on the target model's input crop (for
 ResNets: resize to 256, centre-crop 224), so images are shown after the same
 geometric steps and maps are upsampled bilinearly onto them, as NetDissect does.
+
+Drawing from stored maps (``stored_unit_images``) needs numpy and Pillow only:
+a hosted app browses bundled runs without torch, so torch and the modules that
+load models or probe sets are imported only by the functions that need them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torchvision import transforms as T
 
-from .activations import layer_output
 from .bundle import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE
 from .errors import DissectError
 from .manifest import RunSources
-from .models import TargetModel, load_target_model
-from .probe_data import ProbeSet, open_probe_spec
 from .results import read_json_object
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import TargetModel
+    from .probe_data import ProbeSet
 
 # Anchor colours of a perceptually ordered dark-to-bright colour map (inferno-like).
 _COLOUR_ANCHORS = np.array(
@@ -44,6 +48,8 @@ class UnitImage:
 
 def model_view(preprocess: Callable, image: Image.Image) -> Image.Image:
     """Apply only the resize and crop steps of a preprocess transform."""
+    from torchvision import transforms as T
+
     image = image.convert("RGB")
     steps = getattr(preprocess, "transforms", None)
     if steps is None:
@@ -61,10 +67,14 @@ def model_view(preprocess: Callable, image: Image.Image) -> Image.Image:
     return image
 
 
-def upsample(act_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of an (h, w) map to (height, width)."""
-    resized = F.interpolate(act_map[None, None].float(), size=size, mode="bilinear", align_corners=False)
-    return resized[0, 0].numpy()
+def upsample(act_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling of an (h, w) map to (height, width).
+
+    Pillow's bilinear filter on a float image maps pixel centres like
+    ``torch.nn.functional.interpolate(..., align_corners=False)`` when enlarging.
+    """
+    values = Image.fromarray(np.asarray(act_map, dtype=np.float32), mode="F")
+    return np.asarray(values.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def colourise(values: np.ndarray) -> np.ndarray:
@@ -76,14 +86,14 @@ def colourise(values: np.ndarray) -> np.ndarray:
     return colours.astype(np.uint8)
 
 
-def heatmap_overlay(image: Image.Image, act_map: torch.Tensor, vmax: float, alpha: float = 0.5) -> Image.Image:
+def heatmap_overlay(image: Image.Image, act_map: np.ndarray, vmax: float, alpha: float = 0.5) -> Image.Image:
     """Blend the unit's map (scaled by ``vmax``, shared across a unit's images) over the image."""
     values = upsample(act_map, (image.height, image.width)) / max(vmax, 1e-12)
     blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colourise(values)
     return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
 
 
-def mask_overlay(image: Image.Image, act_map: torch.Tensor, threshold: float) -> Image.Image:
+def mask_overlay(image: Image.Image, act_map: np.ndarray, threshold: float) -> Image.Image:
     """The Network-Dissection view: the region above ``threshold`` in full, the rest dimmed."""
     inside = upsample(act_map, (image.height, image.width)) >= threshold
     pixels = np.asarray(image, dtype=np.float32)
@@ -99,18 +109,23 @@ def unit_images(
     probe_indices: Sequence[int],
     activations: Sequence[float],
     mask_threshold: Optional[float],
-    device: torch.device = torch.device("cpu"),
+    device: Optional[torch.device] = None,
 ) -> list[UnitImage]:
     """Heatmaps (and masks, when a threshold is known) of one unit over the given images.
 
     Layers without spatial maps (``fc``, transformer tokens) get the images alone.
     """
+    import torch
+
+    from .activations import layer_output
+
+    device = torch.device("cpu") if device is None else device
     originals = [probe.load_image(int(i)) for i in probe_indices]
     if not originals:
         return []
     batch = torch.stack([target.preprocess(img) for img in originals])
     output = layer_output(target, layer, batch, device)
-    maps = output[:, unit] if output.dim() == 4 else [None] * len(originals)
+    maps = output[:, unit].detach().float().cpu().numpy() if output.dim() == 4 else [None] * len(originals)
     vmax = float(output[:, unit].max()) if output.dim() == 4 else 1.0
     shown = []
     for index, activation, original, act_map in zip(probe_indices, activations, originals, maps):
@@ -162,11 +177,11 @@ def stored_unit_images(
     for index, _ in picked:
         with Image.open(thumbnails / f"{index}.jpg") as thumbnail:
             images.append(thumbnail.convert("RGB"))
-    maps: list[Optional[torch.Tensor]] = [None] * len(picked)
+    maps: list[Optional[np.ndarray]] = [None] * len(picked)
     path = run_dir / MAPS_DIR / f"{layer}.npy"
     if path.is_file():
         stored = np.load(path, mmap_mode="r")  # reads only the rows used
-        maps = [torch.from_numpy(np.asarray(stored[unit, position[index]], dtype=np.float32))
+        maps = [np.asarray(stored[unit, position[index]], dtype=np.float32)
                 if unit < stored.shape[0] and position[index] < stored.shape[1] else None
                 for index, _ in picked]
     vmax = max((float(m.max()) for m in maps if m is not None), default=1.0)
@@ -194,11 +209,15 @@ def probe_for_run(sources: Optional[RunSources]) -> ProbeSet:
             "This run was imported from a CSV, which records the labels only: the reference "
             "tool saves neither the probe images nor which of them activate each unit."
         )
+    from .probe_data import open_probe_spec
+
     return open_probe_spec(sources.probe_spec, expected_fingerprint=sources.probe_fingerprint)
 
 
 def target_for_run(sources: RunSources) -> TargetModel:
     """Reload the target model of a run, refusing weights that differ from the run's."""
+    from .models import load_target_model
+
     try:
         target = load_target_model(sources.target_model, sources.target_checkpoint, weights_dir=sources.data_dir)
     except DissectError:

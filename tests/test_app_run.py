@@ -100,3 +100,36 @@ def test_errors_name_the_widgets(results, computed_run):
     message = app.error[0].value
     assert message.startswith(app_ui.md("“Layers”: The model has no layer 'layer9'"))
     assert "target_layers" not in message
+
+
+def test_the_run_page_defaults_to_the_standard_20k_words(results):
+    app = open_run_page()
+    assert app.selectbox(key="run_concept_choice").value == "english_20k"
+
+
+def test_a_failed_run_says_why_without_a_click(results, computed_run, tmp_path):
+    app = open_run_page()
+    app.multiselect(key="run_models").set_value(["resnet18_places"])
+    app.selectbox(key="run_probe").set_value("a folder of images").run()
+    app.text_input(key="run_probe_folder").set_value(str(tmp_path / "no_such_folder"))
+    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
+    app.text_input(key="run_clip").set_value(computed_run["clip"])
+    app.selectbox(key="run_device").set_value("cpu")
+    app.button(key="run_start").click().run()
+    assert not app.exception
+    assert app.status[0].state == "error"
+    errors = [error for error in app.main.error]  # beside the status box, not hidden inside it
+    assert errors and "no_such_folder" in errors[0].value.replace("\\", "") and "`" not in errors[0].value
+
+
+def test_bundled_runs_are_not_offered_for_new_concepts(results, computed_run):
+    import shutil
+
+    bundled = results / "bundled_copy"
+    shutil.copytree(computed_run["run_dir"], bundled)
+    (bundled / "thumbnails").mkdir()
+    app = open_run_page()
+    offered = app.selectbox(key="redescribe_run").options
+    assert len(offered) == 1  # the computed run, not its bundled copy
+    reasons = [t.value for t in app.text if "read-only" in t.value]
+    assert len(reasons) == 1 and "bundle" in reasons[0]
