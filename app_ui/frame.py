@@ -10,6 +10,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app_ui.downloads import share_section
 from app_ui.hosting import hosted
+from app_ui.naming import MAX_NAME, clean_name, rename, run_key, saved_names
 from app_ui.pickers import MODELS_KEY, default_selection, persistent
 from app_ui.sources import (
     PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
@@ -72,6 +73,10 @@ def page_frame(title: str) -> Frame:
     # Copies: labels are made unique on them without touching the session's stored runs.
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
     all_runs = folder_runs + list(uploaded.values())
+    keys = [run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
+    names = saved_names()
+    for run, key in zip(all_runs, keys):
+        run.label = names.get(key, run.label)
     make_labels_unique(all_runs)
     notes_section(all_runs)
     runs = {run.label: run for run in all_runs}
@@ -92,10 +97,36 @@ def page_frame(title: str) -> Frame:
              "Labels made by NetDissect or MILAN say so in the name.",
     )
     selected = [runs[label] for label in chosen]
+    _rename_section(runs, dict(zip((run.label for run in all_runs), keys)), errors)
     if not hosted():  # building a bundle draws images with the model: not for a hosted demo
         share_section(selected)
     st.title(title)
     return Frame(runs=runs, selected=selected, controls=controls)
+
+
+def _rename_section(runs: dict[str, Run], keys: dict[str, str], errors: DeltaGenerator) -> None:
+    """Sidebar form to rename a loaded run; the picker keeps the run picked under its new name."""
+    if not runs:
+        return
+    with st.sidebar.expander("Rename a model", icon=":material/edit:"):
+        with st.form("rename_form", border=False):
+            old = st.selectbox("Model", list(runs), key="rename_model")
+            new = st.text_input("New name", key="rename_name", max_chars=MAX_NAME)
+            submitted = st.form_submit_button("Rename")
+    if not submitted or old is None:
+        return
+    name = clean_name(new)
+    if name is None:
+        errors.error(f"A name needs 1 to {MAX_NAME} characters, without control characters.", icon=":material/error:")
+        return
+    if name != old and name in runs:
+        errors.error(f"Another model is already called {md(name)}.", icon=":material/error:")
+        return
+    key = keys[old]
+    rename(key, name, persist=not key.startswith("upload:"))
+    shadow = f"_{MODELS_KEY}"
+    st.session_state[shadow] = [name if label == old else label for label in st.session_state.get(shadow, [])]
+    st.rerun()
 
 
 def require_models(frame: Frame, minimum: int) -> list[Run]:

@@ -16,8 +16,9 @@ import pandas as pd
 BAR_STEP = 18
 # Model legends below the chart, two columns, full names: readable with up to 8 models.
 MODEL_LEGEND = alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=400)
-# Height of the per-layer charts, fixed so that a tall legend cannot squeeze the plot away.
-LAYER_CHART_HEIGHT = 260
+# Height of the per-layer charts. Streamlit fits the whole chart (axes and legend too)
+# into it, so it is generous: with a tall legend, less left the plot only a sliver.
+LAYER_CHART_HEIGHT = 420
 
 # Concept names on a bar chart's axis: every one drawn (Vega may otherwise thin out
 # labels it thinks overlap, e.g. under Streamlit's theme), cut only when very long.

@@ -123,3 +123,32 @@ def test_overview_with_eight_models() -> None:
     assert {row[0] for row in table(at, 0)} == set(picked)
     heights = [spec.get("height") for spec in vega_specs(at)]
     assert heights == [charts.LAYER_CHART_HEIGHT] * 2
+
+
+# --------------------------------------------------------------------------- renaming
+
+def rename(at: AppTest, old: str, new: str) -> AppTest:
+    at.sidebar.selectbox(key="rename_model").set_value(old)
+    at.sidebar.text_input(key="rename_name").set_value(new)
+    (submit,) = [button for button in at.sidebar.button if button.label == "Rename"]
+    return rerun(submit.click())
+
+
+def test_a_renamed_run_keeps_its_name_and_stays_picked(tmp_path) -> None:
+    at = open_app()
+    rename(at, IMAGENET, "  ImageNet   baseline ")
+    picker = at.sidebar.multiselect(key="models")
+    assert "ImageNet baseline" in picker.options and IMAGENET not in picker.options
+    assert picker.value == ["ImageNet baseline", PLACES]
+    names = json.loads((app_ui.results_dir() / "names.json").read_text())
+    assert list(names.values()) == ["ImageNet baseline"]
+    assert "ImageNet baseline" in open_app().sidebar.multiselect(key="models").options  # a new session too
+
+
+def test_a_name_that_is_empty_or_taken_is_refused() -> None:
+    at = open_app()
+    rename(at, IMAGENET, "   ")
+    assert "1 to 80 characters" in at.sidebar.error[0].value
+    rename(at, IMAGENET, PLACES)
+    assert "already called" in at.sidebar.error[0].value
+    assert IMAGENET in at.sidebar.multiselect(key="models").options
