@@ -225,8 +225,9 @@ def _run_bundle(args: argparse.Namespace) -> int:
 
 def _add_host_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="a new (or empty) folder")
-    parser.add_argument("sources", nargs="+", metavar="BUNDLE_OR_RUN",
-                        help="results bundles (.zip), run folders, result files or folders of them")
+    parser.add_argument("sources", nargs="*", metavar="BUNDLE_OR_RUN",
+                        help="results bundles (.zip), run folders, result files or folders of them "
+                             "(none: the built-in demo)")
     parser.add_argument("--title", default=None, help="the app's title on the Space (default: CLIP-Dissect explorer)")
     parser.add_argument("--device", default="cpu", help="device for bundling run folders (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

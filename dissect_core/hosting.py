@@ -13,6 +13,9 @@ Hugging Face Space (Docker template) or a Streamlit Community Cloud app::
     Dockerfile                  port 8501, a health check on /_stcore/health, hosted mode on
     README.md                   the Space's front matter and the steps for both hosts
 
+With no sources, ``results/`` stays empty and the app opens on its built-in demo
+(``dissect_core.demo``, shipped inside ``dissect_core/``).
+
 Everything a visitor sees is baked in when the folder is written: at serve time the
 app reads its own ``results/`` folder and nothing from a visitor picks a path. The
 folder is built beside ``out`` and renamed into place when complete, so a failure
@@ -60,7 +63,7 @@ def write_host_folder(
     progress: Optional[ProgressFn] = None,
 ) -> HostFolder:
     """Write the hosted app with ``sources`` baked in: bundles (.zip), run folders, result
-    files and folders of result files (``results.load_runs``).
+    files and folders of result files (``results.load_runs``); none: the built-in demo.
 
     Runs that are not bundles yet are bundled first (``bundle.export_bundle``: thumbnails and activation
     maps of each unit's top images, so the host needs neither probe images nor weights).
@@ -73,7 +76,9 @@ def write_host_folder(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInputError(f"{out} already exists and is not an empty folder: choose a new folder.")
     if not sources:
-        raise InvalidInputError("Give at least one results bundle (.zip) or run folder to host.")
+        from .demo import demo_runs
+
+        demo_runs()  # the built-in demo is what the folder will show: fail now if it is missing
     missing = [str(s) for s in sources if not Path(s).exists()]
     if missing:
         raise InvalidInputError(f"Not found: {', '.join(missing)}. Give bundles (.zip), run folders or result files.")
@@ -98,6 +103,7 @@ def write_host_folder(
             shutil.copytree(app_root / name, staging / name, ignore=_SKIPPED)
         shutil.copy2(requirements, staging / "requirements.txt")
         results = staging / RESULTS_DIR
+        results.mkdir()
         unpacked: list[Path] = []
         for path in bundles:
             with path.open("rb") as handle:
@@ -113,7 +119,7 @@ def write_host_folder(
             f'{HOSTED_ENV} = "1"\n', encoding="utf-8")
         (staging / "Dockerfile").write_text(dockerfile(), encoding="utf-8")
         (staging / ".dockerignore").write_text("__pycache__/\n*.pyc\n.git/\n", encoding="utf-8")
-        (staging / "README.md").write_text(readme(title), encoding="utf-8")
+        (staging / "README.md").write_text(readme(title, demo=not sources), encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty, checked above
         staging.rename(out)
@@ -180,7 +186,7 @@ CMD ["streamlit", "run", "streamlit_app.py", "--server.port={PORT}", "--server.a
 """
 
 
-def readme(title: str) -> str:
+def readme(title: str, demo: bool = False) -> str:
     """The folder's README: the Space's front matter, then how to publish on either host."""
     front = "\n".join([
         "---",
@@ -193,12 +199,14 @@ def readme(title: str) -> str:
         "pinned: false",
         "---",
     ])
+    shown = ("the built-in demo (a small CNN trained on Fashion-MNIST against the same network "
+             "untrained)" if demo else
+             f"the runs in `{RESULTS_DIR}/` (unpacked from their results bundles when this folder was written)")
     return f"""{front}
 
 # {title}
 
-A read-only CLIP-Dissect explorer: the runs in `{RESULTS_DIR}/` (unpacked from their
-results bundles when this folder was written) compared on every page. Visitors can
+A read-only CLIP-Dissect explorer: {shown} compared on every page. Visitors can
 browse and upload their own CSVs or bundles for their session; nothing they send is
 kept. Written by `python -m dissect_core host`.
 

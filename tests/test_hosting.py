@@ -161,3 +161,25 @@ def test_host_folder_starts_with_the_dockerfile_command(hosted: dict) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_host_without_sources_serves_the_built_in_demo(tmp_path: Path) -> None:
+    pytest.importorskip("dissect_core.demo", reason="the built-in demo (helper `demo`) is not on this branch yet")
+    assert main(["host", str(tmp_path / "site"), "--quiet"]) == 0
+    site = tmp_path / "site"
+    assert list((site / "results").iterdir()) == []
+    assert (site / "dissect_core" / "demo_data" / "demo.json").is_file()
+    script = textwrap.dedent("""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
+        assert not at.exception, [e.value for e in at.exception]
+        print(any(info.value.startswith("**Demo.**") for info in at.info), len(at.metric) > 0,
+              "torch" in sys.modules)
+    """)
+    env = {**os.environ, "DISSECT_HOSTED": "1", "PYTHONPATH": str(site)}
+    env.pop("DISSECT_RESULTS_DIR", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=site, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-3:] == ["True", "True", "False"]
