@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from . import __version__, catalog
 from .clip import CLIP_ALIASES
+from .concept_sources import CONCEPT_SOURCES
 from .concepts import CONCEPT_SETS
 from .errors import DissectError, InvalidInputError, in_words
 from .models import NAMED_MODELS
@@ -95,6 +96,12 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--num_workers", type=int, default=None, help="image-loading worker processes")
     extra.add_argument("--top_images", type=int, default=default["top_images"],
                        help=f"top images kept per unit (default {default['top_images']})")
+    extra.add_argument("--concept_source", default=default["concept_source"], choices=CONCEPT_SOURCES.names(),
+                       help="; ".join(f"{entry.name}: {entry.description}" for entry in CONCEPT_SOURCES)
+                       + f" (default: {default['concept_source']})")
+    extra.add_argument("--probe_labels", default=None,
+                       help="with --concept_source labels: a CSV (image,label) of the probe images' labels; "
+                            "without it, each image's class sub-folder is its label")
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -133,6 +140,8 @@ def config_from_args(args: argparse.Namespace) -> DescribeConfig:
         imagenet_val_dir=args.imagenet_val_dir,
         download=args.download,
         num_workers=args.num_workers,
+        concept_source=args.concept_source,
+        probe_labels=args.probe_labels,
         top_images=args.top_images,
     )
 

@@ -28,6 +28,7 @@ from .cache import (FeatureCache, check_activations, check_image_features, check
                     check_text_features)
 from .catalog import pool_modes
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
+from .concept_sources import CONCEPT_SOURCES
 from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
 from .errors import InvalidInputError, about
@@ -69,6 +70,11 @@ class DescribeConfig:
     download: bool = False
     num_workers: Optional[int] = None
     top_images: int = 100
+    # "labels": concepts are the probe images' labels instead of concept_set's
+    # texts through CLIP (dissect_core.concept_sources); clip_model is then unused.
+    concept_source: str = "clip"
+    probe_labels: Optional[str] = None  # labels CSV (image,label) for the labels source
+    run_name: Optional[str] = None  # shown instead of "model · probe · concept set"
 
 
 @dataclass
@@ -123,6 +129,11 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
     settings = {key: value for key, value in manifest.config.items() if key in known}
     settings.update(target_layers=tuple(manifest.layers), target_model=manifest.target_model,
                     clip_model=manifest.clip_model, concept_set=manifest.concept_set.source)
+    if settings.get("concept_source") == "labels" and "concept_set" in overrides:
+        raise InvalidInputError(
+            f"{run.label} takes its concepts from its probe images' labels, so it cannot be given a concept "
+            "set: run a new dissection with the CLIP concept source instead."
+        )
     settings.update(overrides)
     return DescribeConfig(**settings)
 
@@ -187,12 +198,16 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         cache = FeatureCache(config.activation_dir, on_problem=warn)
     with about("device"):
         device = resolve_device(config.device)
-    with about("concept_set"):
-        concepts = (
-            config.concept_set if isinstance(config.concept_set, ConceptSet) else load_concept_set(config.concept_set)
-        )
-    with about("clip_model"):
-        clip_name, clip_weights = _clip_identity(config.clip_model)
+    with about("concept_source"):
+        concept_source = CONCEPT_SOURCES.get(config.concept_source).value
+    if concept_source is None:
+        with about("concept_set"):
+            concepts = (
+                config.concept_set if isinstance(config.concept_set, ConceptSet)
+                else load_concept_set(config.concept_set)
+            )
+        with about("clip_model"):
+            clip_name, clip_weights = _clip_identity(config.clip_model)
     with about("d_probe"):
         probe = open_probe(
             config.d_probe,
@@ -215,6 +230,12 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     with about("target_layers"):
         for layer in layers:
             get_layer(target.module, layer)
+    labelled = None
+    if concept_source is not None:
+        with about("probe_labels"):
+            labelled = concept_source(probe, config.probe_labels)
+        # No CLIP model: the manifest names the source in its place.
+        concepts, clip_name, clip_weights = labelled.concepts, "labels", labelled.fingerprint
     lap("load")
 
     # 2. Look up every stage in the cache.
@@ -225,17 +246,23 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         for layer in layers
     }
     layer_keys = {layer: cache.key("activations", **parts) for layer, parts in layer_parts.items()}
-    image_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, probe=probe.fingerprint)
-    image_key = cache.key("clip_images", **image_parts)
-    text_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, concepts=concepts.sha256)
-    text_key = cache.key("clip_texts", **text_parts)
-
     activations = {layer: cache.load("activations", layer_keys[layer], check_activations) for layer in layers}
-    image_features = cache.load("clip_images", image_key, check_image_features)
-    text_features = cache.load("clip_texts", text_key, check_text_features(len(concepts)))
     reused = [f"activations {layer}" for layer, entry in activations.items() if entry is not None]
-    reused += ["CLIP image features"] if image_features is not None else []
-    reused += ["CLIP text features"] if text_features is not None else []
+    if labelled is None:
+        image_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, probe=probe.fingerprint)
+        image_key = cache.key("clip_images", **image_parts)
+        text_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, concepts=concepts.sha256)
+        text_key = cache.key("clip_texts", **text_parts)
+        image_features = cache.load("clip_images", image_key, check_image_features)
+        text_features = cache.load("clip_texts", text_key, check_text_features(len(concepts)))
+        reused += ["CLIP image features"] if image_features is not None else []
+        reused += ["CLIP text features"] if text_features is not None else []
+    else:  # cheap to rebuild, so not stored; the keys make the similarity entries specific to the labels
+        image_key = cache.key("label_images", probe=probe.fingerprint, labels=labelled.fingerprint)
+        text_key = cache.key("label_texts", concepts=concepts.sha256)
+        image_features = {"features": labelled.image_features, "image_indices": torch.arange(len(probe)),
+                          "skipped": []}
+        text_features = {"features": labelled.text_features}
 
     clip = config.clip_model if isinstance(config.clip_model, ClipModel) else None
     if clip is None and (image_features is None or text_features is None):
@@ -315,11 +342,11 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     skipped_labels = [probe.item_label(i) for i in skipped]
     run_dir = new_run_dir(config.result_dir, target.name)
     args = {
-        "clip_model": clip_name if isinstance(config.clip_model, ClipModel) else config.clip_model,
+        "clip_model": clip_name if labelled or isinstance(config.clip_model, ClipModel) else config.clip_model,
         "target_model": target.name,
         "target_layers": layers,
         "d_probe": config.d_probe,
-        "concept_set": config.concept_set if isinstance(config.concept_set, str) else concepts.name,
+        "concept_set": config.concept_set if isinstance(config.concept_set, str) and not labelled else concepts.name,
         "batch_size": config.batch_size,
         "device": str(device),
         "activation_dir": str(config.activation_dir),
