@@ -175,6 +175,27 @@ def _add_download_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_dir", default="data")
 
 
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="folder for the run folders (created if needed)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo
+    from .progress import TqdmProgress
+
+    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    try:
+        folders = write_demo(args.out, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    for folder in folders:
+        print(f"Wrote {folder}")
+    print(f"Open them with: streamlit run streamlit_app.py -- --results {args.out}")
+    return 0
+
+
 def _run_download(args: argparse.Namespace) -> int:
     from .progress import TqdmProgress
 
@@ -285,6 +306,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "describe the units of the target layers (the reference's describe_neurons.py)",
         _add_describe_arguments, _run_describe,
         "Describe units with CLIP-Dissect. Flags and defaults follow the reference tool.",
+    ),
+    "demo": Subcommand(
+        "write the built-in demo (a small CNN trained on Fashion-MNIST vs untrained) as run folders",
+        _add_demo_arguments, _run_demo,
+        "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
+        "concepts, into OUT (seconds on a CPU; no downloads). Open them with "
+        "streamlit run streamlit_app.py -- --results OUT.",
     ),
     "download": Subcommand("fetch a dataset or weight file ahead of time", _add_download_arguments, _run_download),
     "bundle": Subcommand(

@@ -33,6 +33,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from . import small_cnn
 from .downloads import download_file
 from .files import file_sha256, weight_file_problem
 from .errors import InvalidInputError, MissingResourceError
@@ -122,6 +123,8 @@ def load_target_model(
             )
         return _from_checkpoint(name, named.architecture, Path(checkpoint), named.preprocess(),
                                 label=f"{name} checkpoint")
+    if name == small_cnn.NAME:
+        return _small_cnn(checkpoint)
     arch = _check_arch(name)
     if checkpoint is not None:
         return _from_checkpoint(name, arch, Path(checkpoint), _default_preprocess(arch), label=f"{arch} checkpoint")
@@ -153,7 +156,7 @@ def get_layer(module: nn.Module, name: str) -> nn.Module:
 
 def check_model_name(name: str) -> None:
     """Raise an InvalidInputError, with close matches, unless ``name`` is a target model name."""
-    if name.strip() not in NAMED_MODELS:
+    if name.strip() not in NAMED_MODELS and name.strip() != small_cnn.NAME:
         _check_arch(name.strip())
 
 
@@ -245,6 +248,30 @@ def _from_checkpoint(
         preprocess=preprocess,
         weights_id=file_sha256(path),
         source=f"{label} {path.resolve()}" + (f" ({classes} classes)" if classes else ""),
+    )
+
+
+def _small_cnn(checkpoint: str | Path | None) -> TargetModel:
+    if checkpoint is None:
+        raise InvalidInputError(
+            f"{small_cnn.NAME} has no default weights: pass a checkpoint of it (--target_checkpoint). "
+            "The built-in demo's are in dissect_core/demo_data/weights/."
+        )
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise MissingResourceError(
+            f"The checkpoint {path.name}", looked_in=str(path.resolve()),
+            how_to_fix=f"Check the checkpoint path (relative paths start at {Path.cwd()}).",
+        )
+    state = _read_state_dict(path)
+    module = small_cnn.from_state_dict(state, str(path))
+    _load_strict(module, state, path)
+    return TargetModel(
+        name=small_cnn.NAME,
+        module=_finish(module),
+        preprocess=small_cnn.preprocess(),
+        weights_id=file_sha256(path),
+        source=f"{small_cnn.NAME} checkpoint {path.resolve()} ({module.fc.out_features} classes)",
     )
 
 

@@ -392,9 +392,16 @@ def read_args(path: Path) -> dict:
     return value
 
 
+MAX_RUN_NAME_CHARS = 120
+
+
 def run_label(args: dict, manifest: Optional[RunManifest], fallback: str, method: str = CLIP_DISSECT) -> str:
     """A display name: model · probe · concept set (or the folder name when unknown), then
-    the method when it is not CLIP-Dissect."""
+    the method when it is not CLIP-Dissect. A run given a name (``DescribeConfig.run_name``) is
+    shown by that name."""
+    name = manifest.config.get("run_name") if manifest is not None else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()[:MAX_RUN_NAME_CHARS]
     if manifest is not None:
         model, probe, concepts = manifest.target_model, manifest.probe.name, manifest.concept_set.name
     else:

@@ -1,0 +1,141 @@
+"""The built-in demo: its build script (on a tiny synthetic data set), the committed
+artefacts, and ``python -m dissect_core demo OUT``."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dissect_core import demo
+from dissect_core.cli import main
+from dissect_core.results import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_build_script():
+    spec = importlib.util.spec_from_file_location("build_demo", ROOT / "scripts" / "build_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def write_standin_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 120, seed: int = 0) -> None:
+    """Fashion-MNIST's four IDX files, with a bright bar at a class-specific row in each image."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for image, label in zip(images, labels):
+            image[2 * label + 4: 2 * label + 7, 4:24] = 230
+        image_file, label_file = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                                  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}[split]
+        write_idx(folder / image_file, images, 2051)
+        write_idx(folder / label_file, labels, 2049)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_demo")
+    write_standin_fashion_mnist(root / "fashion-mnist")
+    info = load_build_script().build(root / "fashion-mnist", root / "demo_data", epochs=1, train_images=150,
+                                     per_class=10, width=4, seed=0, log=lambda *_: None)
+    return root, info
+
+
+def test_build_script_writes_every_artefact(tiny_demo):
+    root, info = tiny_demo
+    out = root / "demo_data"
+    assert info["train_images"] == 150 and info["probe_images"] == 100
+    assert set(info["figures"]["test_accuracy"]) == {"trained", "untrained"}
+    assert json.loads((out / demo.INFO_FILE).read_text()) == info
+    assert "MIT License" in (out / demo.LICENCE_FILE).read_text()
+    assert (out / demo.CLASSES_FILE).read_text().splitlines() == list(demo.CLASSES)
+    assert sorted(p.name for p in (out / demo.PROBE_DIR).iterdir()) == sorted(demo.CLASSES)
+    assert all(len(list((out / demo.PROBE_DIR / c).glob("*.png"))) == 10 for c in demo.CLASSES)
+    for model in demo.MODELS.values():
+        assert (out / demo.WEIGHTS_DIR / model.checkpoint).is_file()
+
+
+def test_built_runs_show_heatmaps_without_the_model(tiny_demo):
+    root, _ = tiny_demo
+    out = root / "demo_data"
+    runs = [load_run(folder) for folder in demo.demo_runs(out)]
+    assert [run.label for run in runs] == [m.run_name for m in demo.MODELS.values()]
+    for run in runs:
+        assert run.layers == list(demo.LAYERS)
+        assert set(run.descriptions["description"]) <= set(demo.CLASSES)
+        assert run.manifest["concept_source"] == "labels"
+        assert sorted(p.name for p in (run.path / "maps").iterdir()) == ["conv1.npy", "conv2.npy", "conv3.npy"]
+        assert len(list((run.path / "thumbnails").glob("*.jpg"))) > 0
+        # The build machine's folders are not recorded in the committed files.
+        for name in ("manifest.json", "args.txt"):
+            text = (run.path / name).read_text()
+            assert str(root) not in text and "/tmp" not in text
+
+
+def test_built_runs_match_a_rerun_of_the_pipeline(tiny_demo, tmp_path):
+    root, _ = tiny_demo
+    out = root / "demo_data"
+    rerun = demo.dissect(out, tmp_path)
+    for stored, result in zip(demo.demo_runs(out), rerun):
+        expected = load_run(stored).descriptions
+        assert result.run.descriptions["description"].tolist() == expected["description"].tolist()
+
+
+# --------------------------------------------------------------------------- the committed demo
+
+@pytest.fixture(scope="module")
+def committed():
+    return [load_run(folder) for folder in demo.demo_runs()]
+
+
+def test_committed_demo_is_small_and_documented():
+    info = demo.demo_info()
+    size = sum(f.stat().st_size for f in demo.DEMO_DIR.rglob("*") if f.is_file())
+    assert size <= 5 * 1024**2
+    assert info["figures"]["test_accuracy"]["trained"] > 0.8
+    assert info["figures"]["test_accuracy"]["untrained"] < 0.2
+    assert "Zalando" in (demo.DEMO_DIR / demo.LICENCE_FILE).read_text()
+
+
+def test_trained_classifier_units_carry_their_class_and_untrained_ones_do_not(committed):
+    trained, untrained = committed
+
+    def output_layer_hits(run) -> int:
+        fc = run.units("fc")
+        return sum(label == demo.CLASSES[unit] for unit, label in zip(fc["unit"], fc["description"]))
+
+    assert output_layer_hits(trained) >= 9
+    assert output_layer_hits(untrained) <= 3
+
+
+def test_reading_the_demo_imports_no_torch():
+    code = ("import sys; from dissect_core.demo import demo_runs, demo_info; from dissect_core.results import "
+            "load_run; [load_run(p) for p in demo_runs()]; demo_info(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_demo_command_writes_runs_that_reproduce_the_committed_ones(committed, tmp_path, capsys):
+    assert main(["demo", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "streamlit run streamlit_app.py -- --results" in capsys.readouterr().out
+    written = sorted((tmp_path / "out").glob("*/descriptions.csv"))
+    assert len(written) == 2
+    runs = {run.label: run for run in (load_run(path) for path in written)}
+    for stored in committed:
+        fresh = runs[stored.label]
+        assert fresh.descriptions["description"].tolist() == stored.descriptions["description"].tolist()
+        assert np.allclose(fresh.descriptions["similarity"], stored.descriptions["similarity"], atol=1e-4)
