@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from app_ui.demo import demo_banner, demo_runs_to_show, offer_demo
 from app_ui.downloads import share_section
 from app_ui.hosting import hosted
 from app_ui.naming import MAX_NAME, clean_name, rename, run_key, saved_names
@@ -77,6 +78,8 @@ def page_frame(title: str) -> Frame:
     names = saved_names()
     for run, key in zip(all_runs, keys):
         run.label = names.get(key, run.label)
+    demo = demo_runs_to_show(other_runs_loaded=bool(all_runs))
+    all_runs = all_runs or demo
     make_labels_unique(all_runs)
     notes_section(all_runs)
     runs = {run.label: run for run in all_runs}
@@ -101,6 +104,8 @@ def page_frame(title: str) -> Frame:
     if not hosted():  # building a bundle draws images with the model: not for a hosted demo
         share_section(selected)
     st.title(title)
+    if demo:
+        demo_banner()
     return Frame(runs=runs, selected=selected, controls=controls)
 
 
@@ -159,6 +164,7 @@ def how_to_get_results() -> None:
             "as CLIP-Dissect writes them), or a results bundle (.zip) exported from this app, under "
             "*Add results* in the sidebar. They stay in your browser session."
         )
+        offer_demo()
         return
     st.markdown(
         "**Three ways to get results in:**\n"
@@ -172,3 +178,4 @@ def how_to_get_results() -> None:
         f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
     )
     st.page_link(RUN_PAGE, label="Run CLIP-Dissect", icon=":material/play_arrow:")
+    offer_demo()

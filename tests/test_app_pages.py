@@ -165,7 +165,7 @@ def test_model_and_layer_choice_persist_across_pages() -> None:
 
 def test_how_to_get_results_without_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    at = open_app()
+    at = rerun(open_app().button(key="demo_hide").click())  # the built-in demo shows until put away
     assert at.info[0].value == "No CLIP-Dissect results are loaded yet."
     assert "--results DIR" in at.markdown[0].value
     assert not at.get("vega_lite_chart")

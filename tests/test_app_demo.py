@@ -1,0 +1,110 @@
+"""AppTest: a fresh app with no results shows the built-in demo on every page, with its numbers."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import app_ui
+from dissect_core import analysis
+from dissect_core.demo import demo_runs
+from dissect_core.results import load_run
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "streamlit_app.py")
+
+
+@pytest.fixture(autouse=True)
+def nothing_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
+    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "no_runs_yet"))
+    st.cache_data.clear()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return [load_run(folder) for folder in demo_runs()]
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shows_demo_banner(at: AppTest) -> bool:
+    return any(info.value.startswith("**Demo.**") for info in at.info)
+
+
+def test_overview_shows_the_demo_with_its_counts(demo):
+    at = open_page()
+    trained, untrained = demo
+    assert at.sidebar.multiselect(key="models").value == [trained.label, untrained.label]
+    assert shows_demo_banner(at)
+    units = [len(run.descriptions) for run in demo]
+    overall = [run.descriptions["description"].nunique() for run in demo]
+    assert [(m.label, m.value) for m in at.metric] == [
+        ("Units", str(units[0])), ("Distinct concepts overall", str(overall[0])),
+        ("Units", str(units[1])), ("Distinct concepts overall", str(overall[1])),
+    ]
+    counts = at.dataframe[0].value
+    assert counts[["model", "layer"]].values.tolist() == [
+        [run.label, layer] for run in demo for layer in run.layers]
+
+
+def test_shared_concepts_shows_the_demo(demo):
+    at = open_page("pages/2_Shared_concepts.py")
+    assert shows_demo_banner(at)
+    assert [h.value for h in at.subheader] == [f"Layer {layer}" for layer in demo[0].layers]
+    min_units = at.slider[0].value
+    expected = sorted((run.label, row.concept, row.n_units) for run in demo
+                      for row in analysis.shared_concepts(run.descriptions, min_units).itertuples())
+    shown = [row for frame in at.dataframe for row in zip(frame.value["model"], frame.value["concept"],
+                                                         frame.value["n_units"])]
+    assert expected and sorted(shown) == expected
+
+
+def test_model_differences_shows_the_demo(demo):
+    at = open_page("pages/3_Model_differences.py")
+    assert shows_demo_banner(at)
+    expected = analysis.jaccard_by_layer(demo[0].descriptions, demo[1].descriptions)
+    shown = at.dataframe[0].value
+    assert shown["jaccard"].round(6).tolist() == expected["jaccard"].round(6).tolist()
+    assert len(shown) == len(demo[0].layers)
+
+
+def test_unit_explorer_shows_demo_heatmaps_and_masks(demo):
+    at = open_page("pages/4_Unit_explorer.py")
+    assert shows_demo_banner(at)
+    trained = demo[0]
+    expected = trained.units("conv1")["description"].iloc[0]
+    assert at.subheader[0].value == f"conv1 · unit 0: {expected}"
+    assert [tab.label for tab in at.tabs] == ["Heatmaps", "Masks (top 0.5 %)", "Images"]
+    assert len(at.tabs[0].get("image")) == 10 and len(at.tabs[1].get("image")) == 10
+
+
+def test_the_demo_can_be_put_away_and_brought_back():
+    at = open_page()
+    at.button(key="demo_hide").click().run()
+    assert not shows_demo_banner(at)
+    assert at.info[0].value == "No CLIP-Dissect results are loaded yet."
+    assert at.sidebar.multiselect(key="models").options == []
+    at.switch_page("pages/2_Shared_concepts.py").run()  # stays away on the other pages
+    assert not shows_demo_banner(at)
+    at.button(key="demo_show").click().run()
+    assert shows_demo_banner(at)
+
+
+def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
+    results = tmp_path / "mine" / "run"
+    results.mkdir(parents=True)
+    (results / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer2,0,red,0.2\n")
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "mine")])
+    at = open_page()
+    assert not shows_demo_banner(at)
+    assert at.sidebar.multiselect(key="models").options == ["run"]
