@@ -8,6 +8,7 @@ controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
 
 * ``frame``: page frame, navigation, "no results yet" hints;
 * ``sources``: where runs come from (result folders, uploaded CSVs and bundles);
+* ``demo``: the built-in demo, shown while nothing else is loaded;
 * ``pickers``: persistent widgets, model and layer pickers, Unit explorer deep links;
 * ``downloads``: tables, charts and results bundles to download;
 * ``unit_views``: a unit's top images with heatmaps and masks;

@@ -82,6 +82,8 @@ def redescribe_blocker(run: Run) -> Optional[str]:
     imported = results_dir().resolve() / "imported"
     if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
         return "imported from a results bundle; bundled runs are read-only."
+    if run.manifest.config.get("concept_source", "clip") != "clip":
+        return "its concepts are its probe images' labels, so it takes no concept list."
     sources = run.sources
     for root in _probe_roots(sources.probe_spec or {}):
         if not Path(root).is_dir():

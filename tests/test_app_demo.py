@@ -108,3 +108,8 @@ def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
     at = open_page()
     assert not shows_demo_banner(at)
     assert at.sidebar.multiselect(key="models").options == ["run"]
+
+
+def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():
+    at = open_page("pages/5_Run.py")
+    assert "redescribe_run" not in [box.key for box in at.selectbox]
