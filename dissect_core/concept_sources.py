@@ -24,9 +24,11 @@ concepts, Q = softmax(a·P) with the reference's a = 10, then gives a single-lab
 image's own label e¹⁰/(e¹⁰ + C − 1): 0.9996 with C = 10 concepts and still 0.96
 with 1,000, so Q is close to the label distribution itself and a unit's score
 counts, with soft-WPMI's rank weights, how many of its top images carry each
-label. An image with k labels splits the mass between them (about 1/k each while
-a/√k stays large against log C); raise ``a`` for many labels per image. The
-cosine functions use P's columns, the label indicators, directly.
+label; each top image without the label costs log(1 − p_j), −6.2 to −3.5 down the
+ranks, so scores are on another scale than CLIP runs'. An image with k labels splits
+the mass between them (about 1/k each while a/√k stays large against log C); raise
+``a`` for many labels per image. The cosine functions use P's columns, the label
+indicators, directly.
 """
 from __future__ import annotations
 
