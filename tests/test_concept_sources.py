@@ -38,10 +38,10 @@ def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, simi
     result = describe(labels_config(root, tmp_path, similarity_fn=similarity_fn))
     assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
     manifest = result.run.manifest
-    assert manifest["concept_source"] == "labels"
-    assert manifest["clip_model"] is None
-    assert manifest["concept_set"]["n_concepts"] == len(COLOURS)
-    assert manifest["concept_set"]["source"] == "class sub-folders"
+    assert manifest.config["concept_source"] == "labels"
+    assert manifest.clip_model == "labels"
+    assert manifest.concept_set.n_concepts == len(COLOURS)
+    assert manifest.concept_set.source == "class sub-folders"
 
 
 def test_labels_csv_gives_several_labels_per_image(planted_probe, tmp_path):

@@ -77,7 +77,7 @@ def test_built_runs_show_heatmaps_without_the_model(tiny_demo):
     for run in runs:
         assert run.layers == list(demo.LAYERS)
         assert set(run.descriptions["description"]) <= set(demo.CLASSES)
-        assert run.manifest["concept_source"] == "labels"
+        assert run.manifest.config["concept_source"] == "labels"
         assert sorted(p.name for p in (run.path / "maps").iterdir()) == ["conv1.npy", "conv2.npy", "conv3.npy"]
         assert len(list((run.path / "thumbnails").glob("*.jpg"))) > 0
         # The build machine's folders are not recorded in the committed files.
