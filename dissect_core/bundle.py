@@ -3,7 +3,7 @@
 A bundle opens on a machine that has neither the probe images nor the model
 weights: besides the run files it stores each unit's top images as small
 thumbnails and the unit's activation maps on them, from which the app draws the
-same heatmaps and masks (``heatmaps.stored_unit_images``). Layout::
+same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
 
     bundle.json                      {"format": "dissect_core-bundle/1", "created": ISO time,
                                       "runs": [{"label", "folder", "images": bool, "why"?, ...}]}
@@ -21,8 +21,10 @@ same heatmaps and masks (``heatmaps.stored_unit_images``). Layout::
                                      unit ``u``'s maps on its top images, in the rank order of
                                      top_images.csv (layers with spatial maps only)
 
-Thumbnails and maps are left out for runs whose probe set or model cannot be
-reopened (e.g. runs imported from the reference tool's CSVs); bundle.json says why.
+The maps are the ones the run stored (``unit_views``: the model is not run);
+only runs that stored none are run through the model again. Thumbnails and maps
+are left out for runs whose probe set (or, for those, model) cannot be reopened
+(e.g. runs imported from the reference tool's CSVs); bundle.json says why.
 
 The standard library's ``zipfile`` reads and writes bundles: zip is what users can
 open anywhere, and it needs no extra dependency. ``import_bundle`` treats a bundle
@@ -54,10 +56,14 @@ from .progress import ProgressFn, report
 from .results import (
     ARGS_FILE,
     DESCRIPTIONS_FILE,
+    LABELS_FILE,
     MANIFEST_FILE,
+    MAPS_DIR,
+    THUMBNAILS_DIR,
     TOP_CONCEPTS_FILE,
     TOP_IMAGES_FILE,
     UNIT_STATS_FILE,
+    VIEWS_FILE,
     Run,
     read_descriptions,
 )
@@ -68,10 +74,6 @@ if TYPE_CHECKING:
 BUNDLE_FORMAT = "dissect_core-bundle/1"
 BUNDLE_FILE = "bundle.json"
 RUNS_DIR = "runs"
-THUMBNAILS_DIR = "thumbnails"
-LABELS_FILE = "labels.json"
-VIEWS_FILE = "views.json"
-MAPS_DIR = "maps"
 RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE)
 
 # Limits against zip bombs: far above any real bundle (a full Broden run is ~100 MB).
@@ -185,58 +187,80 @@ def _unit_views_data(
 ) -> tuple[dict[int, bytes], dict[str, str], dict[str, np.ndarray]]:
     """(JPEG thumbnails by probe index, their labels, maps by layer) of a run's top images.
 
-    Each distinct image goes through the model once, in batches, with every layer
-    hooked; the hooks copy out just the (unit, rank) maps whose image is in the batch.
-    Raises ``DissectError`` when the probe set or the model cannot be reopened.
+    The maps are the run's stored ones; a run that stored fewer than ``images_per_unit``
+    per unit has its top images run through the model once more, in batches, with every
+    layer recorded. Raises ``DissectError`` when the probe set (or that model) cannot be reopened.
     """
     if run.top_images is None or run.top_images.empty:
         raise DissectError(
             "The run records no top images (the reference tool saves labels only), so only its labels are bundled."
         )
     # Torch is imported here so that importing bundles (the app's start-up path) stays light.
-    import torch
-
-    from .heatmaps import model_view, probe_for_run, target_for_run
-    from .models import get_layer
+    from .drawing import apply_view, view_steps
+    from .unit_views import layer_maps_file, probe_for_run, read_stored_maps
 
     probe = probe_for_run(run.sources)
-    target = target_for_run(run.sources)
     top = run.top_images[run.top_images["layer"].isin(run.layers)].sort_values(["layer", "unit", "rank"])
     top = top.groupby(["layer", "unit"], sort=False).head(images_per_unit)
-    gatherers = {layer: _MapGatherer(top[top["layer"] == layer]) for layer in run.layers
-                 if (top["layer"] == layer).any()}
     indices = sorted(set(top["image_index"].astype(int)))
+    stored = read_stored_maps(run.path) if run.path is not None else None
+    if stored is not None and stored.images_per_unit >= images_per_unit:
+        view = stored.view
+        maps = {}
+        for layer in run.layers:
+            path = layer_maps_file(run.path, layer)
+            if path.is_file():
+                maps[layer] = np.ascontiguousarray(np.load(path, mmap_mode="r")[:, :images_per_unit])
+        what = "images"
+    else:
+        target, maps = _live_maps(run, probe, top, indices, device, progress)
+        view = view_steps(target.preprocess)
+        what = "images (maps recorded, none were stored)"
     thumbnails: dict[int, bytes] = {}
     labels: dict[str, str] = {}
-    stage = f"bundle {run.label}: images and maps of {', '.join(gatherers)}"
+    stage = f"bundle {run.label}: {what}"
     report(progress, stage, 0, len(indices))
-    device = torch.device(device)
-    handles = []
-    try:
-        for layer, gatherer in gatherers.items():
-            handles.append(get_layer(target.module, layer).register_forward_hook(gatherer))
-        target.module.to(device).eval()
-        for start in range(0, len(indices), _BATCH_SIZE):
-            batch_indices = indices[start:start + _BATCH_SIZE]
-            originals = [probe.load_image(i) for i in batch_indices]
-            for index, original in zip(batch_indices, originals):
-                thumbnails[index] = _thumbnail_jpeg(model_view(target.preprocess, original), thumbnail_px)
-                labels[str(index)] = probe.item_label(index)
-            for gatherer in gatherers.values():
-                gatherer.batch_indices = np.asarray(batch_indices)
-            with torch.inference_mode():
-                target.module(torch.stack([target.preprocess(img) for img in originals]).to(device))
-            report(progress, stage, start + len(batch_indices), len(indices))
-    finally:
-        for handle in handles:
-            handle.remove()
-        target.module.to("cpu")
-    maps = {layer: g.maps for layer, g in gatherers.items() if g.maps is not None}
+    for done, index in enumerate(indices, 1):
+        thumbnails[index] = _thumbnail_jpeg(apply_view(view, probe.load_image(index)), thumbnail_px)
+        labels[str(index)] = probe.item_label(index)
+        if done % _BATCH_SIZE == 0 or done == len(indices):
+            report(progress, stage, done, len(indices))
     return thumbnails, labels, maps
 
 
+def _live_maps(run: Run, probe, top: pd.DataFrame, indices: list[int], device, progress: Optional[ProgressFn]):
+    """(target, maps by layer) for a run without stored maps: each distinct top image goes
+    through the model once, in batches, every layer recorded (``recording``)."""
+    import torch
+
+    from .recording import record_layers, resolve_layouts
+    from .unit_views import target_for_run
+
+    target = target_for_run(run.sources)
+    layers = [layer for layer in run.layers if (top["layer"] == layer).any()]
+    gatherers = {layer: _MapGatherer(top[top["layer"] == layer]) for layer in layers}
+    stage = f"bundle {run.label}: maps of {', '.join(layers)}"
+    report(progress, stage, 0, len(indices))
+    declared = {layer: run.manifest.layouts.get(layer) for layer in layers}
+    layouts = None
+    device = torch.device(device)
+    for start in range(0, len(indices), _BATCH_SIZE):
+        batch_indices = indices[start:start + _BATCH_SIZE]
+        batch = torch.stack([target.preprocess(probe.load_image(i)) for i in batch_indices])
+        if layouts is None:
+            layouts = resolve_layouts(target.module, layers, batch[:1], None,
+                                      {layer: name for layer, name in declared.items() if name})
+        for gatherer in gatherers.values():
+            gatherer.batch_indices = np.asarray(batch_indices)
+        with record_layers(target.module, layouts, lambda layer, output, layout: gatherers[layer](output, layout),
+                           device) as model, torch.inference_mode():
+            model(batch.to(device))
+        report(progress, stage, start + len(batch_indices), len(indices))
+    return target, {layer: g.maps for layer, g in gatherers.items() if g.maps is not None}
+
+
 class _MapGatherer:
-    """Forward hook that copies each unit's maps on its top images out of a batch."""
+    """Copies each unit's maps on its top images out of a batch's recorded output."""
 
     def __init__(self, rows: pd.DataFrame):
         self.units = rows["unit"].to_numpy(dtype=np.int64)
@@ -245,13 +269,9 @@ class _MapGatherer:
         self.depth = int(self.positions.max()) + 1
         self.batch_indices = np.zeros(0, dtype=np.int64)  # probe indices of the batch being run
         self.maps: Optional[np.ndarray] = None  # (units, depth, h, w), float16
-        self.spatial = True
 
-    def __call__(self, module, inputs, output) -> None:
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        if not self.spatial or output.dim() != 4:
-            self.spatial = False  # fc or transformer tokens: no map to draw
+    def __call__(self, output, layout) -> None:
+        if not layout.spatial:  # fc or transformer tokens: no map to draw
             return
         if self.maps is None:
             self.maps = np.zeros((output.shape[1], self.depth, *output.shape[2:]), dtype=np.float16)

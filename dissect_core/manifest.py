@@ -109,6 +109,7 @@ class RunManifest:
     warnings: list[str]  # problems worked around (damaged cache entries recomputed, ...)
     versions: dict[str, str]
     timings_s: dict[str, float]
+    layouts: dict[str, str] = field(default_factory=dict)  # layer -> recording layout; {} before they were recorded
     format_version: int = field(default=FORMAT_VERSION)
 
     @property

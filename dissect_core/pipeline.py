@@ -23,21 +23,24 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .activations import record_probe_pass
+from .activations import DEFAULT_TOP_MAPS, record_probe_pass, top_rows
 from .cache import (FeatureCache, check_activations, check_image_features, check_similarity,
                     check_text_features)
 from .catalog import pool_modes
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
 from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
+from .drawing import view_steps
 from .errors import InvalidInputError, about
 from .files import file_sha256
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
+from .recording import resolve_layouts
 from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
+from .unit_views import write_stored_maps
 
 TOP_CONCEPTS_KEPT = 5
 
@@ -69,6 +72,8 @@ class DescribeConfig:
     download: bool = False
     num_workers: Optional[int] = None
     top_images: int = 100
+    top_maps: int = DEFAULT_TOP_MAPS  # activation maps stored per unit, for unit views and bundles
+    layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
 
 
 @dataclass
@@ -159,6 +164,8 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         value = getattr(config, name)
         if value < 1:
             raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
+    if config.top_maps < 0:
+        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
     with about("num_workers"):
         check_num_workers(config.num_workers)
     return layers, params
@@ -215,13 +222,16 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     with about("target_layers"):
         for layer in layers:
             get_layer(target.module, layer)
+    layouts = resolve_layouts(target.module, layers, _sample_batch(probe, target), config.pool_mode,
+                              config.layer_layout)
     lap("load")
 
     # 2. Look up every stage in the cache.
     precision = "fp16" if device.type == "cuda" else "fp32"
     layer_parts = {
         layer: dict(target=target.name, weights=target.weights_id, layer=layer,
-                    pool_mode=config.pool_mode, probe=probe.fingerprint)
+                    pool_mode=config.pool_mode, layout=layouts[layer].name, top_maps=config.top_maps,
+                    probe=probe.fingerprint)
         for layer in layers
     }
     layer_keys = {layer: cache.key("activations", **parts) for layer, parts in layer_parts.items()}
@@ -250,21 +260,17 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         probe_pass = record_probe_pass(
             probe,
             target=target if missing_layers else None,
-            layers=missing_layers,
+            layouts={layer: layouts[layer] for layer in missing_layers},
             clip=clip if image_features is None else None,
             pool_mode=config.pool_mode,
+            top_maps=config.top_maps,
             batch_size=config.batch_size,
             device=device,
             num_workers=config.num_workers,
             progress=progress,
         )
         for layer, recorded in probe_pass.layers.items():
-            activations[layer] = {
-                "pooled": recorded.pooled,
-                "image_indices": recorded.image_indices,
-                "mask_threshold": recorded.mask_threshold,
-                "skipped": probe_pass.skipped,
-            }
+            activations[layer] = {**recorded.to_payload(), "skipped": probe_pass.skipped}
             cache.save("activations", layer_keys[layer], activations[layer], layer_parts[layer])
         if probe_pass.clip_image_features is not None:
             image_features = {
@@ -365,18 +371,40 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         warnings=warnings,
         versions=_versions(),
         timings_s=timings,
+        layouts={layer: layouts[layer].name for layer in layers},
     )
+    top_images = pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"])
+    if config.top_maps:  # before the run files: a run is listed once descriptions.csv exists
+        layer_maps = {layer: (activations[layer]["maps"], activations[layer]["map_images"])
+                      for layer in layers if activations[layer].get("maps") is not None}
+        write_stored_maps(run_dir, layer_maps, top_images, view_steps(target.preprocess),
+                          min(config.top_maps, config.top_images))
     write_run(
         run_dir,
         pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"]),
         args=args,
         manifest=manifest,
         top_concepts=pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"]),
-        top_images=pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"]),
+        top_images=top_images,
         unit_stats=pd.DataFrame(stat_rows, columns=["layer", "unit", "mask_threshold"]),
     )
     lap("write")
     return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels, warnings)
+
+
+def _sample_batch(probe, target: TargetModel) -> torch.Tensor:
+    """The first readable probe image, preprocessed for the target: a batch of one for
+    reading the layers' layouts before the probe pass."""
+    for index in range(min(len(probe), 50)):
+        try:
+            image = probe.load_image(index)
+        except InvalidInputError:  # unreadable: skipped here as in the probe pass
+            continue
+        return target.preprocess(image).unsqueeze(0)
+    raise InvalidInputError(
+        f"None of the first images of probe set {probe.name!r} could be read. "
+        "Check that the files are images (JPEG, PNG, …) and not damaged."
+    )
 
 
 def _align(entry: dict, image_features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -399,8 +427,8 @@ def _collect_rows(layer, best, concepts, pooled, image_indices, mask_threshold, 
                   description_rows, concept_rows, image_rows, stat_rows) -> None:
     names = concepts.concepts
     values, indices = best["values"].tolist(), best["indices"].tolist()
-    top_values, top_rows = torch.topk(pooled, min(top_images, pooled.shape[0]), dim=0)
-    top_probe = image_indices[top_rows]
+    top_values, rows = top_rows(pooled, top_images)
+    top_probe = image_indices[rows]
     for unit in range(pooled.shape[1]):
         description_rows.append((layer, unit, names[indices[unit][0]], values[unit][0]))
         for rank, (score, concept) in enumerate(zip(values[unit], indices[unit])):

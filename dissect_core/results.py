@@ -11,6 +11,7 @@ A run folder written by this project holds
   probe images per unit (indices into the probe set named in the manifest);
 * ``unit_stats.csv``: ``layer,unit,mask_threshold``, the top-0.5 % activation level
   used to draw Network-Dissection masks.
+* ``maps/``: each unit's activation maps on its top images (``dissect_core.unit_views``).
 
 The reference tool writes only the first two files; ``load_run`` accepts both.
 """
@@ -39,6 +40,12 @@ ARGS_FILE = "args.txt"
 TOP_CONCEPTS_FILE = "top_concepts.csv"
 TOP_IMAGES_FILE = "top_images.csv"
 UNIT_STATS_FILE = "unit_stats.csv"
+# Stored activation maps (dissect_core.unit_views) and, in runs imported from a results
+# bundle, thumbnails of the units' top images (dissect_core.bundle).
+MAPS_DIR = "maps"
+THUMBNAILS_DIR = "thumbnails"
+LABELS_FILE = "labels.json"
+VIEWS_FILE = "views.json"
 
 PathOrFile = Union[str, Path, bytes, IO[bytes]]
 
