@@ -38,7 +38,7 @@ from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .recording import resolve_layouts
-from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, write_run
+from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
 from .unit_views import write_stored_maps
 
@@ -123,6 +123,7 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
             f"{run.label} was imported from a CSV: its activations were never computed here. "
             "Run a new dissection of the model instead."
         )
+    refuse_imported(run.sources)
     manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
     settings = {key: value for key, value in manifest.config.items() if key in known}

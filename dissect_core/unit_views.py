@@ -36,7 +36,8 @@ from .drawing import apply_view, model_view, unit_overlays
 from .errors import DissectError
 from .files import atomic_write_bytes, atomic_write_text
 from .manifest import RunSources
-from .results import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object
+from .results import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object, refuse_imported
+from .run_tables import is_safe_name
 
 if TYPE_CHECKING:
     import torch
@@ -142,6 +143,8 @@ def stored_unit_views(
     ``probe``, stored maps. Only the top images with stored maps (thumbnails) are shown.
     """
     run_dir = Path(run_dir)
+    if not is_safe_name(layer):  # a layer name is part of a file path below
+        return None
     pairs = [(int(i), float(a)) for i, a in zip(probe_indices, activations)]
     thumbnails = run_dir / THUMBNAILS_DIR
     if thumbnails.is_dir():
@@ -232,6 +235,7 @@ def probe_for_run(sources: Optional[RunSources]) -> "ProbeSet":
             "This run was imported from a CSV, which records the labels only: the reference "
             "tool saves neither the probe images nor which of them activate each unit."
         )
+    refuse_imported(sources)
     from .probe_data import open_probe_spec
 
     return open_probe_spec(sources.probe_spec, expected_fingerprint=sources.probe_fingerprint)
@@ -241,6 +245,7 @@ def target_for_run(sources: RunSources) -> "TargetModel":
     """Reload the target model of a run, refusing weights that differ from the run's."""
     from .models import load_target_model
 
+    refuse_imported(sources)
     try:
         target = load_target_model(sources.target_model, sources.target_checkpoint, weights_dir=sources.data_dir)
     except DissectError:
