@@ -32,14 +32,14 @@ from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
 from .drawing import view_steps
 from .errors import InvalidInputError, about
-from .files import file_sha256
+from .files import check_room, file_sha256
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .recording import resolve_layouts
 from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
-from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
+from .similarity import SIMILARITY_FUNCTIONS, check_probe_size, resolve_params, similarity_matrix
 from .unit_views import write_stored_maps
 
 TOP_CONCEPTS_KEPT = 5
@@ -118,6 +118,7 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
     activations and image features: only the concepts' text encoding and the
     similarity step are computed.
     """
+    refuse_imported(run.manifest)
     if run.from_reference_tool:
         raise InvalidInputError(
             f"{run.label} was imported from a CSV: its activations were never computed here. "
@@ -225,6 +226,7 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             get_layer(target.module, layer)
     layouts = resolve_layouts(target.module, layers, _sample_batch(probe, target), config.pool_mode,
                               config.layer_layout)
+    check_probe_size(config.similarity_fn, len(probe), params)
     lap("load")
 
     # 2. Look up every stage in the cache.
@@ -255,8 +257,10 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         check_context_length(clip, list(concepts.concepts))
     lap("load")
 
-    # 3. One pass over the probe images for whatever is missing.
+    # 3. One pass over the probe images for whatever is missing, once there is room for its results.
     missing_layers = [layer for layer in layers if activations[layer] is None]
+    _check_room(config, cache.root, len(probe), {layer: _units(get_layer(target.module, layer)) for layer in layers},
+                missing_layers, image_features is None, len(concepts) if text_features is None else 0)
     if missing_layers or image_features is None:
         probe_pass = record_probe_pass(
             probe,
@@ -406,6 +410,39 @@ def _sample_batch(probe, target: TargetModel) -> torch.Tensor:
         f"None of the first images of probe set {probe.name!r} could be read. "
         "Check that the files are images (JPEG, PNG, …) and not damaged."
     )
+
+
+# Bytes per stored value, per CLIP feature dimension assumed (ViT-L is 768, RN50x64 1024),
+# and per row of a run's CSV files, for the free-space estimate before the probe pass.
+_FLOAT_BYTES, _FEATURE_DIMS, _CSV_ROW_BYTES = 4, 1024, 64
+# Units assumed for a layer whose module holds no weights to count them from (e.g. a ReLU).
+_UNKNOWN_UNITS = 4096
+
+
+def _units(module: torch.nn.Module) -> int:
+    """The layer's channels, from the last weighted submodule (conv, linear, norm): an estimate."""
+    for sub in reversed(list(module.modules())):
+        for attribute in ("out_channels", "out_features", "num_features", "normalized_shape"):
+            value = getattr(sub, attribute, None)
+            if isinstance(value, int):
+                return value
+            if isinstance(value, tuple) and value:
+                return int(value[-1])
+    return _UNKNOWN_UNITS
+
+
+def _check_room(config: DescribeConfig, cache_root: Path, n_images: int, units: dict[str, int],
+                missing_layers: list[str], need_images: bool, new_concepts: int) -> None:
+    """Check before the probe pass that the cache and result folders can be written and
+    have room for what this run will store (a generous estimate), so a full disk or a
+    read-only folder is found in seconds, not after hours of work."""
+    cache_bytes = sum(n_images * (units[layer] + 2) * _FLOAT_BYTES for layer in missing_layers)
+    cache_bytes += (n_images * _FEATURE_DIMS if need_images else 0) * _FLOAT_BYTES
+    cache_bytes += new_concepts * _FEATURE_DIMS * _FLOAT_BYTES + len(units) * max(units.values()) * 64
+    run_bytes = sum(units.values()) * (config.top_images + 2 * TOP_CONCEPTS_KEPT) * _CSV_ROW_BYTES
+    margin = 1.25
+    check_room(cache_root, int(cache_bytes * margin), "the cache", "pass another --activation_dir")
+    check_room(Path(config.result_dir), int(run_bytes * margin), "the run folder", "pass another --result_dir")
 
 
 def _align(entry: dict, image_features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
