@@ -118,7 +118,6 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
     activations and image features: only the concepts' text encoding and the
     similarity step are computed.
     """
-    refuse_imported(run.manifest)
     if run.from_reference_tool:
         raise InvalidInputError(
             f"{run.label} was imported from a CSV: its activations were never computed here. "
