@@ -339,7 +339,7 @@ def import_bundle(data: Union[bytes, IO[bytes]], dest_root: Union[Path, str], *,
 
     Each imported run's manifest is marked ``"imported"``: its paths and settings
     name another machine's files, so nothing opens a probe set or model from it
-    (see ``heatmaps.probe_for_run``). Files are unpacked into a temporary folder
+    (see ``unit_views.probe_for_run``). Files are unpacked into a temporary folder
     that is renamed into place at the end, so a bad bundle leaves nothing behind
     and existing runs are never touched. Returns the run folders (``load_run``
     reads them). Raises ``InvalidInputError`` saying what is wrong with the bundle.

@@ -77,7 +77,7 @@ class RunSources:
     target_weights_sha256: str
     data_dir: str
     # Imported from a results bundle: the paths above name another machine's files, so
-    # heatmaps.probe_for_run and target_for_run refuse to open anything from them.
+    # unit_views.probe_for_run and target_for_run refuse to open anything from them.
     imported: bool = False
 
     def key(self) -> str:

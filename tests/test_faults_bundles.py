@@ -20,7 +20,7 @@ from PIL import Image
 from dissect_core import bundle
 from dissect_core.bundle import BUNDLE_FORMAT, BundleAlreadyImported, import_bundle
 from dissect_core.errors import InvalidInputError
-from dissect_core.heatmaps import probe_for_run, stored_unit_images, target_for_run
+from dissect_core.unit_views import probe_for_run, stored_unit_views, target_for_run
 from dissect_core.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from dissect_core.pipeline import config_from_run
 from dissect_core.results import find_runs, load_run
@@ -126,7 +126,7 @@ def test_the_valid_bundle_imports(results):
     run = load_run(folder)
     assert run.imported and run.layers == ["layer4", "fc"]
     assert run.top_images["image_index"].tolist() == [7, 3, 3, 9, 7]
-    views = stored_unit_images(folder, "layer4", 0, 2, [7, 3], [2.5, 2.0], 0.75)
+    views = stored_unit_views(folder, "layer4", 0, [7, 3], [2.5, 2.0], 0.75)
     assert [v.probe_index for v in views] == [7, 3] and all(v.heatmap is not None for v in views)
 
 
@@ -290,7 +290,7 @@ def test_an_imported_run_never_opens_server_files_named_in_its_manifest(imported
 
 def test_stored_views_refuse_a_layer_name_that_is_a_path(imported_run):
     run, _ = imported_run
-    assert stored_unit_images(run.path, "../../../etc/x", 0, 2, [7, 3], [1.0, 1.0], None) is None
+    assert stored_unit_views(run.path, "../../../etc/x", 0, [7, 3], [1.0, 1.0], None) is None
 
 
 # --------------------------------------------------------------------------- damaged and incomplete run folders
