@@ -198,6 +198,11 @@ def check_activations(payload: dict) -> None:
     if threshold is not None:
         if not isinstance(threshold, torch.Tensor) or tuple(threshold.shape) != (pooled.shape[1],):
             raise DamagedEntry("its mask thresholds do not match its units")
+    if payload.get("maps") is not None:  # each unit's top maps (activations.LayerActivations)
+        maps = _tensor(payload, "maps", 4, floating=True)
+        images = _tensor(payload, "map_images", 2, floating=False)
+        if maps.shape[0] != pooled.shape[1] or tuple(images.shape) != tuple(maps.shape[:2]):
+            raise DamagedEntry(f"its maps {tuple(maps.shape)} do not match its units or their images")
 
 
 def check_image_features(payload: dict) -> None:

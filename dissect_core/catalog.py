@@ -7,19 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from .activations import POOL_MODES as _POOL_MODE_NAMES
 from .clip import CLIP_ALIASES
 from .concepts import CONCEPT_SETS
 from .errors import name_settings
 from .models import NAMED_MODELS
 from .probe_data import PROBE_SETS
+from .recording import POOL_MODES as _POOL_MODES
 from .registry import Entry, Registry
 from .similarity import SIMILARITY_FUNCTIONS
-
-_POOL_MODE_HELP = {"avg": "mean over a feature map's height and width", "max": "maximum over height and width"}
-_POOL_MODES: Registry[str] = Registry("pool mode")
-for _name in _POOL_MODE_NAMES:
-    _POOL_MODES.add(_name, _name, _POOL_MODE_HELP[_name])
 
 
 def pool_modes() -> Registry:

@@ -27,6 +27,8 @@ from .models import NAMED_MODELS
 from .pipeline import DescribeConfig
 from .probe_data import PROBE_SETS
 from .similarity import SIMILARITY_FUNCTIONS
+from .activations import DEFAULT_TOP_MAPS
+from .recording import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
 # How the CLI says each DescribeConfig field: as its flag (the reference's flag names are
@@ -102,6 +104,12 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--probe_labels", default=None,
                        help="with --concept_source labels: a CSV (image,label) of the probe images' labels; "
                             "without it, each image's class sub-folder is its label")
+    extra.add_argument("--top_maps", type=int, default=default["top_maps"],
+                       help=f"activation maps stored per unit for the Unit explorer and bundles "
+                            f"(default {default['top_maps']}; 0: none)")
+    extra.add_argument("--layer_layout", default="",
+                       help="LAYER=LAYOUT,... for layers whose output layout cannot be read from the model; "
+                            "layouts: " + "; ".join(f"{e.name} {e.value.shape}" for e in LAYOUTS))
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -143,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> DescribeConfig:
         concept_source=args.concept_source,
         probe_labels=args.probe_labels,
         top_images=args.top_images,
+        top_maps=args.top_maps,
+        layer_layout=parse_layer_layouts(args.layer_layout),
     )
 
 

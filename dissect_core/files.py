@@ -4,11 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import threading
 from pathlib import Path
 from typing import Optional
+
+from .errors import InvalidInputError
 
 # Whole-file hashes of big weight files take seconds; remember them per
 # (path, size, mtime) so that reloading a model in the same process is instant.
@@ -175,3 +178,27 @@ def weight_file_problem(path: Path, error: BaseException) -> str:
                     "an HTML error page saved instead of the download?)")
     detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return f"{path} is damaged or not a weight file of the expected kind ({type(error).__name__}: {detail})"
+
+
+def check_room(folder: Path, needed_bytes: int, what: str, fix: str) -> None:
+    """Refuse to start work whose output cannot be written to ``folder``.
+
+    The folder is made if missing and a small file is written and removed in it;
+    then its disk must have ``needed_bytes`` free. ``InvalidInputError`` says
+    what is wrong and ``fix`` (e.g. "pass another --result_dir").
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Cannot write {what} in {folder}: {exc.strerror or exc}. Fix its permissions, or {fix}."
+        ) from None
+    if free < needed_bytes:
+        raise InvalidInputError(
+            f"Not enough free disk space for {what} in {folder}: about {needed_bytes / 1024**2:,.0f} MB "
+            f"are needed and {free / 1024**2:,.0f} MB are free. Free some space, or {fix}."
+        )

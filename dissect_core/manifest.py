@@ -76,6 +76,9 @@ class RunSources:
     target_checkpoint: Optional[str]
     target_weights_sha256: str
     data_dir: str
+    # Imported from a results bundle: the paths above name another machine's files, so
+    # unit_views.probe_for_run and target_for_run refuse to open anything from them.
+    imported: bool = False
 
     def key(self) -> str:
         """A canonical JSON text of these fields (:meth:`from_key` reads it back)."""
@@ -109,6 +112,9 @@ class RunManifest:
     warnings: list[str]  # problems worked around (damaged cache entries recomputed, ...)
     versions: dict[str, str]
     timings_s: dict[str, float]
+    layouts: dict[str, str] = field(default_factory=dict)  # layer -> recording layout; {} before they were recorded
+    # Set by bundle.import_bundle: {"bundle": file name, "sha256": its hash, "imported": ISO time}.
+    imported: Optional[dict[str, str]] = None
     format_version: int = field(default=FORMAT_VERSION)
 
     @property
@@ -117,7 +123,7 @@ class RunManifest:
 
     def sources(self) -> RunSources:
         return RunSources(self.probe.spec, self.probe.fingerprint, self.target_model, self.target_checkpoint,
-                          self.target_weights_sha256, self.data_dir)
+                          self.target_weights_sha256, self.data_dir, imported=self.imported is not None)
 
     # ------------------------------------------------------------------ JSON
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .activations import record_probe_pass
+from .activations import DEFAULT_TOP_MAPS, record_probe_pass, top_rows
 from .cache import (FeatureCache, check_activations, check_image_features, check_similarity,
                     check_text_features)
 from .catalog import pool_modes
@@ -31,14 +31,17 @@ from .clip import ClipModel, check_context_length, encode_texts, load_clip, pars
 from .concept_sources import CONCEPT_SOURCES
 from .concepts import ConceptSet, load_concept_set
 from .device import resolve_device
+from .drawing import view_steps
 from .errors import InvalidInputError, about
-from .files import file_sha256
+from .files import check_room, file_sha256
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
-from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, write_run
-from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
+from .recording import resolve_layouts
+from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
+from .similarity import SIMILARITY_FUNCTIONS, check_probe_size, resolve_params, similarity_matrix
+from .unit_views import write_stored_maps
 
 TOP_CONCEPTS_KEPT = 5
 
@@ -75,6 +78,8 @@ class DescribeConfig:
     concept_source: str = "clip"
     probe_labels: Optional[str] = None  # labels CSV (image,label) for the labels source
     run_name: Optional[str] = None  # shown instead of "model · probe · concept set"
+    top_maps: int = DEFAULT_TOP_MAPS  # activation maps stored per unit, for unit views and bundles
+    layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
 
 
 @dataclass
@@ -124,6 +129,7 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
             f"{run.label} was imported from a CSV: its activations were never computed here. "
             "Run a new dissection of the model instead."
         )
+    refuse_imported(run.sources)
     manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
     settings = {key: value for key, value in manifest.config.items() if key in known}
@@ -170,6 +176,8 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         value = getattr(config, name)
         if value < 1:
             raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
+    if config.top_maps < 0:
+        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
     with about("num_workers"):
         check_num_workers(config.num_workers)
     return layers, params
@@ -236,13 +244,17 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             labelled = concept_source(probe, config.probe_labels)
         # No CLIP model: the manifest names the source in its place.
         concepts, clip_name, clip_weights = labelled.concepts, "labels", labelled.fingerprint
+    layouts = resolve_layouts(target.module, layers, _sample_batch(probe, target), config.pool_mode,
+                              config.layer_layout)
+    check_probe_size(config.similarity_fn, len(probe), params)
     lap("load")
 
     # 2. Look up every stage in the cache.
     precision = "fp16" if device.type == "cuda" else "fp32"
     layer_parts = {
         layer: dict(target=target.name, weights=target.weights_id, layer=layer,
-                    pool_mode=config.pool_mode, probe=probe.fingerprint)
+                    pool_mode=config.pool_mode, layout=layouts[layer].name, top_maps=config.top_maps,
+                    probe=probe.fingerprint)
         for layer in layers
     }
     layer_keys = {layer: cache.key("activations", **parts) for layer, parts in layer_parts.items()}
@@ -271,27 +283,25 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         check_context_length(clip, list(concepts.concepts))
     lap("load")
 
-    # 3. One pass over the probe images for whatever is missing.
+    # 3. One pass over the probe images for whatever is missing, once there is room for its results.
     missing_layers = [layer for layer in layers if activations[layer] is None]
+    _check_room(config, cache.root, len(probe), {layer: _units(get_layer(target.module, layer)) for layer in layers},
+                missing_layers, image_features is None, len(concepts) if text_features is None else 0)
     if missing_layers or image_features is None:
         probe_pass = record_probe_pass(
             probe,
             target=target if missing_layers else None,
-            layers=missing_layers,
+            layouts={layer: layouts[layer] for layer in missing_layers},
             clip=clip if image_features is None else None,
             pool_mode=config.pool_mode,
+            top_maps=config.top_maps,
             batch_size=config.batch_size,
             device=device,
             num_workers=config.num_workers,
             progress=progress,
         )
         for layer, recorded in probe_pass.layers.items():
-            activations[layer] = {
-                "pooled": recorded.pooled,
-                "image_indices": recorded.image_indices,
-                "mask_threshold": recorded.mask_threshold,
-                "skipped": probe_pass.skipped,
-            }
+            activations[layer] = {**recorded.to_payload(), "skipped": probe_pass.skipped}
             cache.save("activations", layer_keys[layer], activations[layer], layer_parts[layer])
         if probe_pass.clip_image_features is not None:
             image_features = {
@@ -392,18 +402,73 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         warnings=warnings,
         versions=_versions(),
         timings_s=timings,
+        layouts={layer: layouts[layer].name for layer in layers},
     )
+    top_images = pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"])
+    if config.top_maps:  # before the run files: a run is listed once descriptions.csv exists
+        layer_maps = {layer: (activations[layer]["maps"], activations[layer]["map_images"])
+                      for layer in layers if activations[layer].get("maps") is not None}
+        write_stored_maps(run_dir, layer_maps, top_images, view_steps(target.preprocess),
+                          min(config.top_maps, config.top_images))
     write_run(
         run_dir,
         pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"]),
         args=args,
         manifest=manifest,
         top_concepts=pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"]),
-        top_images=pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"]),
+        top_images=top_images,
         unit_stats=pd.DataFrame(stat_rows, columns=["layer", "unit", "mask_threshold"]),
     )
     lap("write")
     return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels, warnings)
+
+
+def _sample_batch(probe, target: TargetModel) -> torch.Tensor:
+    """The first readable probe image, preprocessed for the target: a batch of one for
+    reading the layers' layouts before the probe pass."""
+    for index in range(min(len(probe), 50)):
+        try:
+            image = probe.load_image(index)
+        except InvalidInputError:  # unreadable: skipped here as in the probe pass
+            continue
+        return target.preprocess(image).unsqueeze(0)
+    raise InvalidInputError(
+        f"None of the first images of probe set {probe.name!r} could be read. "
+        "Check that the files are images (JPEG, PNG, …) and not damaged."
+    )
+
+
+# Bytes per stored value, per CLIP feature dimension assumed (ViT-L is 768, RN50x64 1024),
+# and per row of a run's CSV files, for the free-space estimate before the probe pass.
+_FLOAT_BYTES, _FEATURE_DIMS, _CSV_ROW_BYTES = 4, 1024, 64
+# Units assumed for a layer whose module holds no weights to count them from (e.g. a ReLU).
+_UNKNOWN_UNITS = 4096
+
+
+def _units(module: torch.nn.Module) -> int:
+    """The layer's channels, from the last weighted submodule (conv, linear, norm): an estimate."""
+    for sub in reversed(list(module.modules())):
+        for attribute in ("out_channels", "out_features", "num_features", "normalized_shape"):
+            value = getattr(sub, attribute, None)
+            if isinstance(value, int):
+                return value
+            if isinstance(value, tuple) and value:
+                return int(value[-1])
+    return _UNKNOWN_UNITS
+
+
+def _check_room(config: DescribeConfig, cache_root: Path, n_images: int, units: dict[str, int],
+                missing_layers: list[str], need_images: bool, new_concepts: int) -> None:
+    """Check before the probe pass that the cache and result folders can be written and
+    have room for what this run will store (a generous estimate), so a full disk or a
+    read-only folder is found in seconds, not after hours of work."""
+    cache_bytes = sum(n_images * (units[layer] + 2) * _FLOAT_BYTES for layer in missing_layers)
+    cache_bytes += (n_images * _FEATURE_DIMS if need_images else 0) * _FLOAT_BYTES
+    cache_bytes += new_concepts * _FEATURE_DIMS * _FLOAT_BYTES + len(units) * max(units.values()) * 64
+    run_bytes = sum(units.values()) * (config.top_images + 2 * TOP_CONCEPTS_KEPT) * _CSV_ROW_BYTES
+    margin = 1.25
+    check_room(cache_root, int(cache_bytes * margin), "the cache", "pass another --activation_dir")
+    check_room(Path(config.result_dir), int(run_bytes * margin), "the run folder", "pass another --result_dir")
 
 
 def _align(entry: dict, image_features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -426,8 +491,8 @@ def _collect_rows(layer, best, concepts, pooled, image_indices, mask_threshold, 
                   description_rows, concept_rows, image_rows, stat_rows) -> None:
     names = concepts.concepts
     values, indices = best["values"].tolist(), best["indices"].tolist()
-    top_values, top_rows = torch.topk(pooled, min(top_images, pooled.shape[0]), dim=0)
-    top_probe = image_indices[top_rows]
+    top_values, rows = top_rows(pooled, top_images)
+    top_probe = image_indices[rows]
     for unit in range(pooled.shape[1]):
         description_rows.append((layer, unit, names[indices[unit][0]], values[unit][0]))
         for rank, (score, concept) in enumerate(zip(values[unit], indices[unit])):

@@ -11,8 +11,16 @@ A run folder written by this project holds
   probe images per unit (indices into the probe set named in the manifest);
 * ``unit_stats.csv``: ``layer,unit,mask_threshold``, the top-0.5 % activation level
   used to draw Network-Dissection masks.
+* ``maps/``: each unit's activation maps on its top images (``dissect_core.unit_views``).
 
 The reference tool writes only the first two files; ``load_run`` accepts both.
+
+A run folder is finished only when all its files are written: ``new_run_dir``
+puts an ``INCOMPLETE_FILE`` marker in the new folder and ``write_run`` removes it
+after the last file (the manifest) is in place, so a run that was killed or ran
+out of disk while writing is listed by ``find_runs`` as incomplete, never as a
+finished run. Side tables and JSON files are checked as they are read
+(``run_tables``); a folder that fails is listed as damaged with the reason.
 """
 from __future__ import annotations
 
@@ -29,9 +37,10 @@ from typing import IO, Optional, Union
 import pandas as pd
 
 from .files import atomic_write_text
-from .errors import InvalidInputError, MissingResourceError
+from .errors import DissectError, InvalidInputError, MissingResourceError
 from .manifest import MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
 from .registry import Registry
+from .run_tables import read_side_table
 
 DESCRIPTION_COLUMNS = ("layer", "unit", "description", "similarity")
 DESCRIPTIONS_FILE = "descriptions.csv"
@@ -39,6 +48,15 @@ ARGS_FILE = "args.txt"
 TOP_CONCEPTS_FILE = "top_concepts.csv"
 TOP_IMAGES_FILE = "top_images.csv"
 UNIT_STATS_FILE = "unit_stats.csv"
+# Stored activation maps (dissect_core.unit_views) and, in runs imported from a results
+# bundle, thumbnails of the units' top images (dissect_core.bundle).
+MAPS_DIR = "maps"
+THUMBNAILS_DIR = "thumbnails"
+LABELS_FILE = "labels.json"
+VIEWS_FILE = "views.json"
+INCOMPLETE_FILE = ".incomplete"
+# Hidden folders of work in progress (bundle imports) that hold run files.
+STAGING_PREFIXES = (".importing-",)
 
 PathOrFile = Union[str, Path, bytes, IO[bytes]]
 
@@ -317,6 +335,11 @@ class Run:
         return next((e.value.score for e in RESULT_FORMATS if e.value.method == self.method), "similarity")
 
     @property
+    def imported(self) -> bool:
+        """Whether the run came from a results bundle: read-only and self-contained."""
+        return self.manifest is not None and self.manifest.imported is not None
+
+    @property
     def from_reference_tool(self) -> bool:
         """True for runs this project did not compute (no manifest): labels only."""
         return self.manifest is None
@@ -353,18 +376,17 @@ class Run:
         return float(rows["mask_threshold"].iloc[0])
 
 
-_NUMERIC_COLUMNS = ("unit", "rank", "score", "image_index", "activation", "mask_threshold")
+class IncompleteRunError(InvalidInputError):
+    """A run folder whose writing never finished (the run was killed or the disk filled up)."""
 
 
-def _read_optional_csv(path: Path) -> Optional[pd.DataFrame]:
-    """A run's side table; text columns stay text (a concept may be called "nan")."""
+def _read_optional_table(folder: Path, name: str, descriptions: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """A run's side table, checked (``run_tables.read_side_table``), or None when absent."""
+    path = folder / name
     if not path.is_file():
         return None
-    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-    for column in frame.columns:
-        if column in _NUMERIC_COLUMNS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame
+    return read_side_table(path.read_bytes(), name, descriptions)
+
 
 
 def read_json_object(path: Path) -> dict:
@@ -395,6 +417,17 @@ def read_args(path: Path) -> dict:
 MAX_RUN_NAME_CHARS = 120
 
 
+def refuse_imported(sources: RunSources) -> None:
+    """Raise for a run imported from a bundle: the paths and settings in its manifest
+    name another machine's files, so no probe set, model or cache may be opened from them."""
+    if sources.imported:
+        raise InvalidInputError(
+            "This run was imported from a results bundle: it is read-only and shows what the bundle "
+            "holds (labels, and the stored thumbnails and maps). To compute more for it, run the "
+            "dissection on this machine."
+        )
+
+
 def run_label(args: dict, manifest: Optional[RunManifest], fallback: str, method: str = CLIP_DISSECT) -> str:
     """A display name: model · probe · concept set (or the folder name when unknown), then
     the method when it is not CLIP-Dissect. A run given a name (``DescribeConfig.run_name``) is
@@ -422,8 +455,14 @@ def load_run(path: Union[str, Path]) -> Run:
     path = Path(path)
     csv_path = path / DESCRIPTIONS_FILE if path.is_dir() else path
     folder = csv_path.parent
-    descriptions = read_descriptions(csv_path)
     own_folder = csv_path.name == DESCRIPTIONS_FILE  # args.txt and the rest belong to this file
+    if own_folder and (folder / INCOMPLETE_FILE).exists():
+        raise IncompleteRunError(
+            f"The run in {folder.name} is incomplete: it stopped while its files were being written "
+            "(killed, or out of disk space). Run the dissection again (finished stages come from the "
+            "cache) and delete this folder."
+        )
+    descriptions = read_descriptions(csv_path)
     args = read_args(folder / ARGS_FILE) if own_folder else {}
     manifest = RunManifest.read(folder) if own_folder and (folder / MANIFEST_FILE).exists() else None
     stated = args.get("method")  # from a file: only a known method counts
@@ -441,9 +480,9 @@ def load_run(path: Union[str, Path]) -> Run:
         path=folder,
         args=args,
         manifest=manifest,
-        top_concepts=_read_optional_csv(folder / TOP_CONCEPTS_FILE) if own_folder else None,
-        top_images=_read_optional_csv(folder / TOP_IMAGES_FILE) if own_folder else None,
-        unit_stats=_read_optional_csv(folder / UNIT_STATS_FILE) if own_folder else None,
+        top_concepts=_read_optional_table(folder, TOP_CONCEPTS_FILE, descriptions) if own_folder else None,
+        top_images=_read_optional_table(folder, TOP_IMAGES_FILE, descriptions) if own_folder else None,
+        unit_stats=_read_optional_table(folder, UNIT_STATS_FILE, descriptions) if own_folder else None,
         method=method,
         notes=list(descriptions.attrs["notes"]),
         files=(csv_path,),
@@ -503,21 +542,26 @@ def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]
     Run folders' ``descriptions.csv`` are read with their side files; other CSVs are read
     when their header is a result file's (or close to one); one model's NetDissect files
     in one folder become one run. Returns the runs (with labels made unique) and, for
-    files that could not be read, ``(path, reason)`` pairs, so one bad file never hides
-    the others.
+    files that are not finished runs, ``(path, reason)`` pairs: incomplete runs (their
+    writing was interrupted) and damaged ones, with what is wrong, so one bad file never
+    hides the others.
     """
     root = Path(root)
     runs: list[Run] = []
     problems: list[tuple[Path, str]] = []
     for csv_path in sorted(root.rglob("*.csv")):
-        hidden = any(part.startswith(".") for part in csv_path.relative_to(root).parts)
-        if hidden or csv_path.name in _SIDE_TABLES:
+        parts = csv_path.relative_to(root).parts
+        if csv_path.name == DESCRIPTIONS_FILE and any(part.startswith(STAGING_PREFIXES) for part in parts):
+            problems.append((csv_path, "Incomplete: a bundle import that was interrupted or is under way "
+                                       "(the next import removes what an interrupted one left)."))
+            continue
+        if any(part.startswith(".") for part in parts) or csv_path.name in _SIDE_TABLES:
             continue
         try:
             if csv_path.name != DESCRIPTIONS_FILE and detect_format(read_header(csv_path)) is None:
                 continue  # some other CSV, not a result file
             runs.append(load_run(csv_path))
-        except InvalidInputError as exc:
+        except (DissectError, ValueError) as exc:  # incomplete or damaged, whatever the cause
             problems.append((csv_path, str(exc)))
         except OSError as exc:  # unreadable (permissions, vanished while scanning)
             problems.append((csv_path, f"cannot be read: {exc.strerror or exc}."))
@@ -598,6 +642,7 @@ def new_run_dir(result_dir: Union[str, Path], target_model: str) -> Path:
     stamp = datetime.now().strftime("%y_%m_%d_%H_%M_%S")
     run_dir = Path(result_dir) / f"{safe_model}_{stamp}_{uuid.uuid4().hex[:6]}"
     run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / INCOMPLETE_FILE).touch()  # removed by write_run once every file is written
     return run_dir
 
 
@@ -622,13 +667,13 @@ def write_run(
     top_images: Optional[pd.DataFrame] = None,
     unit_stats: Optional[pd.DataFrame] = None,
 ) -> Path:
-    """Write every file of a run folder; each file is written atomically."""
+    """Write every file of a run folder, each atomically, the manifest last; then
+    remove the folder's ``INCOMPLETE_FILE`` marker: only now is the run finished."""
     out = descriptions[list(DESCRIPTION_COLUMNS)].copy()
     out["similarity"] = [format_similarity(v) for v in out["similarity"]]
+    (run_dir / INCOMPLETE_FILE).touch()  # for folders not made by new_run_dir
     write_frame(run_dir / DESCRIPTIONS_FILE, out)
     atomic_write_text(run_dir / ARGS_FILE, json.dumps(args, indent=2))
-    if manifest is not None:
-        manifest.write(run_dir)
     for name, frame in (
         (TOP_CONCEPTS_FILE, top_concepts),
         (TOP_IMAGES_FILE, top_images),
@@ -636,4 +681,7 @@ def write_run(
     ):
         if frame is not None:
             write_frame(run_dir / name, frame)
+    if manifest is not None:
+        manifest.write(run_dir)
+    (run_dir / INCOMPLETE_FILE).unlink()
     return run_dir

@@ -176,12 +176,20 @@ def _unit_rows(label: str, features: torch.Tensor) -> torch.Tensor:
     return features / norms
 
 
-def _need_images(name: str, n_images: int, top_k: int) -> None:
-    if n_images < top_k:
+def check_probe_size(name: str, n_images: int, params: dict) -> None:
+    """Refuse a probe set too small for the similarity function (``params`` resolved),
+    so the pipeline can say so before the probe pass rather than after it."""
+    if name in ("soft_wpmi", "wpmi") and n_images < params["top_k"]:
         raise InvalidInputError(
-            f"The probe set has {n_images} images but {name} needs at least top_k={top_k} of them "
-            f"(it uses each unit's top {top_k} images). Use a larger probe set or lower top_k "
+            f"The probe set has {n_images} images but {name} needs at least top_k={params['top_k']} of them "
+            f"(it uses each unit's top {params['top_k']} images). Use a larger probe set or lower top_k "
             f"(e.g. top_k={n_images})."
+        )
+    if name == "rank_reorder" and int(n_images * params["top_fraction"]) < 2:
+        raise InvalidInputError(
+            f"The probe set has {n_images} images; rank_reorder ranks each unit's top "
+            f"int(top_fraction·N) = {int(n_images * params['top_fraction'])} images and needs at least 2. "
+            "Use a larger probe set or raise top_fraction."
         )
 
 
@@ -214,15 +222,7 @@ def similarity_matrix(
     math_params, tuning = _split_tuning(name, params)
     resolved = resolve_params(name, math_params)
     _check_inputs(image_features, text_features, activations)
-    n_images = image_features.shape[0]
-    if name in ("soft_wpmi", "wpmi"):
-        _need_images(name, n_images, resolved["top_k"])
-    elif name == "rank_reorder" and int(n_images * resolved["top_fraction"]) < 2:
-        raise InvalidInputError(
-            f"The probe set has {n_images} images; rank_reorder ranks each unit's top "
-            f"int(top_fraction·N) = {int(n_images * resolved['top_fraction'])} images and needs at least 2. "
-            "Use a larger probe set or raise top_fraction."
-        )
+    check_probe_size(name, image_features.shape[0], resolved)
     try:
         compute_on = torch.device(device) if device is not None else torch.device("cpu")
     except (RuntimeError, TypeError) as exc:

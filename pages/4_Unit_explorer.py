@@ -96,7 +96,8 @@ with images_column:
             st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image).")
             tabs = {"Images": "image"}
         if len(gallery.views) < count:
-            st.caption(f"{len(gallery.views)} images are available for this unit.")
+            st.caption(f"{len(gallery.views)} images are available for this unit: a dissection stores the "
+                       "activation maps of each unit's top images (10 by default, more with --top_maps).")
         for tab, field in zip(st.tabs(list(tabs)), tabs.values()):
             with tab:
                 columns = st.columns(5)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms
+from torchvision.ops.misc import Permute
 
 from dissect_core.clip import ClipModel
 from dissect_core.models import TargetModel
@@ -54,6 +55,25 @@ class PlantedNet(nn.Module):
         return self.fc(self.pool(self.detect(x)).flatten(1))
 
 
+class PlantedChannelsLastNet(nn.Module):
+    """The same detectors, Swin-style: the image goes channels-last and a Linear layer (a 1×1
+    convolution over the last dimension) detects the colours, so ``detect`` emits
+    (batch, height, width, units)."""
+
+    def __init__(self, unit_colours: list[str] = UNIT_COLOURS):
+        super().__init__()
+        conv = colour_detector(unit_colours)
+        linear = nn.Linear(3, len(unit_colours))
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight[:, :, 0, 0])
+            linear.bias.copy_(conv.bias)
+        self.detect = nn.Sequential(Permute([0, 2, 3, 1]), linear, nn.ReLU())
+        self.fc = nn.Linear(len(unit_colours), 2)
+
+    def forward(self, x):
+        return self.fc(self.detect(x).mean(dim=(1, 2)))
+
+
 class ColourClip(nn.Module):
     """Image embedding: how much of each colour the image shows; text: one-hot concept."""
 
@@ -74,8 +94,10 @@ def tokenize(texts):
     return torch.tensor([[VOCABULARY.index(t)] + [0] * 76 for t in texts])
 
 
-def planted_target(name: str = "planted-net") -> TargetModel:
-    return TargetModel(name, PlantedNet().eval(), transforms.ToTensor(), "planted-weights-v1", "tests/planted.py")
+def planted_target(name: str = "planted-net", channels_last: bool = False) -> TargetModel:
+    module = PlantedChannelsLastNet() if channels_last else PlantedNet()
+    weights = "planted-channels-last-v1" if channels_last else "planted-weights-v1"
+    return TargetModel(name, module.eval(), transforms.ToTensor(), weights, "tests/planted.py")
 
 
 def planted_clip() -> ClipModel:

@@ -59,8 +59,12 @@ def test_next_and_image_count_move_the_view_and_the_url(app, computed_run):
     app.button(key="unit_next").click().run()
     assert app.subheader[0].value.startswith("layer4 · unit 4:")
     assert app.query_params["unit"] == ["4"] or app.query_params["unit"] == "4"
+    app.slider(key="unit_images").set_value(5).run()
+    assert len(app.tabs[0].get("image")) == 5
+    # The run stored maps for 10 images per unit (the default): asking for more says so.
     app.slider(key="unit_images").set_value(15).run()
-    assert len(app.tabs[0].get("image")) == 15
+    assert len(app.tabs[0].get("image")) == 10
+    assert any("10 images are available" in caption.value for caption in app.caption)
 
 
 def test_layer_without_spatial_map_shows_images_only(app, computed_run):

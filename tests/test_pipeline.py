@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from dissect_core.errors import InvalidInputError
-from dissect_core.heatmaps import unit_images
 from dissect_core.pipeline import DescribeConfig, describe
 from dissect_core.probe_data import open_probe_spec
+from dissect_core.unit_views import stored_unit_views
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
 
@@ -134,16 +134,34 @@ def test_bad_input_fails_fast_and_leaves_the_cache_intact(planted, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
 
 
-def test_mask_covers_the_planted_square(planted, tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channels_first", "channels_last"])
+def test_stored_maps_and_masks_cover_the_planted_squares(planted, tmp_path, channels_last):
     root, truth, concepts = planted
-    result = describe(config_for(root, concepts, tmp_path))
+    result = describe(config_for(root, concepts, tmp_path, target_model=planted_target(channels_last=channels_last)))
     run = result.run
+    assert run.manifest.layouts == {"detect": "channels_last" if channels_last else "channels_first"}
+    assert run.descriptions["description"].tolist() == UNIT_COLOURS
     probe = open_probe_spec(run.manifest.probe.spec)
+
+    # Each unit's stored maps on its top 10 images fire exactly on the planted square.
+    maps = np.load(run.path / "maps" / "detect.npy").astype(np.float32)
+    assert maps.shape == (len(UNIT_COLOURS), 10, 32, 32)
+    for unit in range(len(UNIT_COLOURS)):
+        top = run.unit_top_images("detect", unit, 10)
+        for rank, index in enumerate(top["image_index"].astype(int)):
+            _, (y, x, h, w) = truth[probe.item_label(index)]
+            expected = np.zeros((32, 32), dtype=bool)
+            expected[y:y + h, x:x + w] = True
+            assert np.array_equal(maps[unit, rank] > 0, expected)
+            peak = np.unravel_index(maps[unit, rank].argmax(), (32, 32))
+            assert expected[peak]
+
+    # The views drawn from them (no model) mask the square.
     unit = UNIT_COLOURS.index("yellow")
-    threshold = float(run.unit_stats.query("unit == @unit")["mask_threshold"].iloc[0])
-    top = run.top_images.query("unit == @unit").sort_values("rank").head(3)
-    shown = unit_images(planted_target(), probe, "detect", unit, top["image_index"].tolist(),
-                        top["activation"].tolist(), threshold)
+    top = run.unit_top_images("detect", unit, 3)
+    shown = stored_unit_views(run.path, "detect", unit, top["image_index"].tolist(), top["activation"].tolist(),
+                              run.mask_threshold("detect", unit), probe)
+    assert len(shown) == 3
     for item in shown:
         _, (y, x, h, w) = truth[item.label]
         mask = np.asarray(item.mask, dtype=np.int16) == np.asarray(item.image, dtype=np.int16)
