@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -112,7 +113,7 @@ def write_host_folder(
             data = export_bundle(runs, device=device, progress=progress)
             unpacked += import_bundle(_Named(data, "runs.zip"), results)
         (staging / ".streamlit").mkdir()
-        (staging / ".streamlit" / "config.toml").write_text(streamlit_config(), encoding="utf-8")
+        (staging / ".streamlit" / "config.toml").write_text(streamlit_config(app_root), encoding="utf-8")
         (staging / ".streamlit" / "secrets.toml").write_text(
             "# Not a secret: Streamlit exports root-level secrets as environment variables at startup,\n"
             "# which turns the app's hosted (read-only) mode on wherever this folder is served.\n"
@@ -142,24 +143,31 @@ class _Named:
         return getattr(self._buffer, attr)
 
 
-def streamlit_config() -> str:
-    """``.streamlit/config.toml`` for a public host: no file watching, no usage statistics,
-    no tracebacks (they would show the server's paths), uploads bounded."""
-    return (
-        "# Written by `python -m dissect_core host`: settings for a public, read-only demo.\n"
-        "[server]\n"
-        "headless = true\n"
-        "runOnSave = false\n"
-        'fileWatcherType = "none"\n'
-        "maxUploadSize = 50  # MB per uploaded file\n"
-        "\n"
-        "[browser]\n"
-        "gatherUsageStats = false\n"
-        "\n"
-        "[client]\n"
-        'showErrorDetails = "none"\n'
-        'toolbarMode = "viewer"\n'
-    )
+# Settings a public, read-only demo needs, over the app's own .streamlit/config.toml.
+HOSTED_CONFIG = {
+    "server": {"headless": True, "runOnSave": False, "fileWatcherType": "none"},
+    "browser": {"gatherUsageStats": False},
+    "client": {"showErrorDetails": "none", "toolbarMode": "viewer"},
+}
+
+
+def streamlit_config(app_root: Path = APP_ROOT) -> str:
+    """``.streamlit/config.toml`` for a public host: the app's own settings (its sidebar
+    navigation, theme, upload limit) with no file watching, no usage statistics and no
+    tracebacks (they would show the server's paths).
+
+    Written by hand: the standard library reads TOML but does not write it, and these
+    sections hold only strings, numbers and booleans.
+    """
+    own = app_root / ".streamlit" / "config.toml"
+    config = tomllib.loads(own.read_text(encoding="utf-8")) if own.is_file() else {}
+    for section, values in HOSTED_CONFIG.items():
+        config.setdefault(section, {}).update(values)
+    lines = ["# Written by `python -m dissect_core host`: the app's settings, made fit for a public demo."]
+    for section, values in config.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]  # JSON scalars are TOML
+    return "\n".join(lines) + "\n"
 
 
 def dockerfile() -> str:

@@ -70,6 +70,10 @@ def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) 
 
     config = tomllib.loads((site / ".streamlit" / "config.toml").read_text())
     assert config["server"]["headless"] is True and config["client"]["showErrorDetails"] == "none"
+    own = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    # The app's own settings carry over: it draws its own navigation (without the Run page when hosted).
+    assert config["client"]["showSidebarNavigation"] is own["client"]["showSidebarNavigation"] is False
+    assert config["theme"] == own["theme"]
     assert tomllib.loads((site / ".streamlit" / "secrets.toml").read_text()) == {"DISSECT_HOSTED": "1"}
 
     docker = (site / "Dockerfile").read_text()
