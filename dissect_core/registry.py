@@ -6,7 +6,8 @@ named target models, CLIP aliases, built-in concept sets — lives in one
 app's options and ``python -m dissect_core list`` are all read from these
 registries, so adding a choice is one registration in one file.
 
-This module imports nothing heavy: listing names never imports torch.
+This module imports nothing heavy; the registries themselves live in the modules that
+build their choices (which import torch), and ``dissect_core.catalog`` lists them all.
 """
 from __future__ import annotations
 

@@ -1,0 +1,171 @@
+"""Altair chart builders for the analysis frames, plus offline PNG/SVG export.
+
+Each builder takes a small, already aggregated frame from ``dissect_core.analysis``
+(never raw per-unit rows), so charts stay far below Altair's inline-data row
+limit and render quickly. Concept, layer and model names travel as chart data;
+Vega draws them as text, so they are never interpreted as HTML or markdown.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import altair as alt
+import pandas as pd
+
+# Bar height in pixels for horizontal bar charts, so long lists stay readable.
+BAR_STEP = 18
+
+
+def _layer_sort(frame: pd.DataFrame) -> list[str]:
+    """Layers in order of first appearance (file order), for the x-axis."""
+    return list(dict.fromkeys(frame["layer"]))
+
+
+def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
+    """Grouped bars: distinct concepts per layer, one bar per model side by side.
+
+    ``summary`` is ``analysis.summarize_models`` output (``model``, ``layer``,
+    ``distinct_concepts``, ``units``).
+    """
+    data = summary[["model", "layer", "distinct_concepts", "units"]]
+    base = alt.Chart(data).encode(
+        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
+        xOffset=alt.XOffset("model:N"),
+        y=alt.Y("distinct_concepts:Q", title="Distinct concepts"),
+        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+        tooltip=[
+            alt.Tooltip("model:N", title="Model"),
+            alt.Tooltip("layer:N", title="Layer"),
+            alt.Tooltip("distinct_concepts:Q", title="Distinct concepts"),
+            alt.Tooltip("units:Q", title="Units"),
+        ],
+    )
+    labels = base.mark_text(dy=-6, fontSize=11).encode(text="distinct_concepts:Q", color=alt.value("#333"))
+    return alt.layer(base.mark_bar(), labels).properties(title="Distinct concepts per layer")
+
+
+def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
+    """Box plot of similarity per layer and model from precomputed quartiles.
+
+    Box: first to third quartile; white tick: median; dot: mean; whiskers: min to max.
+    """
+    data = summary[[
+        "model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
+        "q3_similarity", "min_similarity", "max_similarity",
+    ]]
+    base = alt.Chart(data).encode(
+        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
+        xOffset=alt.XOffset("model:N"),
+        color=alt.Color("model:N", title="Model", legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+        tooltip=[
+            alt.Tooltip("model:N", title="Model"),
+            alt.Tooltip("layer:N", title="Layer"),
+            *(alt.Tooltip(f"{stat}_similarity:Q", title=stat, format=".3f")
+              for stat in ("min", "q1", "median", "mean", "q3", "max")),
+        ],
+    )
+    whiskers = base.mark_rule().encode(
+        y=alt.Y("min_similarity:Q", title="Similarity"), y2="max_similarity:Q"
+    )
+    boxes = base.mark_bar(width={"band": 0.8}).encode(y="q1_similarity:Q", y2="q3_similarity:Q")
+    # alt.value(): an encoded colour would override a mark's colour and hide these on the box.
+    medians = base.mark_tick(thickness=2, width={"band": 0.8}).encode(
+        y="median_similarity:Q", color=alt.value("white")
+    )
+    means = base.mark_point(filled=True, size=25).encode(y="mean_similarity:Q", color=alt.value("black"))
+    return alt.layer(whiskers, boxes, medians, means).properties(title="Similarity per layer")
+
+
+def shared_concepts_chart(
+    shared: pd.DataFrame, title: str, *, top: int = 30, x_max: Optional[int] = None
+) -> alt.Chart:
+    """Horizontal bars: units per concept, most shared first, at most ``top`` bars.
+
+    ``shared`` holds one model's and one layer's rows of ``analysis.shared_concepts``.
+    ``x_max`` fixes the axis end so charts of several models can be compared by eye.
+    """
+    data = shared.nlargest(top, "n_units", keep="first")[["concept", "n_units", "units"]].copy()
+    # Vega cannot show a list in a tooltip; a short string can.
+    data["units"] = [", ".join(map(str, units)) for units in data["units"]]
+    scale = alt.Scale(domain=[0, x_max]) if x_max else alt.Undefined
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("n_units:Q", title="Units", scale=scale, axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("concept:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
+            tooltip=[
+                alt.Tooltip("concept:N", title="Concept"),
+                alt.Tooltip("n_units:Q", title="Units"),
+                alt.Tooltip("units:N", title="Unit indices"),
+            ],
+        )
+        .properties(title=title, height=alt.Step(BAR_STEP))
+    )
+
+
+def jaccard_chart(jaccard: pd.DataFrame) -> alt.LayerChart:
+    """Bars of the Jaccard index of the concept sets per layer (``analysis.jaccard_by_layer``)."""
+    data = jaccard[["layer", "jaccard", "shared", "distinct_a", "distinct_b"]]
+    base = alt.Chart(data).encode(
+        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
+        y=alt.Y("jaccard:Q", title="Jaccard index", scale=alt.Scale(domain=[0, 1])),
+        tooltip=[
+            alt.Tooltip("layer:N", title="Layer"),
+            alt.Tooltip("jaccard:Q", title="Jaccard", format=".3f"),
+            alt.Tooltip("shared:Q", title="Shared concepts"),
+            alt.Tooltip("distinct_a:Q", title="Distinct in A"),
+            alt.Tooltip("distinct_b:Q", title="Distinct in B"),
+        ],
+    )
+    labels = base.mark_text(dy=-6).encode(text=alt.Text("jaccard:Q", format=".2f"))
+    return alt.layer(base.mark_bar(), labels).properties(title="Overlap of concept sets (Jaccard)")
+
+
+def diff_chart(comparison: pd.DataFrame, label_a: str, label_b: str, *, top: int = 25) -> alt.Chart:
+    """Diverging bars for one layer: units per concept in A to the left, in B to the right.
+
+    ``comparison`` holds one layer's rows of ``analysis.compare_models``; the ``top``
+    concepts with the most units in A and B together are shown, largest first.
+    """
+    data = comparison.assign(total=comparison["n_units_a"] + comparison["n_units_b"])
+    data = data.nlargest(top, "total", keep="first")
+    long = pd.concat([
+        pd.DataFrame({"concept": data["concept"], "model": label_a, "units": data["n_units_a"],
+                      "signed_units": -data["n_units_a"], "total": data["total"], "where": data["where"]}),
+        pd.DataFrame({"concept": data["concept"], "model": label_b, "units": data["n_units_b"],
+                      "signed_units": data["n_units_b"], "total": data["total"], "where": data["where"]}),
+    ], ignore_index=True)
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("signed_units:Q", title="← units in A · units in B →",
+                    axis=alt.Axis(labelExpr="abs(datum.value)", tickMinStep=1)),
+            y=alt.Y("concept:N", title=None, axis=alt.Axis(labelLimit=220),
+                    sort=alt.EncodingSortField(field="total", op="max", order="descending")),
+            color=alt.Color("model:N", title="Model", scale=alt.Scale(domain=[label_a, label_b]),
+                            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
+            tooltip=[
+                alt.Tooltip("concept:N", title="Concept"),
+                alt.Tooltip("model:N", title="Model"),
+                alt.Tooltip("units:Q", title="Units"),
+                alt.Tooltip("where:N", title="Occurs in"),
+            ],
+        )
+        .properties(height=alt.Step(BAR_STEP))
+    )
+
+
+def chart_to_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
+    """Render a chart to PNG offline with vl-convert (no browser, no network)."""
+    import vl_convert  # imported lazily: only needed when someone downloads a chart
+
+    return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)
+
+
+def chart_to_svg(chart: alt.TopLevelMixin) -> str:
+    """Render a chart to SVG offline with vl-convert."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(chart.to_json())
