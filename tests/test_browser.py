@@ -306,8 +306,8 @@ def test_model_differences_choosing_a_concept_lists_its_units(page) -> None:
     # stripe: ImageNet layer2 units 4 and 5; Places layer2 unit 7.
     assert main.get_by_text(f"{IMAGENET}: 2 unit(s)").count() == 1
     assert main.get_by_text(f"{PLACES}: 1 unit(s)").count() == 1
-    assert main.get_by_role("link", name="Open the best unit (layer2, unit 5)").count() == 1
-    assert main.get_by_role("link", name="Open the best unit (layer2, unit 7)").count() == 1
+    assert main.get_by_role("link", name="Open the best unit (layer2, unit 5, similarity 0.150)").count() == 1
+    assert main.get_by_role("link", name="Open the best unit (layer2, unit 7, similarity 0.170)").count() == 1
     screenshot(page, "03_model_differences.png")
 
 
@@ -361,7 +361,7 @@ def test_unit_explorer_deep_link_to_an_imported_csv_shows_the_label_only(page) -
 def test_run_page_uploaded_concept_list_is_parsed(page) -> None:
     open_page(page, "/Run", "Run CLIP-Dissect")
     panel = page.get_by_test_id("stMain").get_by_role("tabpanel", name="New dissection")
-    assert panel.get_by_text("imagenet_classes: 1,000 concepts").count() == 1
+    assert panel.get_by_text("english_20k: 20,000 concepts").count() == 1  # the standard setup
 
     choice = panel.get_by_test_id("stSelectbox").filter(
         has=page.get_by_test_id("stWidgetLabel").get_by_text("Concept set", exact=True))
