@@ -45,7 +45,7 @@ import torch
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
 from .quality_files import (
-    LABEL_QUALITY_FILE, LAYER_COLUMNS, LAYER_QUALITY_FILE, QUALITY_COLUMNS, QUALITY_POINTS_FILE,
+    LABEL_QUALITY_FILE, LAYER_COLUMNS, LAYER_QUALITY_FILE, QUALITY_COLUMNS, QUALITY_POINTS_FILE, read_label_quality,
 )
 from .similarity import resolve_params
 
@@ -429,3 +429,24 @@ def quality_files(layers: Sequence[LayerQuality], image_indices: dict[str, np.nd
         LAYER_QUALITY_FILE: layer_table(layers).to_csv(index=False, lineterminator="\n").encode("utf-8"),
         QUALITY_POINTS_FILE: buffer.getvalue(),
     }
+
+
+def to_payload(quality: LayerQuality) -> dict:
+    """A cache payload (tensors, text and numbers only: loadable with weights_only)."""
+    return {
+        "layer": quality.layer,
+        "units_csv": quality.units.to_csv(index=False, lineterminator="\n"),
+        "counts": torch.tensor([quality.distinct, quality.distinct_low, quality.distinct_high]),
+        "figures": torch.tensor([quality.stable_share, quality.mean_correlation], dtype=torch.float64),
+        "scatter_images": torch.from_numpy(quality.scatter_images.astype(np.int64)),
+        "scatter_activation": torch.from_numpy(quality.scatter_activation),
+        "scatter_similarity": torch.from_numpy(quality.scatter_similarity),
+    }
+
+
+def from_payload(payload: dict) -> LayerQuality:
+    distinct, low, high = payload["counts"].tolist()
+    stable_share, mean_correlation = payload["figures"].tolist()
+    return LayerQuality(payload["layer"], read_label_quality(payload["units_csv"].encode("utf-8")), distinct, low,
+                        high, stable_share, mean_correlation, payload["scatter_images"].numpy(),
+                        payload["scatter_activation"].numpy(), payload["scatter_similarity"].numpy())
