@@ -109,7 +109,7 @@ def read_concept_file(path: Union[str, Path]) -> ConceptSet:
     return parse_concepts(path.read_bytes(), path.stem, str(path))
 
 
-def _imagenet_classes() -> list[str]:
+def imagenet_class_names() -> list[str]:
     from torchvision.models import ResNet18_Weights
 
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
@@ -123,7 +123,7 @@ def _english_vocabulary() -> list[str]:
 
 
 BUILTIN_CONCEPT_SETS = {
-    "imagenet_classes": (_imagenet_classes, "the 1,000 ImageNet class names shipped with torchvision"),
+    "imagenet_classes": (imagenet_class_names, "the 1,000 ImageNet class names shipped with torchvision"),
     "english_20k": (_english_vocabulary, "the 20,000 most frequent alphabetic English words (wordfreq)"),
 }
 

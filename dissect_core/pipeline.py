@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -26,13 +26,17 @@ from .activations import POOL_MODES, record_probe_pass
 from .cache import (FeatureCache, check_activations, check_image_features, check_similarity,
                     check_text_features)
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
-from .concepts import ConceptSet, load_concept_set
+from .concepts import ConceptSet, imagenet_class_names, load_concept_set
 from .device import resolve_device
 from .errors import InvalidInputError
 from .files import file_sha256
 from .models import TargetModel, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
+from .quality import (
+    LayerQuality, QualitySettings, check_payload, from_payload, layer_quality, output_layer_check, output_layers,
+    quality_files, to_payload,
+)
 from .results import Run, load_run, new_run_dir, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
 
@@ -66,6 +70,7 @@ class DescribeConfig:
     download: bool = False
     num_workers: Optional[int] = None
     top_images: int = 100
+    quality_resamples: int = QualitySettings.resamples  # bootstrap resamples for label stability
 
 
 @dataclass
@@ -130,6 +135,7 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     check_num_workers(config.num_workers)
     if config.top_images < 1:
         raise InvalidInputError(f"top_images must be at least 1, not {config.top_images}.")
+    QualitySettings(resamples=config.quality_resamples).check()
     return layers, resolve_params(config.similarity_fn, config.similarity_params)
 
 
@@ -248,6 +254,10 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     # 5. Similarity and descriptions, layer by layer (p(t) is taken over one layer's units).
     description_rows, concept_rows, image_rows, stat_rows = [], [], [], []
     similarity_keys = {}
+    quality_settings = QualitySettings(resamples=config.quality_resamples)
+    qualities: list[LayerQuality] = []
+    quality_indices: dict[str, np.ndarray] = {}
+    quality_skipped: Optional[str] = None
     for number, layer in enumerate(layers):
         entry = activations[layer]
         pooled, image_features_aligned, image_indices = _align(entry, image_features)
@@ -269,8 +279,23 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             reused.append(f"similarity {layer}")
         _collect_rows(layer, best, concepts, pooled, image_indices, entry.get("mask_threshold"),
                       config.top_images, description_rows, concept_rows, image_rows, stat_rows)
+        if quality_skipped is None:
+            try:
+                qualities.append(_label_quality(
+                    cache, key, layer, best, concepts, image_features_aligned, text_features["features"], pooled,
+                    config.similarity_fn, params, quality_settings, progress))
+                quality_indices[layer] = image_indices.numpy()
+            except InvalidInputError as error:
+                # The labels stand without their quality figures; the run says why they are absent.
+                quality_skipped = f"Label-quality figures were not computed: {error}"
+                qualities = []
         report(progress, "describe layers", number + 1, len(layers))
     lap("similarity")
+    descriptions = pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"])
+    top_concepts = pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"])
+    checks = _output_checks(concepts, descriptions, top_concepts)
+    extra_files = quality_files(qualities, quality_indices) if qualities else {}
+    lap("label quality")
 
     # 6. The run folder.
     skipped = sorted(set(activations[layers[0]].get("skipped", [])) | set(image_features.get("skipped", [])))
@@ -329,15 +354,19 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         "warnings": warnings,
         "versions": _versions(),
         "timings_s": timings,
+        "label_quality": ({"skipped": quality_skipped} if quality_skipped
+                          else {"settings": asdict(quality_settings)}),
+        "output_check": [asdict(check) for check in checks],
     }
     write_run(
         run_dir,
-        pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"]),
+        descriptions,
         args=args,
         manifest=manifest,
-        top_concepts=pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"]),
+        top_concepts=top_concepts,
         top_images=pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"]),
         unit_stats=pd.DataFrame(stat_rows, columns=["layer", "unit", "mask_threshold"]),
+        extra_files=extra_files,
     )
     lap("write")
     return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels, warnings)
@@ -373,6 +402,37 @@ def _collect_rows(layer, best, concepts, pooled, image_indices, mask_threshold, 
             image_rows.append((layer, unit, rank, int(top_probe[rank, unit]), float(top_values[rank, unit])))
         threshold = float("nan") if mask_threshold is None else float(mask_threshold[unit])
         stat_rows.append((layer, unit, threshold))
+
+
+def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: dict, concepts: ConceptSet,
+                   image_features: torch.Tensor, text_features: torch.Tensor, pooled: torch.Tensor,
+                   similarity_fn: str, params: dict, settings: QualitySettings,
+                   progress: Optional[ProgressFn]) -> LayerQuality:
+    """The layer's quality figures (dissect_core.quality), cached beside its similarity."""
+    parts = dict(similarity=similarity_key, settings=asdict(settings))
+    key = cache.key("label_quality", **parts)
+    cached = cache.load("label_quality", key, check_payload(pooled.shape[1]))
+    if cached is not None:
+        return from_payload(cached)
+    names = concepts.concepts
+    descriptions = pd.DataFrame({"unit": range(pooled.shape[1]),
+                                 "description": [names[i] for i in best["indices"][:, 0].tolist()],
+                                 "similarity": best["values"][:, 0].numpy()})
+    quality = layer_quality(layer, descriptions, best["values"], best["indices"], names, image_features,
+                            text_features, pooled, similarity_fn, params, settings, progress)
+    cache.save("label_quality", key, to_payload(quality), parts)
+    return quality
+
+
+def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:
+    """CLIP-Dissect's output-layer check, for layers with one unit per concept when the
+    concepts are class names: the built-in ImageNet names, or any list given in class order."""
+    if concepts.source == "builtin:imagenet_classes":
+        class_names = imagenet_class_names()  # with its duplicate names, so unit i is class i
+    else:
+        class_names = list(concepts.concepts)
+    return [output_layer_check(layer, descriptions, top_concepts, class_names)
+            for layer in output_layers(descriptions, len(class_names))]
 
 
 def _versions() -> dict[str, str]:

@@ -450,3 +450,19 @@ def from_payload(payload: dict) -> LayerQuality:
     return LayerQuality(payload["layer"], read_label_quality(payload["units_csv"].encode("utf-8")), distinct, low,
                         high, stable_share, mean_correlation, payload["scatter_images"].numpy(),
                         payload["scatter_activation"].numpy(), payload["scatter_similarity"].numpy())
+
+
+def check_payload(n_units: int):
+    """A cache entry check (``FeatureCache.load``): the payload reads back as one layer's
+    figures for ``n_units`` units."""
+    from .cache import DamagedEntry
+
+    def check(payload: dict) -> None:
+        try:
+            quality = from_payload(payload)
+        except (InvalidInputError, KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise DamagedEntry(f"its label-quality figures do not read back ({exc})") from None
+        shapes = {quality.scatter_activation.shape, quality.scatter_similarity.shape}
+        if len(quality.units) != n_units or len(shapes) != 1 or shapes.pop()[1:] != (n_units,):
+            raise DamagedEntry(f"its label-quality figures are not those of {n_units} units")
+    return check
