@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from .errors import DissectError
+from .errors import DissectError, InvalidInputError
 
 SIMILARITY_CHOICES = ("soft_wpmi", "wpmi", "rank_reorder", "cos_similarity", "cos_similarity_cubed")
 PROBE_NAMES = ("broden", "cifar100_train", "cifar100_val", "imagenet_val", "imagenet_broden")
@@ -61,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="download a missing probe dataset (Broden is about 1 GB)")
     extra.add_argument("--num_workers", type=int, default=None, help="image-loading worker processes")
     extra.add_argument("--top_images", type=int, default=100, help="top images kept per unit (default 100)")
+    extra.add_argument("--quality_resamples", type=int, default=20,
+                       help="bootstrap resamples of the probe images for each label's stability (default 20)")
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="how far a run's labels can be trusted, and the output-layer check",
+        description="Print a run's label-quality figures per layer and, where the run dissected the "
+                    "classifier with the class names as concepts, the top-1/top-5 accuracy of 'unit i is class i'.")
+    evaluate.add_argument("run_dir", help="a run folder written by describe")
+    evaluate.add_argument("--class_names", default=None,
+                          help="text file with the model's class names, one per line in class order "
+                               "(default: the run's own check, for ImageNet names or a class-name concept list)")
 
     download = commands.add_parser("download", help="fetch a dataset or weight file ahead of time")
     download.add_argument("what", choices=("broden", "cifar100", "resnet18_places"))
@@ -94,6 +105,7 @@ def _describe(args: argparse.Namespace) -> int:
         download=args.download,
         num_workers=args.num_workers,
         top_images=args.top_images,
+        quality_resamples=args.quality_resamples,
     )
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
     try:
@@ -113,6 +125,39 @@ def _describe(args: argparse.Namespace) -> int:
     if result.skipped_images:
         print(f"Skipped {len(result.skipped_images)} unreadable image(s), e.g. {result.skipped_images[0]}")
     print("Timings: " + ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in result.timings.items()))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .quality import read_class_names, run_output_checks
+    from .results import load_run
+
+    run = load_run(args.run_dir)
+    print(run.label)
+    if run.layer_quality is None:
+        print(f"Label quality: none ({run.quality_absent_reason()})")
+    else:
+        print("Label quality (stable: stability >= 0.8; distinct labels with a 95 % bootstrap interval):")
+        for row in run.layer_quality.itertuples():
+            print(f"  {row.layer}: {row.units} units, {row.stable_share:.0%} stable, mean held-out correlation "
+                  f"{row.mean_correlation:.3f}, {row.distinct} distinct [{row.distinct_low}-{row.distinct_high}]")
+    if args.class_names:
+        path = Path(args.class_names)
+        if not path.is_file():
+            raise InvalidInputError(f"Class-name file {path} does not exist.")
+        checks = run_output_checks(run.descriptions, run.top_concepts, read_class_names(path.read_bytes(), path.name))
+        checks = [vars(check) for check in checks]
+    else:
+        checks = run.manifest.get("output_check") or []
+    if not checks:
+        print("Output-layer check: not applicable (no layer with one unit per class name); "
+              "pass --class_names FILE for a classifier layer dissected with its class names.")
+    for check in checks:
+        top5 = "n/a" if check["top5"] is None else f"{check['top5']:.1%}"
+        print(f"Output-layer check, {check['layer']} ({check['units']} units): "
+              f"top-1 {check['top1']:.1%}, top-5 {top5}")
     return 0
 
 
@@ -208,7 +253,8 @@ _SHARING_COMMANDS = {
 }
 
 
-COMMANDS = {"describe": _describe, "download": _download, "bundle": _run_bundle, "host": _run_host}
+COMMANDS = {"describe": _describe, "download": _download, "bundle": _run_bundle, "host": _run_host,
+            "evaluate": _evaluate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -34,8 +34,8 @@ from .models import TargetModel, get_layer, load_target_model
 from .probe_data import check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .quality import (
-    LayerQuality, QualitySettings, check_payload, from_payload, layer_quality, output_layer_check, output_layers,
-    quality_files, to_payload,
+    LayerQuality, QualitySettings, check_payload, from_payload, layer_quality, output_layers, quality_files,
+    run_output_checks, to_payload,
 )
 from .results import Run, load_run, new_run_dir, write_run
 from .similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
@@ -431,8 +431,9 @@ def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concept
         class_names = imagenet_class_names()  # with its duplicate names, so unit i is class i
     else:
         class_names = list(concepts.concepts)
-    return [output_layer_check(layer, descriptions, top_concepts, class_names)
-            for layer in output_layers(descriptions, len(class_names))]
+    if not output_layers(descriptions, len(class_names)):
+        return []
+    return run_output_checks(descriptions, top_concepts, class_names)
 
 
 def _versions() -> dict[str, str]:

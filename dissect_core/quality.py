@@ -466,3 +466,35 @@ def check_payload(n_units: int):
         if len(quality.units) != n_units or len(shapes) != 1 or shapes.pop()[1:] != (n_units,):
             raise DamagedEntry(f"its label-quality figures are not those of {n_units} units")
     return check
+
+
+def read_class_names(data: bytes, name: str = "class-name list") -> list[str]:
+    """Class names, one per line in class order (line i+1 is class i). Blank lines are an
+    error rather than skipped, since skipping one would shift every later class."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{name} is not UTF-8 text (byte {exc.start}).") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = [number + 1 for number, line in enumerate(lines) if not line.strip()]
+    if not lines or blank:
+        where = f"line {blank[0]} is blank" if blank else "it is empty"
+        raise InvalidInputError(f"{name}: {where}. Give one class name per line, class 0 first.")
+    return [line.strip() for line in lines]
+
+
+def run_output_checks(descriptions: pd.DataFrame, top_concepts: Optional[pd.DataFrame],
+                      class_names: Sequence[str]) -> list[OutputCheck]:
+    """The output-layer check on every layer with one unit per class; an error naming the
+    unit counts when there is none."""
+    layers = output_layers(descriptions, len(class_names))
+    if not layers:
+        counts = descriptions.groupby("layer", sort=False)["unit"].count()
+        sizes = ", ".join(f"{layer} {count}" for layer, count in counts.items())
+        raise InvalidInputError(
+            f"No layer has one unit per class: {len(class_names)} class names, units per layer: {sizes}. "
+            "Dissect the classifier layer (e.g. fc) with the class names as concepts."
+        )
+    return [output_layer_check(layer, descriptions, top_concepts, class_names) for layer in layers]

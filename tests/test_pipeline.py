@@ -217,3 +217,18 @@ def test_absent_quality_figures_say_why(planted, tmp_path, computed_run):
     small = load_run(computed_run["run_dir"])  # 120 probe images, top_k=100
     assert small.label_quality is None
     assert "at least 200 probe images" in small.quality_absent_reason()
+
+
+def test_output_layer_check_on_a_planted_classifier(planted, tmp_path):
+    """Concepts given as class names in unit order: unit i should be labelled class i."""
+    root, _, _ = planted
+    classes = write_concepts(tmp_path / "classes.txt", UNIT_COLOURS)
+    run = describe(config_for(root, classes, tmp_path, quality_resamples=2)).run
+    [check] = run.manifest["output_check"]
+    assert (check["layer"], check["units"], check["top1"], check["top5"]) == ("detect", 6, 1.0, 1.0)
+    torch.manual_seed(1)
+    untrained = planted_target("untrained-net")
+    untrained.module.detect[0].reset_parameters()
+    untrained.weights_id = "untrained"
+    run = describe(config_for(root, classes, tmp_path, target_model=untrained, quality_resamples=2)).run
+    assert run.manifest["output_check"][0]["top1"] <= 0.5
