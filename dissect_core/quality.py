@@ -28,8 +28,8 @@ pass, and nothing builds an images × concepts matrix.
   (the unit may be polysemantic).
 
 Per layer: the share of stable units (stability ≥ ``stable_threshold``), the mean
-correlation, and the number of distinct labels with a percentile bootstrap interval
-over the same resamples.
+correlation, and the number of distinct labels with a bootstrap interval over the same
+resamples (see :func:`distinct_interval`).
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ import torch
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
 from .quality_files import (
-    LABEL_QUALITY_FILE, LAYER_COLUMNS, LAYER_QUALITY_FILE, QUALITY_COLUMNS, QUALITY_POINTS_FILE, read_label_quality,
+    LABEL_QUALITY_FILE, LAYER_COLUMNS, LAYER_QUALITY_FILE, QUALITY_COLUMNS, QUALITY_POINTS_FILE, STABLE_THRESHOLD,
+    read_label_quality,
 )
 from .similarity import resolve_params
 
@@ -64,7 +65,7 @@ class QualitySettings:
     candidates: int = 5  # top concepts per unit re-scored on each resample
     heldout_fraction: float = 0.5  # share of probe images held out for the correlation
     seed: int = 0
-    stable_threshold: float = 0.8  # stability at or above this counts as a stable unit
+    stable_threshold: float = STABLE_THRESHOLD
     synonym_cosine: float = 0.9  # text-feature cosine above which the top two are near-synonyms
     confidence: float = 0.95  # of the correlation and distinct-count intervals
     scatter_points: int = 500  # held-out images kept per layer for the activation-vs-similarity scatter
@@ -152,12 +153,18 @@ def bootstrap_counts(n_images: int, resamples: int, generator: torch.Generator) 
     return counts
 
 
-def distinct_interval(labels: torch.Tensor, confidence: float) -> tuple[int, int]:
-    """Percentile interval of the number of distinct labels per resample (rows of ``labels``)."""
+def distinct_interval(labels: torch.Tensor, full_count: int, confidence: float) -> tuple[int, int]:
+    """Interval of the number of distinct labels: the spread of the per-resample counts (rows of
+    ``labels``) around their median, placed around the full-sample count.
+
+    Resampling with replacement itself lowers the count (a duplicated image that tops
+    several units pulls them towards one concept), so the raw percentiles can miss the
+    full-sample count; their spread still measures how much the count moves with the sample.
+    """
     counts = np.array([len(torch.unique(row)) for row in labels])
     tail = (1.0 - confidence) / 2
-    low, high = np.quantile(counts, [tail, 1.0 - tail], method="inverted_cdf")
-    return int(low), int(high)
+    low, median, high = np.quantile(counts, [tail, 0.5, 1.0 - tail], method="inverted_cdf")
+    return int(full_count - (median - low)), int(full_count + (high - median))
 
 
 def text_margin(top_values: torch.Tensor, top_indices: torch.Tensor, text_features: torch.Tensor
@@ -315,7 +322,8 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
     run_label = unit_candidates[:, 0]  # the run's label, as a candidate index
     boot = labels[:-1]
     stability = (boot == run_label).float().mean(dim=0)
-    distinct_low, distinct_high = distinct_interval(boot, settings.confidence)
+    full_count = int(descriptions["description"].nunique())
+    distinct_low, distinct_high = distinct_interval(boot, full_count, settings.confidence)
 
     # Simulation: the label chosen on the fit part, scored on the held-out part.
     fit_label = candidates[labels[-1]]  # concept indices, one per unit
@@ -346,7 +354,7 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
     return LayerQuality(
         layer=layer,
         units=frame[list(QUALITY_COLUMNS)],
-        distinct=int(descriptions["description"].nunique()),
+        distinct=full_count,
         distinct_low=distinct_low,
         distinct_high=distinct_high,
         stable_share=float((stability >= settings.stable_threshold).float().mean()),

@@ -361,7 +361,7 @@ class Run:
         if self.label_quality is not None:
             return None
         if self.from_reference_tool:
-            return ("imported from a descriptions CSV: its activations and CLIP features were never "
+            return ("imported from a result file: its activations and CLIP features were never "
                     "available here, so stability and correlation cannot be computed.")
         reason = self.manifest.get("label_quality", {}).get("skipped")
         if reason:

@@ -8,7 +8,7 @@ import torch
 
 from dissect_core.errors import InvalidInputError
 from dissect_core.quality import (
-    QualitySettings, fisher_interval, layer_quality, minimum_probe_images, output_layer_check, output_layers,
+    QualitySettings, distinct_interval, fisher_interval, layer_quality, minimum_probe_images, output_layer_check, output_layers,
     quality_files, rescore_labels,
 )
 from dissect_core.quality_files import read_label_quality, read_layer_quality, read_quality_points
@@ -78,7 +78,7 @@ def test_planted_units_are_stable_and_correlate():
     assert (units["correlation_low"] <= units["correlation"]).all()
     assert (units["correlation"] <= units["correlation_high"]).all()
     assert quality.stable_share == 1.0
-    assert quality.distinct_low <= quality.distinct <= quality.distinct_high
+    assert quality.distinct_low == quality.distinct == quality.distinct_high == 12  # every resample agrees
     assert quality.scatter_activation.shape == (500 if N_IMAGES * 0.5 >= 500 else 300, 12)
 
 
@@ -89,7 +89,7 @@ def test_random_activations_get_low_figures():
     assert quality.units["stability"].mean() < 0.6
     assert quality.units["correlation"].abs().mean() < 0.15
     assert quality.stable_share < 0.3
-    assert quality.distinct_low <= quality.distinct <= quality.distinct_high
+    assert quality.distinct_low < quality.distinct_high  # the count moves with the sample
 
 
 def test_margin_flags_near_synonyms():
@@ -116,6 +116,13 @@ def test_other_similarity_functions_are_refused_with_a_reason():
     acts = torch.rand(N_IMAGES, 4, generator=g)
     with pytest.raises(InvalidInputError, match="soft_wpmi or wpmi"):
         _quality("cos_similarity", images, text, acts, params={})
+
+
+def test_distinct_interval_is_the_bootstrap_spread_around_the_full_count():
+    # Resamples with 3, 4, 4, 4, 5 distinct labels (median 4); the full sample had 6.
+    labels = torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 3], [0, 1, 2, 3, 0], [4, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
+    assert distinct_interval(labels, 6, 0.95) == (5, 7)
+    assert distinct_interval(labels[1:4], 4, 0.95) == (4, 4)
 
 
 def test_fisher_interval_widens_with_fewer_images():
