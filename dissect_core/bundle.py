@@ -8,7 +8,9 @@ same heatmaps and masks (``heatmaps.stored_unit_images``). Layout::
     bundle.json                      {"format": "dissect_core-bundle/1", "created": ISO time,
                                       "runs": [{"label", "folder", "images": bool, "why"?, ...}]}
     runs/<folder>/descriptions.csv   always; args.txt, manifest.json, top_concepts.csv,
-                                     top_images.csv, unit_stats.csv when the run has them
+                                     top_images.csv, unit_stats.csv and the label-quality files
+                                     (label_quality.csv, label_quality_layers.csv,
+                                     label_quality_points.npz) when the run has them
     runs/<folder>/thumbnails/<image_index>.jpg
                                      each distinct image among the units' top images, cropped
                                      as the model saw it and shrunk to ``thumbnail_px``
@@ -51,6 +53,7 @@ import pandas as pd
 
 from .errors import DissectError, InvalidInputError
 from .progress import ProgressFn, report
+from .quality_files import LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, check_quality_files
 from .results import (
     ARGS_FILE,
     DESCRIPTIONS_FILE,
@@ -72,7 +75,8 @@ THUMBNAILS_DIR = "thumbnails"
 LABELS_FILE = "labels.json"
 VIEWS_FILE = "views.json"
 MAPS_DIR = "maps"
-RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE)
+RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE,
+             LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE)
 
 # Limits against zip bombs: far above any real bundle (a full Broden run is ~100 MB).
 MAX_MEMBERS = 20_000
@@ -305,6 +309,13 @@ def import_bundle(data: Union[bytes, IO[bytes]], dest_root: Union[Path, str]) ->
                 except InvalidInputError as exc:
                     raise InvalidInputError(
                         f"Run {folder!r} in {what} has an invalid {DESCRIPTIONS_FILE}: {exc} "
+                        "Nothing was imported; export the bundle again from a working copy of the runs."
+                    ) from None
+                try:
+                    check_quality_files(staging / folder)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(
+                        f"Run {folder!r} in {what} has invalid label-quality files: {exc} "
                         "Nothing was imported; export the bundle again from a working copy of the runs."
                     ) from None
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", filename.stem).strip("._-")[:60] or "bundle"
