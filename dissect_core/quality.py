@@ -12,11 +12,10 @@ pass, and nothing builds an images × concepts matrix.
   not change when other images are resampled, and p(t) is taken over all units of the
   layer), so the only approximation is that a concept outside every unit's top few
   cannot win a resample: a label that loses to such an outsider is counted as kept.
-  A resample changes only which images form a unit's top-k set; those come from the
-  unit's top D images of the full ranking, D ≈ 1.6 × top_k, so the softmax rows are
-  needed only for the union of those sets (the "bootstrap of soft-WPMI only needs the
-  rows of images in top-k sets" argument), each row's normaliser computed once over all
-  concepts in chunks.
+  A resample changes only which images form a unit's top-k set (its full ranking with
+  each image repeated as often as it was drawn), so softmax rows are needed only for
+  the images that some resample puts in some unit's top-k set, each row's normaliser
+  computed once over all concepts, in chunks.
 * **simulation correlation** (Linear Explanations, ICML 2024; the correlation score of
   Neuron_Eval, ICML 2025): the probe images are split (seeded) into a fit part and a
   held-out part. The label is chosen again from the fit part only (same re-scoring),
@@ -243,7 +242,11 @@ def rescore_labels(name: str, params: dict, image_features: torch.Tensor, text_f
     n_units = activations.shape[1]
     acts = activations.float()
     ranking, positions = _ranked_prefix(acts, weights, top_k)
-    images, row_of = torch.unique(ranking, return_inverse=True)  # row_of: (D, K) rows of `images`
+    # Only images some weighting puts in some unit's top-k need softmax rows; rows[w, k, j]
+    # is the row of unit k's j-th image under weighting w.
+    used = ranking[positions, torch.arange(n_units).view(1, n_units, 1)]
+    images, rows = torch.unique(used, return_inverse=True)
+    del used
     probs = _softmax_columns(image_features, text_features, images, candidates, params["a"], chunk_bytes)
     if name == "soft_wpmi":
         probs.sub_(1)  # Q − 1; the term is log(1 + p_j (Q − 1) + min_prob)
@@ -254,14 +257,11 @@ def rescore_labels(name: str, params: dict, image_features: torch.Tensor, text_f
     n_candidates = candidates.numel()
     unit_block = max(1, min(n_units, (chunk_bytes // 4) // (top_k * n_candidates)))
     labels = torch.empty(weights.shape[0], n_units, dtype=torch.long)
-    unit_ids = torch.arange(n_units)
     for w in range(weights.shape[0]):
         log_likelihood = torch.empty(n_units, n_candidates)
         for start in range(0, n_units, unit_block):
             stop = min(start + unit_block, n_units)
-            # rows[u, j] = softmax row of unit u's j-th image under this weighting
-            rows = row_of[positions[w, start:stop], unit_ids[start:stop].unsqueeze(1)]
-            terms = probs[rows]  # (block, top_k, C)
+            terms = probs[rows[w, start:stop]]  # (block, top_k, C)
             if name == "soft_wpmi":
                 terms.mul_(rank_weights).add_(1 + min_prob)
             log_likelihood[start:stop] = terms.log_().sum(dim=1)
