@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .cache import DamagedEntry
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
 from .quality_files import (
@@ -463,8 +464,6 @@ def from_payload(payload: dict) -> LayerQuality:
 def check_payload(n_units: int):
     """A cache entry check (``FeatureCache.load``): the payload reads back as one layer's
     figures for ``n_units`` units."""
-    from .cache import DamagedEntry
-
     def check(payload: dict) -> None:
         try:
             quality = from_payload(payload)
