@@ -3,10 +3,11 @@
 Start with ``streamlit run streamlit_app.py -- --results DIR`` to load every
 ``descriptions.csv`` under ``DIR``; see ``app_ui`` for the other sources.
 """
+import pandas as pd
 import streamlit as st
 
 import app_ui
-from dissect_core import analysis, charts
+from dissect_core import analysis, categories, charts
 
 frame = app_ui.page_frame("Overview")
 runs = app_ui.require_models(frame, 1)
@@ -69,3 +70,38 @@ app_ui.show_table(
     },
 )
 app_ui.show_chart(charts.similarity_chart(summary), key="overview_similarity", file_name="similarity")
+
+st.subheader("How far to trust the labels")
+st.caption("**Stable units**: share of units that keep their label in at least 80 % of bootstrap resamples "
+           "of the probe images. **Correlation**: mean over units of the correlation between a unit's "
+           "activation and its label's CLIP similarity on held-out images. **Distinct concepts** with a 95 % "
+           "bootstrap interval: two models' counts differ credibly only where the intervals do not overlap.")
+quality = app_ui.quality_table(runs, layers)
+if not quality.empty:
+    app_ui.show_table(quality, key="overview_quality_csv", file_name="label_quality_per_layer", column_config={
+        "stable_share": st.column_config.NumberColumn("Stable units", format="percent"),
+        "mean_correlation": st.column_config.NumberColumn("Correlation", format="%.3f"),
+        "distinct_concepts": st.column_config.Column("Distinct concepts [95 % interval]"),
+    })
+app_ui.absent_notes(runs)
+checks = app_ui.output_checks(runs)
+if not checks.empty:
+    st.markdown("**Output-layer check**: on the classifier, dissected with the class names as concepts, "
+                "unit *i* should be labelled class *i* (CLIP-Dissect's own check).")
+    app_ui.show_table(checks, key="overview_output_check_csv", file_name="output_layer_check", column_config={
+        "top1": st.column_config.NumberColumn("Top-1", format="percent"),
+        "top5": st.column_config.NumberColumn("Top-5", format="percent"),
+    })
+
+st.subheader("Concept categories per layer")
+st.caption("Each label's category: Broden's own for Broden labels (-c colours, -s scenes, its texture and "
+           "material lists), otherwise the most frequent WordNet 3.0 noun sense; see the README.")
+mix = pd.concat([categories.category_mix(analysis.filter_layers(run.descriptions, layers)).assign(model=run.label)
+                 for run in runs], ignore_index=True)
+mix_column, mix_chart_column = st.columns([2, 3])
+with mix_column:
+    app_ui.show_table(mix[["model", "layer", "category", "units", "share"]], key="overview_categories_csv",
+                      file_name="concept_categories", height=300,
+                      column_config={"share": st.column_config.NumberColumn("Share", format="percent")})
+with mix_chart_column:
+    app_ui.show_chart(charts.category_mix_chart(mix), key="overview_categories", file_name="concept_categories")

@@ -14,6 +14,7 @@ controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
 * ``unit_views``: a unit's top images with heatmaps and masks;
 * ``running``: progress bars and running dissections;
 * ``hosting``: the read-only hosted mode and its limits;
+* ``quality``: label-quality figures, the stable-units toggle, the output-layer check;
 * ``text``: markdown escaping and file names.
 
 Security: labels, layer and concept names come from users' files. They are only
@@ -37,6 +38,9 @@ from app_ui.sources import (
     BUNDLE_UPLOAD_KEY, DEFAULT_RESULTS_DIR, IMPORTED_BUNDLES_KEY, PENDING_SELECT_KEY, RESULTS_ENV, UPLOAD_KEY,
     UPLOADED_RUNS_KEY, cli_results_dirs, load_folder_runs, results_dir, select_after_rerun,
 )
+from app_ui.quality import (
+    STABLE_KEY, absent_notes, count_moves, descriptions_for, output_checks, quality_table, stable_toggle,
+)
 from app_ui.text import md, message, safe_filename
 from app_ui.unit_views import UnitGallery, unit_gallery
 
@@ -48,4 +52,6 @@ __all__ = [
     "how_to_get_results", "load_folder_runs", "md", "page_frame", "parse_unit_link", "persistent", "pick_layers",
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
+    "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
+    "stable_toggle",
 ]

@@ -221,3 +221,13 @@ def rank_units(df: pd.DataFrame, layer: str) -> pd.DataFrame:
     ranked = ranked[["unit", "description", "similarity"]].rename(columns={"description": "concept"})
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     return ranked.reset_index(drop=True)
+
+
+def only_stable(df: pd.DataFrame, label_quality: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The rows of units whose label's stability is at least ``threshold`` (file order kept).
+
+    ``label_quality`` is a run's ``label_quality.csv`` (``layer``, ``unit``, ``stability``).
+    """
+    stable = label_quality.loc[label_quality["stability"] >= threshold, ["layer", "unit"]]
+    keys = pd.MultiIndex.from_frame(stable)
+    return df[pd.MultiIndex.from_frame(df[["layer", "unit"]]).isin(keys)]

@@ -8,7 +8,9 @@ same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
     bundle.json                      {"format": "dissect_core-bundle/1", "created": ISO time,
                                       "runs": [{"label", "folder", "images": bool, "why"?, ...}]}
     runs/<folder>/descriptions.csv   always; args.txt, manifest.json, top_concepts.csv,
-                                     top_images.csv, unit_stats.csv when the run has them
+                                     top_images.csv, unit_stats.csv and the label-quality files
+                                     (label_quality.csv, label_quality_layers.csv,
+                                     label_quality_points.npz) when the run has them
     runs/<folder>/thumbnails/<image_index>.jpg
                                      each distinct image among the units' top images, cropped
                                      as the model saw it and shrunk to ``thumbnail_px``
@@ -57,6 +59,10 @@ import pandas as pd
 from .errors import DissectError, InvalidInputError
 from .files import atomic_write_text
 from .progress import ProgressFn, report
+from .quality_files import (
+    LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
+    read_quality_points,
+)
 from .results import (
     ARGS_FILE,
     DESCRIPTIONS_FILE,
@@ -80,7 +86,8 @@ if TYPE_CHECKING:
 BUNDLE_FORMAT = "dissect_core-bundle/1"
 BUNDLE_FILE = "bundle.json"
 RUNS_DIR = "runs"
-RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE)
+RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE,
+             LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE)
 
 # Limits against zip bombs and full disks: far above any real bundle (a full Broden
 # run is ~100 MB and expands to about 3 times its size).
@@ -613,6 +620,7 @@ def _check_run(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], wh
         RunManifest.from_json(data.decode("utf-8"), MANIFEST_FILE)
     tables = {name: read_side_table(read(name), name, descriptions)
               for name in (TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE) if name in members}
+    _check_quality_members(read, members)
 
     thumbnails = {int(_THUMBNAIL.fullmatch(name).group(1)): info for name, info in members.items()
                   if _THUMBNAIL.fullmatch(name)}
@@ -647,6 +655,19 @@ def _check_run(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], wh
             raise InvalidInputError(f"it has maps of the layer {layer!r}, which its {DESCRIPTIONS_FILE} lacks.")
         units = int(descriptions.loc[descriptions["layer"] == layer, "unit"].max()) + 1
         _check_map(_read_member(archive, info, what, MAX_MAP_BYTES), f"{MAPS_DIR}/{layer}.npy", units, per_unit)
+
+
+def _check_quality_members(read, members: dict[str, zipfile.ZipInfo]) -> None:
+    """The label-quality files, when present, parsed as the app will read them."""
+    layers = None
+    if LAYER_QUALITY_FILE in members:
+        layers = read_layer_quality(read(LAYER_QUALITY_FILE), LAYER_QUALITY_FILE)
+    if LABEL_QUALITY_FILE in members:
+        read_label_quality(read(LABEL_QUALITY_FILE), LABEL_QUALITY_FILE)
+    if QUALITY_POINTS_FILE in members:
+        if layers is None:
+            raise InvalidInputError(f"{QUALITY_POINTS_FILE} comes without {LAYER_QUALITY_FILE}.")
+        read_quality_points(read(QUALITY_POINTS_FILE), len(layers), QUALITY_POINTS_FILE)
 
 
 def _whole(value: object, low: int, high: int) -> bool:

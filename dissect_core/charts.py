@@ -180,3 +180,40 @@ def chart_to_svg(chart: alt.TopLevelMixin) -> str:
     import vl_convert
 
     return vl_convert.vegalite_to_svg(chart.to_json())
+
+
+def category_mix_chart(mix: pd.DataFrame) -> alt.Chart:
+    """Stacked bars: the share of each concept category among a layer's labels, one panel per model.
+
+    ``mix`` has ``model``, ``layer``, ``category``, ``units`` and ``share`` (see
+    ``dissect_core.categories.category_mix``).
+    """
+    from .categories import CATEGORIES
+
+    data = mix[["model", "layer", "category", "units", "share"]]
+    return alt.Chart(data).mark_bar().encode(
+        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
+        y=alt.Y("share:Q", title="Share of units", axis=alt.Axis(format="%"), stack="normalize"),
+        color=alt.Color("category:N", title="Category", sort=list(CATEGORIES), scale=alt.Scale(domain=list(CATEGORIES))),
+        order=alt.Order("category_rank:Q"),
+        column=alt.Column("model:N", title=None, header=alt.Header(labelLimit=300)),
+        tooltip=[
+            alt.Tooltip("model:N", title="Model"),
+            alt.Tooltip("layer:N", title="Layer"),
+            alt.Tooltip("category:N", title="Category"),
+            alt.Tooltip("units:Q", title="Units"),
+            alt.Tooltip("share:Q", title="Share", format=".1%"),
+        ],
+    ).transform_calculate(
+        category_rank=f"indexof({list(CATEGORIES)!r}, datum.category)"
+    ).properties(title="Concept categories per layer", width=alt.Step(40))
+
+
+def quality_scatter_chart(points: pd.DataFrame, label: str) -> alt.Chart:
+    """Activation against the label's image–text cosine over held-out probe images
+    (``points``: ``activation``, ``similarity``)."""
+    return alt.Chart(points[["activation", "similarity"]]).mark_circle(size=18, opacity=0.5).encode(
+        x=alt.X("similarity:Q", title=f"CLIP similarity to '{label}'", scale=alt.Scale(zero=False)),
+        y=alt.Y("activation:Q", title="Unit activation", scale=alt.Scale(zero=False)),
+        tooltip=[alt.Tooltip("similarity:Q", format=".3f"), alt.Tooltip("activation:Q", format=".3f")],
+    ).properties(title="Activation vs label similarity (held-out images)", height=260)

@@ -110,6 +110,9 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--layer_layout", default="",
                        help="LAYER=LAYOUT,... for layers whose output layout cannot be read from the model; "
                             "layouts: " + "; ".join(f"{e.name} {e.value.shape}" for e in LAYOUTS))
+    extra.add_argument("--quality_resamples", type=int, default=default["quality_resamples"],
+                       help="bootstrap resamples of the probe images for each label's stability "
+                            f"(default {default['quality_resamples']})")
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -153,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> DescribeConfig:
         top_images=args.top_images,
         top_maps=args.top_maps,
         layer_layout=parse_layer_layouts(args.layer_layout),
+        quality_resamples=args.quality_resamples,
     )
 
 
@@ -169,6 +173,49 @@ def _run_describe(args: argparse.Namespace) -> int:
             progress.close()
     for line in result.summary():
         print(f"warning: {line.text}" if line.warning else line.text, file=sys.stderr if line.warning else sys.stdout)
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder written by describe")
+    parser.add_argument("--class_names", default=None,
+                        help="text file with the model's class names, one per line in class order "
+                             "(default: the run's own check, for ImageNet names or a class-name concept list)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .quality import read_class_names, run_output_checks
+    from .results import load_run
+
+    run = load_run(args.run_dir)
+    print(run.label)
+    if run.layer_quality is None:
+        print(f"Label quality: none ({run.quality_absent_reason()})")
+    else:
+        print("Label quality (stable: stability >= 0.8; distinct labels with a 95 % bootstrap interval):")
+        for row in run.layer_quality.itertuples():
+            print(f"  {row.layer}: {row.units} units, {row.stable_share:.0%} stable, mean held-out correlation "
+                  f"{row.mean_correlation:.3f}, {row.distinct} distinct [{row.distinct_low}-{row.distinct_high}]")
+    if args.class_names:
+        path = Path(args.class_names)
+        if not path.is_file():
+            raise InvalidInputError(f"Class-name file {path} does not exist.")
+        checks = run_output_checks(run.descriptions, run.top_concepts, read_class_names(path.read_bytes(), path.name))
+        checks = [vars(check) for check in checks]
+    else:
+        checks = (run.manifest.output_check if run.manifest else [])
+    if not checks:
+        print("Output-layer check: not applicable (no layer with one unit per class name); "
+              "pass --class_names FILE for a classifier layer dissected with its class names.")
+    for check in checks:
+        top5 = "n/a" if check["top5"] is None else f"{check['top5']:.1%}"
+        print(f"Output-layer check, {check['layer']} ({check['units']} units): "
+              f"top-1 {check['top1']:.1%}, top-5 {top5}")
     return 0
 
 
@@ -323,6 +370,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
         "concepts, into OUT (seconds on a CPU; no downloads). Open them with "
         "streamlit run streamlit_app.py -- --results OUT.",
+    ),
+    "evaluate": Subcommand(
+        "how far a run's labels can be trusted, and the output-layer check",
+        _add_evaluate_arguments, _run_evaluate,
+        "Print a run's label-quality figures per layer and, where the run dissected the classifier with "
+        "the class names as concepts, the top-1/top-5 accuracy of 'unit i is class i'.",
     ),
     "download": Subcommand("fetch a dataset or weight file ahead of time", _add_download_arguments, _run_download),
     "bundle": Subcommand(

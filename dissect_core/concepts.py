@@ -110,7 +110,7 @@ def read_concept_file(path: Union[str, Path]) -> ConceptSet:
     return parse_concepts(path.read_bytes(), path.stem, str(path))
 
 
-def _imagenet_classes() -> list[str]:
+def imagenet_class_names() -> list[str]:
     from torchvision.models import ResNet18_Weights
 
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
@@ -125,7 +125,7 @@ def _english_vocabulary() -> list[str]:
 
 # Built-in concept sets: each builds its list of concepts. A new one is one registration here.
 CONCEPT_SETS: Registry[Callable[[], list[str]]] = Registry("concept set")
-CONCEPT_SETS.add("imagenet_classes", _imagenet_classes, "the 1,000 ImageNet class names shipped with torchvision")
+CONCEPT_SETS.add("imagenet_classes", imagenet_class_names, "the 1,000 ImageNet class names shipped with torchvision")
 CONCEPT_SETS.add("english_20k", _english_vocabulary,
                  "the 20,000 most frequent alphabetic English words (wordfreq)")
 

@@ -113,6 +113,11 @@ class RunManifest:
     versions: dict[str, str]
     timings_s: dict[str, float]
     layouts: dict[str, str] = field(default_factory=dict)  # layer -> recording layout; {} before they were recorded
+    # {"settings": QualitySettings as a dict} when label-quality figures were computed, or
+    # {"skipped": why not}; {} in runs made before the quality stage existed.
+    label_quality: dict[str, Any] = field(default_factory=dict)
+    # CLIP-Dissect's output-layer check (quality.OutputCheck as dicts); [] when no layer qualifies.
+    output_check: list[dict[str, Any]] = field(default_factory=list)
     # Set by bundle.import_bundle: {"bundle": file name, "sha256": its hash, "imported": ISO time}.
     imported: Optional[dict[str, str]] = None
     format_version: int = field(default=FORMAT_VERSION)

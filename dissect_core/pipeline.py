@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -29,7 +29,7 @@ from .cache import (FeatureCache, check_activations, check_image_features, check
 from .catalog import pool_modes
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
 from .concept_sources import CONCEPT_SOURCES
-from .concepts import ConceptSet, load_concept_set
+from .concepts import ConceptSet, imagenet_class_names, load_concept_set
 from .device import resolve_device
 from .drawing import view_steps
 from .errors import InvalidInputError, about
@@ -42,6 +42,10 @@ from .recording import resolve_layouts
 from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
 from .similarity import SIMILARITY_FUNCTIONS, check_probe_size, resolve_params, similarity_matrix
 from .unit_views import write_stored_maps
+from .quality import (
+    LayerQuality, QualitySettings, check_payload, from_payload, layer_quality, output_layers, quality_files,
+    run_output_checks, to_payload,
+)
 
 TOP_CONCEPTS_KEPT = 5
 
@@ -80,6 +84,7 @@ class DescribeConfig:
     run_name: Optional[str] = None  # shown instead of "model · probe · concept set"
     top_maps: int = DEFAULT_TOP_MAPS  # activation maps stored per unit, for unit views and bundles
     layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
+    quality_resamples: int = QualitySettings.resamples  # bootstrap resamples for label stability
 
 
 @dataclass
@@ -180,6 +185,8 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
     with about("num_workers"):
         check_num_workers(config.num_workers)
+    with about("quality_resamples"):
+        QualitySettings(resamples=config.quality_resamples).check()
     return layers, params
 
 
@@ -323,6 +330,10 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
     # 5. Similarity and descriptions, layer by layer (p(t) is taken over one layer's units).
     description_rows, concept_rows, image_rows, stat_rows = [], [], [], []
     similarity_keys = {}
+    quality_settings = QualitySettings(resamples=config.quality_resamples)
+    qualities: list[LayerQuality] = []
+    quality_indices: dict[str, np.ndarray] = {}
+    quality_skipped: Optional[str] = None
     for number, layer in enumerate(layers):
         entry = activations[layer]
         pooled, image_features_aligned, image_indices = _align(entry, image_features)
@@ -344,8 +355,23 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
             reused.append(f"similarity {layer}")
         _collect_rows(layer, best, concepts, pooled, image_indices, entry.get("mask_threshold"),
                       config.top_images, description_rows, concept_rows, image_rows, stat_rows)
+        if quality_skipped is None:
+            try:
+                qualities.append(_label_quality(
+                    cache, key, layer, best, concepts, image_features_aligned, text_features["features"], pooled,
+                    config.similarity_fn, params, quality_settings, progress))
+                quality_indices[layer] = image_indices.numpy()
+            except InvalidInputError as error:
+                # The labels stand without their quality figures; the run says why they are absent.
+                quality_skipped = f"Label-quality figures were not computed: {error}"
+                qualities = []
         report(progress, "describe layers", number + 1, len(layers))
     lap("similarity")
+    descriptions = pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"])
+    top_concepts = pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"])
+    checks = _output_checks(concepts, descriptions, top_concepts)
+    extra_files = quality_files(qualities, quality_indices) if qualities else {}
+    lap("label quality")
 
     # 6. The run folder.
     skipped = sorted(set(activations[layers[0]].get("skipped", [])) | set(image_features.get("skipped", [])))
@@ -403,6 +429,9 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
         versions=_versions(),
         timings_s=timings,
         layouts={layer: layouts[layer].name for layer in layers},
+        label_quality=({"skipped": quality_skipped} if quality_skipped
+                       else {"settings": asdict(quality_settings)}),
+        output_check=[asdict(check) for check in checks],
     )
     top_images = pd.DataFrame(image_rows, columns=["layer", "unit", "rank", "image_index", "activation"])
     if config.top_maps:  # before the run files: a run is listed once descriptions.csv exists
@@ -412,12 +441,13 @@ def describe(config: DescribeConfig, progress: Optional[ProgressFn] = None) -> D
                           min(config.top_maps, config.top_images))
     write_run(
         run_dir,
-        pd.DataFrame(description_rows, columns=["layer", "unit", "description", "similarity"]),
+        descriptions,
         args=args,
         manifest=manifest,
-        top_concepts=pd.DataFrame(concept_rows, columns=["layer", "unit", "rank", "concept", "score"]),
+        top_concepts=top_concepts,
         top_images=top_images,
         unit_stats=pd.DataFrame(stat_rows, columns=["layer", "unit", "mask_threshold"]),
+        extra_files=extra_files,
     )
     lap("write")
     return DescribeResult(run_dir, load_run(run_dir), timings, reused, skipped_labels, warnings)
@@ -508,6 +538,38 @@ def _plain_settings(config: DescribeConfig) -> dict:
     given as objects are recorded in their own manifest fields)."""
     settings = {k: v for k, v in vars(config).items() if k not in ("concept_set", "target_model", "clip_model")}
     return json.loads(json.dumps(settings, default=str))
+
+
+def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: dict, concepts: ConceptSet,
+                   image_features: torch.Tensor, text_features: torch.Tensor, pooled: torch.Tensor,
+                   similarity_fn: str, params: dict, settings: QualitySettings,
+                   progress: Optional[ProgressFn]) -> LayerQuality:
+    """The layer's quality figures (dissect_core.quality), cached beside its similarity."""
+    parts = dict(similarity=similarity_key, settings=asdict(settings))
+    key = cache.key("label_quality", **parts)
+    cached = cache.load("label_quality", key, check_payload(pooled.shape[1]))
+    if cached is not None:
+        return from_payload(cached)
+    names = concepts.concepts
+    descriptions = pd.DataFrame({"unit": range(pooled.shape[1]),
+                                 "description": [names[i] for i in best["indices"][:, 0].tolist()],
+                                 "similarity": best["values"][:, 0].numpy()})
+    quality = layer_quality(layer, descriptions, best["values"], best["indices"], names, image_features,
+                            text_features, pooled, similarity_fn, params, settings, progress)
+    cache.save("label_quality", key, to_payload(quality), parts)
+    return quality
+
+
+def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:
+    """CLIP-Dissect's output-layer check, for layers with one unit per concept when the
+    concepts are class names: the built-in ImageNet names, or any list given in class order."""
+    if concepts.source == "builtin:imagenet_classes":
+        class_names = imagenet_class_names()  # with its duplicate names, so unit i is class i
+    else:
+        class_names = list(concepts.concepts)
+    if not output_layers(descriptions, len(class_names)):
+        return []
+    return run_output_checks(descriptions, top_concepts, class_names)
 
 
 def _versions() -> dict[str, str]:

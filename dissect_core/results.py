@@ -10,8 +10,10 @@ A run folder written by this project holds
 * ``top_images.csv``: ``layer,unit,rank,image_index,activation``, the most activating
   probe images per unit (indices into the probe set named in the manifest);
 * ``unit_stats.csv``: ``layer,unit,mask_threshold``, the top-0.5 % activation level
-  used to draw Network-Dissection masks.
-* ``maps/``: each unit's activation maps on its top images (``dissect_core.unit_views``).
+  used to draw Network-Dissection masks;
+* ``maps/``: each unit's activation maps on its top images (``dissect_core.unit_views``);
+* ``label_quality.csv``, ``label_quality_layers.csv``, ``label_quality_points.npz``: how
+  far each label can be trusted (see ``dissect_core.quality_files``).
 
 The reference tool writes only the first two files; ``load_run`` accepts both.
 
@@ -36,9 +38,13 @@ from typing import IO, Optional, Union
 
 import pandas as pd
 
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 from .errors import DissectError, InvalidInputError, MissingResourceError
 from .manifest import MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
+from .quality_files import (
+    LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
+    read_quality_points,
+)
 from .registry import Registry
 from .run_tables import read_side_table
 
@@ -298,6 +304,8 @@ class Run:
     method: str = CLIP_DISSECT                   # which method made the labels (RESULT_FORMATS)
     notes: list[str] = field(default_factory=list)  # what reading the files ignored
     files: tuple[Path, ...] = ()                 # the result files read (several for NetDissect)
+    label_quality: Optional[pd.DataFrame] = None
+    layer_quality: Optional[pd.DataFrame] = None
 
     @property
     def layers(self) -> list[str]:
@@ -365,6 +373,29 @@ class Run:
             return pd.DataFrame(columns=["rank", "image_index", "activation"])
         rows = self.top_images[(self.top_images["layer"] == layer) & (self.top_images["unit"] == unit)]
         return rows.sort_values("rank").head(count)[["rank", "image_index", "activation"]]
+
+    def quality_points(self, layer: str) -> Optional[tuple]:
+        """The scatter data of ``layer`` (probe indices, activations, label similarities; images
+        × units), or None when the run has no quality figures for it."""
+        if self.layer_quality is None or self.path is None or layer not in set(self.layer_quality["layer"]):
+            return None
+        path = self.path / QUALITY_POINTS_FILE
+        if not path.is_file():
+            return None
+        layers = list(self.layer_quality["layer"])
+        return read_quality_points(path.read_bytes(), len(layers))[layers.index(layer)]
+
+    def quality_absent_reason(self) -> Optional[str]:
+        """Why the run has no label-quality figures (None when it has them)."""
+        if self.label_quality is not None:
+            return None
+        if self.from_reference_tool:
+            return ("imported from a result file: its activations and CLIP features were never "
+                    "available here, so stability and correlation cannot be computed.")
+        reason = self.manifest.label_quality.get("skipped")
+        if reason:
+            return str(reason)
+        return "made before label-quality figures existed (or they were not exported); recompute the run."
 
     def mask_threshold(self, layer: str, unit: int) -> Optional[float]:
         """The unit's top-0.5 % activation level, if it was recorded and the layer is spatial."""
@@ -486,7 +517,13 @@ def load_run(path: Union[str, Path]) -> Run:
         method=method,
         notes=list(descriptions.attrs["notes"]),
         files=(csv_path,),
+        label_quality=_read_optional(folder / LABEL_QUALITY_FILE, read_label_quality) if own_folder else None,
+        layer_quality=_read_optional(folder / LAYER_QUALITY_FILE, read_layer_quality) if own_folder else None,
     )
+
+
+def _read_optional(path: Path, reader):
+    return reader(path.read_bytes(), path.name) if path.is_file() else None
 
 
 def _natural_key(text: str) -> list:
@@ -533,7 +570,7 @@ def _group_netdissect(runs: list[Run]) -> list[Run]:
 
 
 # Run-folder side tables: never result files themselves.
-_SIDE_TABLES = {TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE}
+_SIDE_TABLES = {TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE, LABEL_QUALITY_FILE, LAYER_QUALITY_FILE}
 
 
 def find_runs(root: Union[str, Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
@@ -666,12 +703,15 @@ def write_run(
     top_concepts: Optional[pd.DataFrame] = None,
     top_images: Optional[pd.DataFrame] = None,
     unit_stats: Optional[pd.DataFrame] = None,
+    extra_files: Optional[dict[str, bytes]] = None,
 ) -> Path:
     """Write every file of a run folder, each atomically, the manifest last; then
     remove the folder's ``INCOMPLETE_FILE`` marker: only now is the run finished."""
     out = descriptions[list(DESCRIPTION_COLUMNS)].copy()
     out["similarity"] = [format_similarity(v) for v in out["similarity"]]
     (run_dir / INCOMPLETE_FILE).touch()  # for folders not made by new_run_dir
+    for name, data in (extra_files or {}).items():
+        atomic_write_bytes(run_dir / name, data)
     write_frame(run_dir / DESCRIPTIONS_FILE, out)
     atomic_write_text(run_dir / ARGS_FILE, json.dumps(args, indent=2))
     for name, frame in (

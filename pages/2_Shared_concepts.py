@@ -19,7 +19,13 @@ min_units = app_ui.persistent(
     st.slider, "Show concepts learned by at least N units", key="min_units", default=4,
     sanitize=lambda value: min(max(int(value), 1), slider_max), min_value=1, max_value=slider_max,
 )
-shared = {run.label: analysis.shared_concepts(run.descriptions, min_units) for run in runs}
+stable_only = app_ui.stable_toggle(runs)
+shared = {run.label: analysis.shared_concepts(app_ui.descriptions_for(run, stable_only), min_units) for run in runs}
+if stable_only:
+    moves = app_ui.count_moves(runs, layers)
+    if not moves.empty:
+        st.caption("How the numbers move when unstable units are left out:")
+        app_ui.show_table(moves, key="shared_moves_csv", file_name="stable_units_per_layer")
 
 for index, layer in enumerate(layers):
     st.subheader(f"Layer {app_ui.md(layer)}")

@@ -20,7 +20,8 @@ if label_a == label_b:
     st.warning("Pick two different models.")
     st.stop()
 run_a, run_b = frame.runs[label_a], frame.runs[label_b]
-df_a, df_b = run_a.descriptions, run_b.descriptions
+stable_only = app_ui.stable_toggle([run_a, run_b])
+df_a, df_b = app_ui.descriptions_for(run_a, stable_only), app_ui.descriptions_for(run_b, stable_only)
 st.caption(app_ui.md(f"Labels of A by {run_a.method}, of B by {run_b.method}.")
            + (" Concepts match only where both methods name them the same way."
               if run_a.method != run_b.method else ""))
@@ -39,6 +40,11 @@ if not layers:
     st.stop()
 
 st.subheader("Overlap per layer")
+if stable_only:
+    moves = app_ui.count_moves([run_a, run_b], layers)
+    if not moves.empty:
+        st.caption("With unstable units left out, units and distinct concepts per layer move as follows:")
+        app_ui.show_table(moves, key="differences_moves_csv", file_name="stable_units_per_layer")
 jaccard = analysis.jaccard_by_layer(analysis.filter_layers(df_a, layers), analysis.filter_layers(df_b, layers))
 table_column, chart_column = st.columns([3, 2])
 with table_column:

@@ -6,10 +6,11 @@ be shared as a link.
 """
 import math
 
+import pandas as pd
 import streamlit as st
 
 import app_ui
-from dissect_core import analysis
+from dissect_core import analysis, charts
 
 frame = app_ui.page_frame("Unit explorer")
 if not frame.runs:
@@ -76,6 +77,40 @@ if run.score_name and not math.isnan(similarity):
 else:
     st.caption(f"{app_ui.md(model)} · labels by {app_ui.md(run.method)}, which gives no score")
 
+figures = None
+if run.label_quality is not None:
+    figures = run.label_quality[(run.label_quality["layer"] == layer) & (run.label_quality["unit"] == unit)]
+if figures is None or figures.empty:
+    st.info(f"No label-quality figures: {app_ui.md(run.quality_absent_reason() or 'none for this layer.')}",
+            icon=":material/help:")
+else:
+    figure = figures.iloc[0]
+    stability_column, correlation_column, margin_column, scatter_column = st.columns([1, 1, 1, 3])
+    stability_column.metric("Stability", f"{figure['stability']:.0%}",
+                            help="Share of bootstrap resamples of the probe images that give this unit the same label.")
+    correlation = figure["correlation"]
+    correlation_column.metric(
+        "Correlation", "n/a" if pd.isna(correlation) else f"{correlation:.3f}",
+        help="Correlation between the unit's activation and its label's CLIP similarity on held-out images "
+             "(the label chosen on the other images).")
+    if not pd.isna(correlation):
+        correlation_column.caption(f"95 % interval {figure['correlation_low']:.3f} to {figure['correlation_high']:.3f}")
+    margin_column.metric("Margin", f"{figure['margin']:.4g}", help="Score gap between the top two concepts.")
+    kind = ("a near-synonym: a close margin is a coin toss between equivalent words" if figure["near_synonym"]
+            else "a distinct concept: with a close margin the unit may respond to both (polysemantic)")
+    margin_column.caption(f"Runner-up {app_ui.md(figure['runner_up'])} "
+                          f"(text cosine {figure['runner_up_cosine']:.2f}) is {kind}.")
+    points = run.quality_points(layer)
+    with scatter_column:
+        if figure["heldout_label"] != concept:
+            st.caption(f"Chosen on half the probe images the label is {app_ui.md(figure['heldout_label'])}; "
+                       "the correlation and the scatter score that label.")
+        if points is not None and unit < points[1].shape[1]:
+            scatter = pd.DataFrame({"activation": points[1][:, unit].astype(float),
+                                    "similarity": points[2][:, unit].astype(float)})
+            app_ui.show_chart(charts.quality_scatter_chart(scatter, figure["heldout_label"]), key="unit_scatter",
+                              file_name=f"{model}_{layer}_{unit}_scatter")
+
 concepts_column, images_column = st.columns([1, 3])
 with concepts_column:
     st.markdown("**Top concepts**")
@@ -110,7 +145,24 @@ with images_column:
 
 st.subheader(f"Most interpretable units of {app_ui.md(layer)}")
 ranked = analysis.rank_units(run.descriptions, layer)
+if run.label_quality is not None and layer in set(run.label_quality["layer"]):
+    in_layer = run.label_quality[run.label_quality["layer"] == layer]
+    ranked = ranked.merge(in_layer[["unit", "stability", "correlation", "margin", "near_synonym"]], on="unit",
+                          how="left")
+    stability_filter, correlation_filter, sort_column = st.columns(3)
+    min_stability = stability_filter.slider("Minimum stability", 0.0, 1.0, 0.0, 0.05, key="unit_min_stability")
+    min_correlation = correlation_filter.slider("Minimum correlation", -1.0, 1.0, -1.0, 0.05,
+                                                key="unit_min_correlation")
+    sort_by = sort_column.selectbox("Sort by", ["similarity", "stability", "correlation", "margin"],
+                                    key="unit_sort_by")
+    keep = (ranked["stability"] >= min_stability) & (ranked["correlation"].fillna(-1.0) >= min_correlation)
+    ranked = ranked[keep].sort_values([sort_by, "unit"], ascending=[False, True], na_position="last",
+                                      kind="stable")
+    st.caption(f"{len(ranked)} of {len(in_layer)} units pass the filters.")
 ranked["open"] = [app_ui.unit_link_url(model, layer, u) for u in ranked["unit"]]
 app_ui.show_table(ranked, key="unit_ranking_csv", file_name=f"{model}_{layer}_ranking", height=320,
                   column_config={"similarity": st.column_config.NumberColumn("Similarity", format="%.4f"),
+                                 "stability": st.column_config.NumberColumn("Stability", format="percent"),
+                                 "correlation": st.column_config.NumberColumn("Correlation", format="%.3f"),
+                                 "margin": st.column_config.NumberColumn("Margin", format="%.4g"),
                                  "open": st.column_config.LinkColumn("Open", display_text="open ↗")})

@@ -135,7 +135,11 @@ def test_overview_defaults_to_the_resnet_pair_and_shows_counts() -> None:
     assert similarity[0][:2] == (IMAGENET, "layer2")
     assert similarity[0][2] == pytest.approx(0.1 + 3.5 / 100)  # mean of 0.10 .. 0.17
     assert len(chart_rows(at, 1)) == 5
-    assert [b.label for b in at.download_button] == ["CSV", "PNG", "SVG", "CSV", "PNG", "SVG"]
+    assert [b.label for b in at.download_button] == ["CSV", "PNG", "SVG"] * 3  # counts, similarity, categories
+    # Imported CSVs have no quality figures: the page says why instead of showing zeros.
+    assert sum("no label-quality figures: imported from a result file" in c.value for c in at.caption) == 2
+    categories = table(at, 2)
+    assert {row[2] for row in categories} <= {"colour", "texture", "material", "part", "object", "scene", "other"}
 
 
 def test_overview_layer_picker_restricts_every_number() -> None:

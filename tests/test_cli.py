@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -141,3 +142,29 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     assert [line.text for line in result.summary()] == [*out.splitlines()[:3], "The cached entry x was damaged",
                                                         "Skipped 1 unreadable image(s), e.g. cat/broken.jpg",
                                                         out.splitlines()[3]]
+
+
+def test_evaluate_reports_quality_and_the_output_layer_check(tmp_path, capsys, computed_run):
+    from dissect_core.results import write_run
+
+    # The computed run has too few probe images for quality figures: evaluate says so.
+    assert main(["evaluate", str(computed_run["run_dir"])]) == 0
+    out = capsys.readouterr().out
+    assert "Label quality: none" in out and "at least 200 probe images" in out
+    assert "not applicable" in out
+
+    # A planted classifier: units 0-2 labelled with their class, unit 3 has it second.
+    run_dir = tmp_path / "classifier"
+    run_dir.mkdir()
+    classes = ["cat", "dog", "car", "tree"]
+    labels = ["cat", "dog", "car", "car"]
+    descriptions = pd.DataFrame({"layer": "fc", "unit": range(4), "description": labels, "similarity": 1.0})
+    top = pd.DataFrame([("fc", u, 0, labels[u], 2.0) for u in range(4)] + [("fc", 3, 1, "tree", 1.0)],
+                       columns=["layer", "unit", "rank", "concept", "score"])
+    write_run(run_dir, descriptions, args={}, manifest=None, top_concepts=top)
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    assert main(["evaluate", str(run_dir), "--class_names", str(tmp_path / "classes.txt")]) == 0
+    assert "fc (4 units): top-1 75.0%, top-5 100.0%" in capsys.readouterr().out
+    (tmp_path / "short.txt").write_text("cat\n\ndog\n")
+    assert main(["evaluate", str(run_dir), "--class_names", str(tmp_path / "short.txt")]) == 2
+    assert "line 2 is blank" in capsys.readouterr().err

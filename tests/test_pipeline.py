@@ -13,6 +13,7 @@ import torch
 from dissect_core.errors import InvalidInputError
 from dissect_core.pipeline import DescribeConfig, describe
 from dissect_core.probe_data import open_probe_spec
+from dissect_core.results import load_run
 from dissect_core.unit_views import stored_unit_views
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
@@ -195,3 +196,57 @@ def test_imported_csv_cannot_be_redescribed(tmp_path):
     (tmp_path / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer4,0,cat,0.1\n")
     with pytest.raises(InvalidInputError, match="imported from a CSV"):
         config_from_run(load_run(tmp_path))
+
+
+def test_planted_units_get_trustworthy_quality_figures(planted, tmp_path):
+    root, _, concepts = planted
+    run = describe(config_for(root, concepts, tmp_path, quality_resamples=10)).run
+    quality = run.label_quality
+    assert quality["description"].tolist() == UNIT_COLOURS
+    assert quality["stability"].min() >= 0.9
+    assert quality["correlation"].min() > 0.5
+    assert (quality["heldout_label"] == quality["description"]).all()
+    layers = run.layer_quality.set_index("layer")
+    assert layers.loc["detect", "stable_share"] == 1.0
+    assert layers.loc["detect", "distinct_low"] <= 6 <= layers.loc["detect", "distinct_high"]
+    image_ids, activation, similarity = run.quality_points("detect")
+    assert activation.shape == similarity.shape == (len(image_ids), 6)
+    assert run.quality_absent_reason() is None
+
+
+def test_untrained_units_get_low_quality_figures(planted, tmp_path):
+    root, _, concepts = planted
+    torch.manual_seed(0)
+    untrained = planted_target("untrained-net")
+    untrained.module.detect[0].reset_parameters()  # PyTorch's random initialisation
+    untrained.weights_id = "untrained"
+    trained = describe(config_for(root, concepts, tmp_path, quality_resamples=10)).run.label_quality
+    random = describe(config_for(root, concepts, tmp_path, target_model=untrained,
+                                 quality_resamples=10)).run.label_quality
+    assert random["correlation"].mean() < trained["correlation"].mean() - 0.2
+    assert random["stability"].mean() <= trained["stability"].mean()
+
+
+def test_absent_quality_figures_say_why(planted, tmp_path, computed_run):
+    root, _, concepts = planted
+    run = describe(config_for(root, concepts, tmp_path, similarity_fn="cos_similarity")).run
+    assert run.label_quality is None
+    assert "soft_wpmi or wpmi" in run.quality_absent_reason()
+    small = load_run(computed_run["run_dir"])  # 120 probe images, top_k=100
+    assert small.label_quality is None
+    assert "at least 200 probe images" in small.quality_absent_reason()
+
+
+def test_output_layer_check_on_a_planted_classifier(planted, tmp_path):
+    """Concepts given as class names in unit order: unit i should be labelled class i."""
+    root, _, _ = planted
+    classes = write_concepts(tmp_path / "classes.txt", UNIT_COLOURS)
+    run = describe(config_for(root, classes, tmp_path, quality_resamples=2)).run
+    [check] = run.manifest.output_check
+    assert (check["layer"], check["units"], check["top1"], check["top5"]) == ("detect", 6, 1.0, 1.0)
+    torch.manual_seed(1)
+    untrained = planted_target("untrained-net")
+    untrained.module.detect[0].reset_parameters()
+    untrained.weights_id = "untrained"
+    run = describe(config_for(root, classes, tmp_path, target_model=untrained, quality_resamples=2)).run
+    assert run.manifest.output_check[0]["top1"] <= 0.5
