@@ -106,3 +106,17 @@ def test_a_version_1_manifest_still_reads(run_copy):
     _rewrite(run_copy, as_version_1)
     manifest = load_run(run_copy).manifest
     assert manifest.format_version == 1 and manifest.warnings == [] and manifest.probe.listing_skipped == {}
+
+
+def test_a_manifest_from_before_the_quality_stage_still_reads(run_copy):
+    _rewrite(run_copy, lambda record: (record.pop("label_quality"), record.pop("output_check")))
+    manifest = load_run(run_copy).manifest
+    assert manifest.label_quality == {} and manifest.output_check == []
+
+
+def test_the_quality_fields_are_typed(run_copy):
+    manifest = load_run(run_copy).manifest
+    assert "skipped" in manifest.label_quality or "settings" in manifest.label_quality
+    _rewrite(run_copy, lambda record: record.update(output_check="none"))
+    with pytest.raises(DamagedRunError, match="output_check should be a list"):
+        load_run(run_copy)
