@@ -257,7 +257,8 @@ def test_overview_deselecting_a_layer_updates_the_unit_counts(page) -> None:
     # The default pair (ImageNet, Places); the computed run is loaded but not picked.
     assert metrics(page) == [("Units", "14"), ("Distinct concepts overall", "6"),
                              ("Units", "18"), ("Distinct concepts overall", "6")]
-    assert page.get_by_test_id("stVegaLiteChart").count() == 2
+    # Distinct concepts, similarity, and the concept-category mix.
+    assert page.get_by_test_id("stVegaLiteChart").count() == 3
 
     sidebar_multiselect(page, "Layers").get_by_role("button", name="Remove layer3").click()
     # ImageNet keeps layer2 (8 units, 4 concepts); Places layer2 + layer4 (12 units, 4 concepts).
