@@ -28,13 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def computed_run(root: Path) -> Path:
     """Compute a stand-in run with the CLI; returns its folder."""
+    from bench_activations import make_folder  # photo-like synthetic JPEGs, shared with that benchmark
     from dissect_core.cli import main as cli
     from standins import make_tiny_clip_checkpoint, save_places_style_checkpoint
 
     (root / "data").mkdir(parents=True)
     save_places_style_checkpoint(root / "data" / "resnet18_places365.pth.tar")
     clip = make_tiny_clip_checkpoint(root / "clip.pt")
-    make_photo_like_folder(root / "probe", 120)
+    make_folder(root / "probe", 120)
     (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\nwater\n")
     code = cli(["describe", "--clip_model", clip, "--target_model", "resnet18_places",
                 "--target_layers", "layer2,layer3,layer4", "--d_probe", str(root / "probe"),
@@ -43,18 +44,6 @@ def computed_run(root: Path) -> Path:
                 "--similarity_fn", "cos_similarity", "--num_workers", "0", "--quiet"])
     assert code == 0
     return next((root / "results").iterdir())
-
-
-def make_photo_like_folder(root: Path, count: int) -> None:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        folder = root / f"class_{i % 10}"
-        folder.mkdir(parents=True, exist_ok=True)
-        small = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((320, 256), Image.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
 
 
 def time_views(label: str, views: int) -> tuple[float, list[float], list[float]]:
