@@ -1,4 +1,4 @@
-"""Dense soft-WPMI / WPMI written the way the reference computes them (benchmark only).
+"""Dense soft-WPMI written the way the reference computes it (benchmark only).
 
 The reference (CLIP-Dissect, ``utils.get_similarity_from_activations`` and
 ``similarity.soft_wpmi``) materialises the full N×M image×concept cosine matrix P,
@@ -37,23 +37,6 @@ def dense_soft_wpmi(image_features: torch.Tensor, text_features: torch.Tensor, a
             gathered = probs.gather(0, ranked[:, unit:unit + 1].expand(-1, probs.shape[1]))
             terms = 1 + weights * (gathered - 1)
             rows.append(torch.sum(torch.log(terms + min_prob), dim=0, keepdim=True))
-        log_likelihood = torch.cat(rows, dim=0)
-        log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
-            log_likelihood.shape[0] * torch.ones([1]))
-        return log_likelihood - lam * log_prior
-
-
-def dense_wpmi(image_features: torch.Tensor, text_features: torch.Tensor, activations: torch.Tensor,
-               top_k: int = 28, a: float = 2, lam: float = 0.6, min_prob: float = 1e-7) -> torch.Tensor:
-    with torch.no_grad():
-        probs = dense_cosines(image_features, text_features)
-        probs.mul_(a)
-        probs = torch.softmax(probs, dim=1)
-        ranked = torch.topk(activations, dim=0, k=top_k)[1]
-        rows = []
-        for unit in range(activations.shape[1]):
-            gathered = probs.gather(0, ranked[:, unit:unit + 1].expand(-1, probs.shape[1]))
-            rows.append(torch.sum(torch.log(gathered + min_prob), dim=0, keepdim=True))
         log_likelihood = torch.cat(rows, dim=0)
         log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
             log_likelihood.shape[0] * torch.ones([1]))

@@ -281,13 +281,6 @@ def check_context_length(clip: ClipModel, concepts: Sequence[str]) -> None:
         )
 
 
-def tokenize(clip: ClipModel, texts: Sequence[str]) -> torch.Tensor:
-    """Token ids (N × context_length) of raw texts; over-long texts raise InvalidInputError."""
-    texts = list(texts)
-    check_context_length(clip, texts)
-    return clip.tokenizer(texts)
-
-
 @dataclass
 class CausalTextTower:
     """The parts of an open_clip text transformer whose end-of-text feature ignores padding."""

@@ -100,19 +100,11 @@ def colourise(values: np.ndarray) -> np.ndarray:
     return _COLOUR_TABLE[(np.clip(values, 0, 1) * levels + 0.5).astype(np.intp)]
 
 
-def heatmap_overlay(image: Image.Image, act_map: np.ndarray, vmax: float, alpha: float = 0.5) -> Image.Image:
-    """Blend the unit's map (scaled by ``vmax``, shared across a unit's images) over the image."""
-    return _blend(image, upsample(act_map, (image.height, image.width)), vmax, alpha)
-
-
-def mask_overlay(image: Image.Image, act_map: np.ndarray, threshold: float) -> Image.Image:
-    """The Network-Dissection view: the region above ``threshold`` in full, the rest dimmed."""
-    return _dim_outside(image, upsample(act_map, (image.height, image.width)) >= threshold)
-
-
 def unit_overlays(image: Image.Image, act_map: np.ndarray, vmax: float,
                   threshold: Optional[float]) -> tuple[Image.Image, Optional[Image.Image]]:
-    """(``heatmap_overlay``, ``mask_overlay`` or None without a threshold), upsampling once."""
+    """The unit's map (scaled by ``vmax``, shared across a unit's images) blended over the
+    image, and the Network-Dissection mask view (the region at or above ``threshold`` in
+    full, the rest dimmed; None without a threshold), upsampling once."""
     values = upsample(act_map, (image.height, image.width))
     mask = None if threshold is None else _dim_outside(image, values >= threshold)
     return _blend(image, values, vmax, 0.5), mask

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -108,17 +107,3 @@ def read_quality_points(data: bytes, n_layers: int, name: str = QUALITY_POINTS_F
             raise InvalidInputError(f"{name}: the arrays of layer {number + 1} do not fit together.")
         layers.append((images, acts, sims))
     return layers
-
-
-def check_quality_files(folder: Path) -> None:
-    """Read every label-quality file present in a run folder; ``InvalidInputError`` names
-    the first that is wrong (used when importing a bundle, before anything is kept)."""
-    layers = None
-    if (folder / LAYER_QUALITY_FILE).is_file():
-        layers = read_layer_quality((folder / LAYER_QUALITY_FILE).read_bytes())
-    if (folder / LABEL_QUALITY_FILE).is_file():
-        read_label_quality((folder / LABEL_QUALITY_FILE).read_bytes())
-    if (folder / QUALITY_POINTS_FILE).is_file():
-        if layers is None:
-            raise InvalidInputError(f"{QUALITY_POINTS_FILE} comes without {LAYER_QUALITY_FILE}.")
-        read_quality_points((folder / QUALITY_POINTS_FILE).read_bytes(), len(layers))

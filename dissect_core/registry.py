@@ -12,7 +12,7 @@ build their choices (which import torch), and ``dissect_core.catalog`` lists the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Generic, Iterator, Mapping, TypeVar
 
 from .errors import InvalidInputError
 
@@ -47,14 +47,6 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = Entry(name, value, description, dict(defaults))
         return value
-
-    def register(self, name: str, description: str, **defaults: Any) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
-
-        def decorate(value: T) -> T:
-            return self.add(name, value, description, **defaults)
-
-        return decorate
 
     def get(self, name: str) -> Entry[T]:
         try:

@@ -36,7 +36,6 @@ from dissect_core import demo, small_cnn  # noqa: E402
 from dissect_core.bundle import export_bundle, import_bundle  # noqa: E402
 
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
-DEBIAN_COPYRIGHT = Path("/usr/share/doc/dataset-fashion-mnist/copyright")
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

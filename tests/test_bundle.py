@@ -19,7 +19,7 @@ from PIL import Image
 
 from dissect_core import bundle
 from dissect_core.bundle import BUNDLE_FORMAT, export_bundle, import_bundle
-from dissect_core.drawing import heatmap_overlay, mask_overlay
+from dissect_core.drawing import unit_overlays
 from dissect_core.errors import DissectError, InvalidInputError
 from dissect_core.manifest import RunManifest
 from dissect_core.recording import CHANNELS_FIRST, layer_outputs
@@ -143,10 +143,9 @@ def test_stored_views_match_the_live_ones_without_the_probe_images(shared, compu
     vmax = float(live_maps.max())
     inside, mismatched = 0, 0
     for s, live_map in zip(stored, live_maps):
-        expected = heatmap_overlay(s.image, torch.from_numpy(live_map), vmax)
-        assert np.abs(np.asarray(s.heatmap, dtype=int) - np.asarray(expected, dtype=int)).max() <= 2
-        expected = mask_overlay(s.image, torch.from_numpy(live_map), threshold)
-        region = (np.asarray(expected) == np.asarray(s.image)).all(axis=2)  # undimmed pixels
+        expected_heatmap, expected_mask = unit_overlays(s.image, live_map, vmax, threshold)
+        assert np.abs(np.asarray(s.heatmap, dtype=int) - np.asarray(expected_heatmap, dtype=int)).max() <= 2
+        region = (np.asarray(expected_mask) == np.asarray(s.image)).all(axis=2)  # undimmed pixels
         inside += region.sum()
         mismatched += (region != (np.asarray(s.mask) == np.asarray(s.image)).all(axis=2)).sum()
     assert inside > 0 and mismatched <= 0.05 * inside

@@ -21,7 +21,6 @@ from dissect_core.clip import (
     encode_texts,
     load_clip,
     parse_clip_name,
-    tokenize,
 )
 from dissect_core.errors import InvalidInputError, MissingResourceError
 from standins import CLIP_CONFIG_DIR, TINY_CLIP_ARCH, make_tiny_clip_checkpoint, place_in_hf_cache
@@ -193,7 +192,6 @@ def test_encode_images(tiny_clip):
 def test_over_long_concept_raises_with_token_count(tiny_clip):
     fits = " ".join(["word"] * 75)  # 75 + start + end = 77 tokens
     check_context_length(tiny_clip, ["dog", fits])
-    assert tokenize(tiny_clip, [fits]).shape == (1, 77)
     with pytest.raises(InvalidInputError) as info:
         encode_texts(tiny_clip, ["dog", fits + " word", " ".join(["word"] * 100)])
     message = str(info.value)
