@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -41,33 +41,40 @@ class StreamlitProgress:
             self.bars[stage].progress(fraction, text=md(text))
 
 
-def run_dissection(config: Any, title: str, widgets: Optional[dict[str, str]] = None) -> Optional[Any]:
-    """Run ``dissect_core.pipeline.describe`` inside a status box with per-stage progress.
+def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[str, str]] = None
+                   ) -> Optional[list[Any]]:
+    """Run ``dissect_core.pipeline.describe_together`` (several models over one probe
+    pass) inside a status box with per-stage progress.
 
-    Returns the result, or ``None`` after showing the error (nothing computed is lost:
+    Returns the results, or ``None`` after showing the error (nothing computed is lost:
     finished stages stay in the cache), its settings named by ``widgets`` (field → label).
     """
     from dissect_core.errors import DissectError, in_words
-    from dissect_core.pipeline import describe
+    from dissect_core.pipeline import describe_together
 
     status = st.status(md(title), expanded=True)
     try:
         with status:
-            result = describe(config, StreamlitProgress(st.container()))
+            results = describe_together(configs, StreamlitProgress(st.container()))
     except DissectError as exc:
         status.update(label=md(f"{title}: failed (the reason is below)"), state="error", expanded=True)
         # Outside the status box, so the reason shows without a click.
         st.error(message(in_words(exc, widgets or {})), icon=":material/error:")
         return None
     with status:
-        for line in result.summary():
-            if line.warning:
-                st.warning(md(line.text))
-            else:
-                st.text(line.text)
-        status.update(label=md(f"{title}: done in {sum(result.timings.values()):.1f} s"), state="complete")
-    select_after_rerun(result.run_dir)
-    return result
+        for result in results:
+            if len(results) > 1:
+                st.markdown(f"**{md(result.run.target_model)}**")
+            for line in result.summary():
+                if line.warning:
+                    st.warning(md(line.text))
+                else:
+                    st.text(line.text)
+        seconds = max(sum(result.timings.values()) for result in results)
+        status.update(label=md(f"{title}: done in {seconds:.1f} s"), state="complete")
+    for result in results:
+        select_after_rerun(result.run_dir)
+    return results
 
 
 def redescribe_blocker(run: Run) -> Optional[str]:

@@ -53,7 +53,7 @@ def measure(kind: str, folder: str, clip_file: str, batch_size: int, workers: in
     import torch
     import torchvision
 
-    from dissect_core.activations import record_probe_pass
+    from dissect_core.activations import TargetLayers, record_probe_pass
     from dissect_core.clip import load_clip
     from dissect_core.models import TargetModel
     from dissect_core.probe_data import image_folder
@@ -67,12 +67,12 @@ def measure(kind: str, folder: str, clip_file: str, batch_size: int, workers: in
                              weights.transforms(), "random", "random weights")
     if kind in ("clip", "both"):
         clip = load_clip(f"ViT-B-16:{clip_file}", "cpu")
-    layouts = {}
+    targets = []
     if target is not None:
         sample = target.preprocess(probe.load_image(0)).unsqueeze(0)
-        layouts = resolve_layouts(target.module, ["layer2", "layer3", "layer4"], sample, "avg")
+        targets = [TargetLayers(target, resolve_layouts(target.module, ["layer2", "layer3", "layer4"], sample, "avg"))]
     start = time.perf_counter()
-    result = record_probe_pass(probe, target=target, layouts=layouts, clip=clip, top_maps=top_maps,
+    result = record_probe_pass(probe, targets=targets, clip=clip, top_maps=top_maps,
                                batch_size=batch_size, num_workers=workers)
     seconds = time.perf_counter() - start
     return {"kind": kind, "images": len(probe), "seconds": seconds, "images_per_s": len(probe) / seconds,

@@ -27,11 +27,12 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .cache import DamagedEntry, index_list, tensor_field
 from .clip import ClipModel, encode_images
 from .errors import InvalidInputError
 from .models import TargetModel
@@ -59,12 +60,15 @@ def top_rows(pooled: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 class LayerActivations:
     """One layer's record over the readable probe images."""
 
+    KIND: ClassVar[str] = "activations"  # its folder in the cache (cache.CacheEntry)
+
     pooled: torch.Tensor  # (images, units), float32
     image_indices: torch.Tensor  # (images,): probe index of each row
     mask_threshold: Optional[torch.Tensor] = None  # (units,), None without spatial maps
     maps: Optional[torch.Tensor] = None  # (units, k, height, width) float16, None without spatial maps
     map_images: Optional[torch.Tensor] = None  # (units, k): probe index of each map, most activating first
     layout: str = "channels_first"
+    skipped: list[int] = field(default_factory=list)  # probe indices that could not be read
 
     def top_images(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, probe indices), each units × k, most activating first."""
@@ -72,19 +76,43 @@ class LayerActivations:
         return values.T.contiguous(), self.image_indices[rows].T.contiguous()
 
     def to_payload(self) -> dict:
-        """The cache entry (tensors and strings only: the cache loads with ``weights_only``)."""
         return {"pooled": self.pooled, "image_indices": self.image_indices, "mask_threshold": self.mask_threshold,
-                "maps": self.maps, "map_images": self.map_images, "layout": self.layout}
+                "maps": self.maps, "map_images": self.map_images, "layout": self.layout, "skipped": self.skipped}
 
     @classmethod
     def from_payload(cls, payload: Mapping) -> "LayerActivations":
-        return cls(payload["pooled"], payload["image_indices"], payload.get("mask_threshold"),
-                   payload.get("maps"), payload.get("map_images"), payload.get("layout", "channels_first"))
+        pooled = tensor_field(payload, "pooled", 2, floating=True)
+        indices = tensor_field(payload, "image_indices", 1, floating=False)
+        if indices.shape[0] != pooled.shape[0]:
+            raise DamagedEntry(f"it has {pooled.shape[0]} rows but {indices.shape[0]} image indices")
+        threshold = payload.get("mask_threshold")
+        if threshold is not None and (not isinstance(threshold, torch.Tensor)
+                                      or tuple(threshold.shape) != (pooled.shape[1],)):
+            raise DamagedEntry("its mask thresholds do not match its units")
+        maps = map_images = None
+        if payload.get("maps") is not None:
+            maps = tensor_field(payload, "maps", 4, floating=True)
+            map_images = tensor_field(payload, "map_images", 2, floating=False)
+            if maps.shape[0] != pooled.shape[1] or tuple(map_images.shape) != tuple(maps.shape[:2]):
+                raise DamagedEntry(f"its maps {tuple(maps.shape)} do not match its units or their images")
+        layout = payload.get("layout", "channels_first")
+        if not isinstance(layout, str):
+            raise DamagedEntry("its layout is not a name")
+        return cls(pooled, indices, threshold, maps, map_images, layout, index_list(payload, "skipped"))
+
+
+@dataclass(frozen=True)
+class TargetLayers:
+    """A target model and the layers to record from it, each with its layout
+    (``recording.resolve_layouts``)."""
+
+    model: TargetModel
+    layouts: Mapping[str, Layout]
 
 
 @dataclass
 class ProbePass:
-    layers: dict[str, LayerActivations] = field(default_factory=dict)
+    layers: list[dict[str, LayerActivations]] = field(default_factory=list)  # per target, in order
     clip_image_features: Optional[torch.Tensor] = None  # (images, d), unnormalised
     image_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     skipped: list[int] = field(default_factory=list)
@@ -92,20 +120,25 @@ class ProbePass:
 
 
 class _LayerAccumulator:
-    """Consumes one layer's canonical outputs batch by batch (see the module docstring)."""
+    """Consumes one layer's canonical outputs batch by batch (see the module docstring).
 
-    def __init__(self, layout: Layout, pool_mode: str, n_images: int, top_maps: int, generator: torch.Generator):
+    Everything it keeps stays on the outputs' device until :meth:`result`: copying to
+    the CPU batch by batch would make the host wait for the GPU after every batch.
+    """
+
+    def __init__(self, layout: Layout, pool_mode: str, n_images: int, top_maps: int):
         self.layout = layout
         self.pool_mode = pool_mode
         self.n_images = n_images
         self.top_maps = top_maps
-        self.generator = generator
+        # Its own seeded sampler: a layer's threshold does not depend on what else is recorded.
+        self.generator = torch.Generator().manual_seed(0)
         self.pooled: list[torch.Tensor] = []
         self.samples: list[torch.Tensor] = []
         self.rows_seen = 0
         self.top_values: Optional[torch.Tensor] = None  # (units, k') float32, best first
         self.top_rows: Optional[torch.Tensor] = None  # (units, k') pass rows of the maps
-        self.maps: Optional[torch.Tensor] = None  # (units, k', h, w) float16
+        self.maps: Optional[torch.Tensor] = None  # (units, k', h, w) float32
 
     def __call__(self, output: torch.Tensor) -> None:
         pooled = pool(output, self.layout, self.pool_mode).float()
@@ -113,7 +146,7 @@ class _LayerAccumulator:
             self._sample(output)
             if self.top_maps:
                 self._keep_top_maps(output, pooled)
-        self.pooled.append(pooled.cpu())
+        self.pooled.append(pooled)
         self.rows_seen += output.shape[0]
 
     def _sample(self, output: torch.Tensor) -> None:
@@ -127,7 +160,7 @@ class _LayerAccumulator:
             values = output[b, :, rest // width, rest % width].T  # (units, wanted)
         else:
             values = output.permute(1, 0, 2, 3).reshape(units, -1)
-        self.samples.append(values.float().cpu())
+        self.samples.append(values.float())
 
     def _keep_top_maps(self, output: torch.Tensor, pooled: torch.Tensor) -> None:
         """Merge this batch into each unit's running top-k maps, keeping ``top_rows``' order.
@@ -135,42 +168,46 @@ class _LayerAccumulator:
         Kept rows come from earlier batches, so they have lower rows than this batch's:
         a stable sort of [kept, batch] breaks ties by lower row, as ``top_rows`` does.
         """
-        units = output.shape[1]
-        batch_values = pooled.T.cpu()  # (units, batch)
-        batch_rows = torch.arange(self.rows_seen, self.rows_seen + output.shape[0]).expand(units, -1)
-        kept = 0 if self.top_values is None else self.top_values.shape[1]
-        values = batch_values if kept == 0 else torch.cat([self.top_values, batch_values], dim=1)
-        rows = batch_rows if kept == 0 else torch.cat([self.top_rows, batch_rows], dim=1)
-        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :self.top_maps]
-        maps = torch.empty((units, order.shape[1], *output.shape[2:]), dtype=torch.float16)
-        unit_of = torch.arange(units)[:, None].expand_as(order)
-        from_kept = order < kept
+        units, kept, device = output.shape[1], self.top_maps_kept, output.device
+        batch_rows = torch.arange(self.rows_seen, self.rows_seen + output.shape[0], device=device).expand(units, -1)
+        values, rows = pooled.T, batch_rows
         if kept:
-            maps[from_kept] = self.maps[unit_of[from_kept], order[from_kept]]
-        new = ~from_kept
-        picked = output[(order[new] - kept).to(output.device), unit_of[new].to(output.device)]
-        # Clip so that an extreme activation saturates instead of becoming inf in float16.
-        maps[new] = picked.float().clamp(-_FLOAT16_MAX, _FLOAT16_MAX).cpu().half()
+            values = torch.cat([self.top_values, values], dim=1)
+            rows = torch.cat([self.top_rows, rows], dim=1)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :self.top_maps]
+        unit = torch.arange(units, device=device)[:, None]
+        # Gather the winners from the batch and from the kept maps, then pick per slot
+        # (masks of data-dependent size would make the host wait for the device).
+        maps = output[(order - kept).clamp(min=0), unit].float()
+        if kept:
+            maps = torch.where((order < kept)[..., None, None], self.maps[unit, order.clamp(max=kept - 1)], maps)
         self.top_values = values.gather(1, order)
         self.top_rows = rows.gather(1, order)
         self.maps = maps
 
+    @property
+    def top_maps_kept(self) -> int:
+        return 0 if self.maps is None else self.maps.shape[1]
+
     def result(self, image_indices: torch.Tensor) -> LayerActivations:
-        pooled = torch.cat(self.pooled) if self.pooled else torch.zeros(0, 0)
+        pooled = torch.cat(self.pooled).cpu() if self.pooled else torch.zeros(0, 0)
         threshold = None
         if self.samples:
-            values = torch.cat(self.samples, dim=1)
+            values = torch.cat(self.samples, dim=1).cpu()
             rank = max(1, math.ceil((1 - MASK_QUANTILE) * values.shape[1]))
             threshold = values.kthvalue(rank, dim=1).values
-        map_images = None if self.top_rows is None else image_indices[self.top_rows]
-        return LayerActivations(pooled, image_indices, threshold, self.maps, map_images, self.layout.name)
+        maps = map_images = None
+        if self.maps is not None:
+            # Clip so that an extreme activation saturates instead of becoming inf in float16.
+            maps = self.maps.clamp(-_FLOAT16_MAX, _FLOAT16_MAX).half().cpu()
+            map_images = image_indices[self.top_rows.cpu()]
+        return LayerActivations(pooled, image_indices, threshold, maps, map_images, self.layout.name)
 
 
 def record_probe_pass(
     probe: ProbeSet,
     *,
-    target: Optional[TargetModel] = None,
-    layouts: Mapping[str, Layout] = {},
+    targets: Sequence[TargetLayers] = (),
     clip: Optional[ClipModel] = None,
     pool_mode: str = "avg",
     top_maps: int = DEFAULT_TOP_MAPS,
@@ -179,23 +216,21 @@ def record_probe_pass(
     num_workers: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
 ) -> ProbePass:
-    """Run the probe images once through the target model and CLIP.
+    """Run the probe images once through every target model and CLIP.
 
-    ``layouts`` maps each layer to record to its layout (``recording.resolve_layouts``);
-    ``top_maps`` maps are kept per unit of layers with spatial maps (0: none).
+    Each image is decoded once; each distinct preprocessing (targets trained with the
+    same transforms share one) is applied once. ``top_maps`` maps are kept per unit of
+    layers with spatial maps (0: none). ``layers`` of the result follows ``targets``.
     """
     POOL_MODES.get(pool_mode)
     if top_maps < 0:
         raise InvalidInputError(f"top_maps must be 0 or more, not {top_maps}.")
-    if target is None and clip is None:
+    targets = [target for target in targets if target.layouts]
+    if not targets and clip is None:
         return ProbePass()
-    transforms = {}
-    generator = torch.Generator().manual_seed(0)
-    accumulators = {}
-    if target is not None and layouts:
-        transforms["target"] = target.preprocess
-        accumulators = {layer: _LayerAccumulator(layout, pool_mode, len(probe), top_maps, generator)
-                        for layer, layout in layouts.items()}
+    accumulators = [{layer: _LayerAccumulator(layout, pool_mode, len(probe), top_maps)
+                     for layer, layout in target.layouts.items()} for target in targets]
+    transforms, input_of = _shared_transforms([target.model.preprocess for target in targets])
     if clip is not None:
         transforms["clip"] = clip.preprocess
 
@@ -203,17 +238,20 @@ def record_probe_pass(
     kept: list[torch.Tensor] = []
     skipped: list[int] = []
     clip_features: list[torch.Tensor] = []
-    stage = "probe images" + (f" → {target.name}" if accumulators else "") + (" + CLIP" if clip else "")
+    names = " + ".join([target.model.name for target in targets] + (["CLIP"] if clip else []))
+    stage = f"probe images → {names}"
     done = 0
     report(progress, stage, 0, len(probe))
-    with _recording(target, accumulators, device) as model, torch.inference_mode():
+    with contextlib.ExitStack() as stack, torch.inference_mode():
+        models = [stack.enter_context(_recording(target, layers, device))
+                  for target, layers in zip(targets, accumulators)]
         for batch in probe_loader(probe, transforms, batch_size, num_workers, device):
             skipped.extend(batch.skipped)
             done += len(batch.indices) + len(batch.skipped)
             if len(batch.indices):
                 kept.append(batch.indices)
-                if model is not None:
-                    model(batch.tensors["target"].to(device, non_blocking=True))
+                for number, model in enumerate(models):
+                    model(batch.tensors[input_of[number]].to(device, non_blocking=True))
                 if clip is not None:
                     clip_features.append(encode_images(clip, batch.tensors["clip"]))
             report(progress, stage, done, len(probe))
@@ -224,18 +262,37 @@ def record_probe_pass(
             f"None of the {len(probe)} images of probe set {probe.name!r} could be read. "
             "Check that the files are images (JPEG, PNG, …) and not damaged."
         )
+    skipped = sorted(skipped)
+    layers = [{name: acc.result(image_indices) for name, acc in target.items()} for target in accumulators]
+    for record in (entry for target in layers for entry in target.values()):
+        record.skipped = skipped
     return ProbePass(
-        layers={name: acc.result(image_indices) for name, acc in accumulators.items()},
-        clip_image_features=torch.cat(clip_features) if clip_features else None,
+        layers=layers,
+        clip_image_features=torch.cat(clip_features).cpu() if clip_features else None,
         image_indices=image_indices,
-        skipped=sorted(skipped),
+        skipped=skipped,
         seconds=time.perf_counter() - start,
     )
 
 
-def _recording(target: Optional[TargetModel], accumulators: dict, device: torch.device):
-    """``record_layers`` feeding ``accumulators``, or a no-op yielding None without layers."""
-    if target is None or not accumulators:
-        return contextlib.nullcontext(None)
-    layouts = {layer: acc.layout for layer, acc in accumulators.items()}
-    return record_layers(target.module, layouts, lambda layer, output, layout: accumulators[layer](output), device)
+def _shared_transforms(preprocesses: Sequence[Callable]) -> tuple[dict[str, Callable], list[str]]:
+    """One loader transform per distinct preprocessing, and which one each target reads.
+
+    Preprocessings are compared by their description (torchvision transforms describe
+    every parameter); one that includes a function object describes it by address, so
+    it is only shared with itself.
+    """
+    transforms: dict[str, Callable] = {}
+    by_description: dict[str, str] = {}
+    input_of = []
+    for number, preprocess in enumerate(preprocesses):
+        name = by_description.setdefault(repr(preprocess), f"target{number}")
+        transforms.setdefault(name, preprocess)
+        input_of.append(name)
+    return transforms, input_of
+
+
+def _recording(target: TargetLayers, accumulators: dict, device: torch.device):
+    """``record_layers`` on the target's layers, feeding ``accumulators``."""
+    return record_layers(target.model.module, target.layouts,
+                         lambda layer, output, layout: accumulators[layer](output), device)

@@ -14,6 +14,10 @@ miss, so the stage is recomputed: a damaged entry is never used. Writes go to a
 temporary file that is renamed into place; temporary files left by a killed
 writer are removed the next time the cache is opened.
 
+Entries are typed (``CacheEntry``): each stage's result class names its folder
+(``KIND``), turns itself into a payload of plain tensors and rebuilds itself,
+checking that structure, in ``from_payload``.
+
 Layout: ``{root}/{kind}/{key}.pt`` with a readable ``{key}.json`` beside it that
 records the key's parts.
 """
@@ -25,7 +29,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol, TypeVar
 
 import torch
 
@@ -41,6 +45,21 @@ _HEADER_BYTES = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
 _STALE_TEMP_SECONDS = 24 * 3600
 
 ProblemFn = Callable[[str], None]
+
+
+class CacheEntry(Protocol):
+    """A stage's result as the cache stores it: plain tensors, text and numbers (entries
+    are read with ``weights_only``), rebuilt and checked by ``from_payload``."""
+
+    KIND: ClassVar[str]  # the entry's folder in the cache
+
+    def to_payload(self) -> dict: ...
+
+    @classmethod
+    def from_payload(cls, payload: Mapping, **expected: Any) -> "CacheEntry": ...
+
+
+E = TypeVar("E", bound=CacheEntry)
 
 
 def stable_hash(record: Any) -> str:
@@ -75,15 +94,16 @@ class FeatureCache:
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
 
-    def load(self, kind: str, key: str, check: Optional[Callable[[Any], None]] = None) -> Optional[dict]:
-        """The stored payload, or ``None`` when the entry is absent or damaged.
+    def load(self, entry_type: type[E], key: str, **expected: Any) -> Optional[E]:
+        """The stored entry, or ``None`` when it is absent or damaged.
 
-        ``check(payload)`` raises ``DamagedEntry`` when the payload does not have the
-        stage's structure (wrong type, shapes that disagree). A damaged entry is
-        reported, deleted and counts as a miss. Something other than a file where an
-        entry belongs is not the cache's to delete: ``InvalidInputError`` says so.
+        ``entry_type.from_payload(payload, **expected)`` rebuilds the entry and raises
+        ``DamagedEntry`` when the payload lacks the stage's structure (wrong type, shapes
+        that disagree with each other or with ``expected``). A damaged entry is reported,
+        deleted and counts as a miss. Something other than a file where an entry belongs
+        is not the cache's to delete: ``InvalidInputError`` says so.
         """
-        path = self.path(kind, key)
+        path = self.path(entry_type.KIND, key)
         if not path.is_file():
             if path.exists() or path.is_symlink():
                 raise InvalidInputError(
@@ -95,22 +115,21 @@ class FeatureCache:
             payload = _decode(path.read_bytes())
             if not isinstance(payload, dict):
                 raise DamagedEntry(f"it holds a {type(payload).__name__}, not a record of tensors")
-            if check is not None:
-                check(payload)
+            return entry_type.from_payload(payload, **expected)
         except DamagedEntry as exc:
-            self._report(path, kind, str(exc))
+            self._report(path, entry_type.KIND, str(exc))
             path.unlink(missing_ok=True)
             return None
         except OSError as exc:
-            self._report(path, kind, f"it cannot be read ({exc.strerror or exc})")
+            self._report(path, entry_type.KIND, f"it cannot be read ({exc.strerror or exc})")
             return None
-        return payload
 
-    def save(self, kind: str, key: str, payload: dict, parts: Optional[dict] = None) -> Path:
+    def save(self, entry: CacheEntry, key: str, parts: Optional[dict] = None) -> Path:
+        """Store ``entry`` under ``key``; ``parts`` (the key's inputs) go beside it, readable."""
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
+        torch.save(entry.to_payload(), buffer)
         body = buffer.getvalue()
-        path = self.path(kind, key)
+        path = self.path(entry.KIND, key)
         atomic_write_bytes(path, _MAGIC + hashlib.sha256(body).hexdigest().encode("ascii") + b"\n" + body)
         if parts is not None:
             atomic_write_text(path.with_suffix(".json"), json.dumps(parts, indent=2, default=str))
@@ -171,7 +190,9 @@ def _process_alive(pid: int) -> bool:
 
 # --------------------------------------------------------------------------- entry checks
 
-def _tensor(payload: dict, name: str, dims: int, floating: bool) -> torch.Tensor:
+def tensor_field(payload: Mapping, name: str, dims: int, floating: bool) -> torch.Tensor:
+    """``payload[name]`` when it is a tensor of ``dims`` dimensions of the right kind,
+    else ``DamagedEntry``. For the entry types' ``from_payload``."""
     # Values are not range-checked: the checksum already guards against damage, and
     # a model may legitimately produce NaN (rank_reorder's dead units do).
     value = payload.get(name)
@@ -182,48 +203,9 @@ def _tensor(payload: dict, name: str, dims: int, floating: bool) -> torch.Tensor
     return value
 
 
-def _indices_and_skipped(payload: dict, rows: int) -> None:
-    indices = _tensor(payload, "image_indices", 1, floating=False)
-    if indices.shape[0] != rows:
-        raise DamagedEntry(f"it has {rows} rows but {indices.shape[0]} image indices")
-    skipped = payload.get("skipped", [])
-    if not isinstance(skipped, list) or not all(isinstance(i, int) for i in skipped):
-        raise DamagedEntry("its list of skipped images is not a list of indices")
-
-
-def check_activations(payload: dict) -> None:
-    pooled = _tensor(payload, "pooled", 2, floating=True)
-    _indices_and_skipped(payload, pooled.shape[0])
-    threshold = payload.get("mask_threshold")
-    if threshold is not None:
-        if not isinstance(threshold, torch.Tensor) or tuple(threshold.shape) != (pooled.shape[1],):
-            raise DamagedEntry("its mask thresholds do not match its units")
-    if payload.get("maps") is not None:  # each unit's top maps (activations.LayerActivations)
-        maps = _tensor(payload, "maps", 4, floating=True)
-        images = _tensor(payload, "map_images", 2, floating=False)
-        if maps.shape[0] != pooled.shape[1] or tuple(images.shape) != tuple(maps.shape[:2]):
-            raise DamagedEntry(f"its maps {tuple(maps.shape)} do not match its units or their images")
-
-
-def check_image_features(payload: dict) -> None:
-    features = _tensor(payload, "features", 2, floating=True)
-    _indices_and_skipped(payload, features.shape[0])
-
-
-def check_text_features(n_concepts: int) -> Callable[[dict], None]:
-    def check(payload: dict) -> None:
-        features = _tensor(payload, "features", 2, floating=True)
-        if features.shape[0] != n_concepts:
-            raise DamagedEntry(f"it holds {features.shape[0]} concept features, not {n_concepts}")
-    return check
-
-
-def check_similarity(n_units: int, n_concepts: int) -> Callable[[dict], None]:
-    def check(payload: dict) -> None:
-        values = _tensor(payload, "values", 2, floating=True)
-        indices = _tensor(payload, "indices", 2, floating=False)
-        if values.shape != indices.shape or values.shape[0] != n_units:
-            raise DamagedEntry(f"it holds scores of shape {tuple(values.shape)} for {n_units} units")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_concepts):
-            raise DamagedEntry("it names concepts outside the concept list")
-    return check
+def index_list(payload: Mapping, name: str) -> list[int]:
+    """``payload[name]`` when it is a list of image indices, else ``DamagedEntry``."""
+    value = payload.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(i, int) for i in value):
+        raise DamagedEntry(f"its {name!r} is not a list of image indices")
+    return value

@@ -27,7 +27,6 @@ from .models import NAMED_MODELS
 from .pipeline import DescribeConfig
 from .probe_data import PROBE_SETS
 from .similarity import SIMILARITY_FUNCTIONS
-from .activations import DEFAULT_TOP_MAPS
 from .recording import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
@@ -66,7 +65,9 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
                                 "ARCH or ARCH:PRETRAINED pair, or ARCH:/path/to/checkpoint")
     reference.add_argument("--target_model", default=default["target_model"],
                            help=f"{_choices(NAMED_MODELS)}, or any torchvision classification model "
-                                "(resnet18, resnet50, vit_b_16, ...)")
+                                "(resnet18, resnet50, vit_b_16, ...); several, comma-separated (e.g. "
+                                "resnet18,resnet18_places), are described over one pass of the probe images, "
+                                "one run folder each")
     reference.add_argument("--target_layers", default=",".join(default["target_layers"]),
                            help="comma-separated module paths, e.g. layer2,layer3,layer4 or layer4.1.conv2")
     reference.add_argument("--d_probe", default=default["d_probe"],
@@ -88,7 +89,8 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="change a parameter of --similarity_fn from its default (repeatable), "
                             "e.g. --similarity_param top_k=50")
     extra.add_argument("--target_checkpoint", default=None,
-                       help="your own weights file for --target_model's architecture")
+                       help="your own weights file for --target_model's architecture; with several models, "
+                            "one per model, comma-separated (leave an entry empty for a model's own weights)")
     extra.add_argument("--data_dir", default=default["data_dir"],
                        help="where Broden, CIFAR-100 and named models' weights are kept (default: data)")
     extra.add_argument("--imagenet_val_dir", default=None,
@@ -131,10 +133,22 @@ def _similarity_params(pairs: Sequence[str]) -> dict:
     return params
 
 
-def config_from_args(args: argparse.Namespace) -> DescribeConfig:
-    """The library configuration the ``describe`` flags stand for."""
-    return DescribeConfig(
-        target_model=args.target_model,
+def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
+    """The library configurations the ``describe`` flags stand for: one per target model."""
+    models = [name.strip() for name in args.target_model.split(",")]
+    if not all(models):
+        raise InvalidInputError(f"--target_model has an empty name: {args.target_model!r}. "
+                                "Separate model names with single commas, e.g. resnet18,resnet18_places.")
+    if len(set(models)) != len(models):
+        raise InvalidInputError(f"--target_model lists a model twice: {args.target_model}. List each model once.")
+    checkpoints: list[Optional[str]] = [None] * len(models)
+    if args.target_checkpoint:
+        checkpoints = [path.strip() or None for path in args.target_checkpoint.split(",")]
+        if len(checkpoints) != len(models):
+            raise InvalidInputError(
+                f"--target_checkpoint names {len(checkpoints)} file(s) for {len(models)} model(s): give one "
+                "per model, comma-separated, with an empty entry for a model that keeps its own weights.")
+    shared = DescribeConfig(
         target_layers=tuple(args.target_layers.split(",")),
         clip_model=args.clip_model,
         d_probe=args.d_probe,
@@ -146,7 +160,6 @@ def config_from_args(args: argparse.Namespace) -> DescribeConfig:
         device=args.device,
         activation_dir=args.activation_dir,
         result_dir=args.result_dir,
-        target_checkpoint=args.target_checkpoint,
         data_dir=args.data_dir,
         imagenet_val_dir=args.imagenet_val_dir,
         download=args.download,
@@ -158,21 +171,27 @@ def config_from_args(args: argparse.Namespace) -> DescribeConfig:
         layer_layout=parse_layer_layouts(args.layer_layout),
         quality_resamples=args.quality_resamples,
     )
+    return [dataclasses.replace(shared, target_model=model, target_checkpoint=checkpoint)
+            for model, checkpoint in zip(models, checkpoints)]
 
 
 def _run_describe(args: argparse.Namespace) -> int:
-    from .pipeline import describe
+    from .pipeline import describe_together
     from .progress import TqdmProgress
 
-    config = config_from_args(args)
+    configs = configs_from_args(args)
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
     try:
-        result = describe(config, progress)
+        results = describe_together(configs, progress)
     finally:
         if progress is not None:
             progress.close()
-    for line in result.summary():
-        print(f"warning: {line.text}" if line.warning else line.text, file=sys.stderr if line.warning else sys.stdout)
+    for result in results:
+        if len(results) > 1:
+            print(f"{result.run.target_model}:")
+        for line in result.summary():
+            print(f"warning: {line.text}" if line.warning else line.text,
+                  file=sys.stderr if line.warning else sys.stdout)
     return 0
 
 

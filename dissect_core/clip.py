@@ -380,7 +380,8 @@ def encode_texts(
 
 
 def encode_images(clip: ClipModel, batch: torch.Tensor) -> torch.Tensor:
-    """Unnormalised image features (B × d, float32, CPU) of a preprocessed batch."""
+    """Unnormalised image features (B × d, float32) of a preprocessed batch, left on
+    CLIP's device so that a pass over many batches does not wait for each one."""
     with torch.inference_mode():
         features = clip.model.encode_image(batch.to(clip.device, dtype=clip.dtype, non_blocking=True))
-    return features.float().cpu()
+    return features.float()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,36 @@ class LayerQuality:
     scatter_images: np.ndarray = field(repr=False)
     scatter_activation: np.ndarray = field(repr=False)
     scatter_similarity: np.ndarray = field(repr=False)
+
+    KIND: ClassVar[str] = "label_quality"  # its folder in the cache (cache.CacheEntry)
+
+    def to_payload(self) -> dict:
+        """A cache payload (tensors, text and numbers only: loadable with weights_only)."""
+        return {
+            "layer": self.layer,
+            "units_csv": self.units.to_csv(index=False, lineterminator="\n"),
+            "counts": torch.tensor([self.distinct, self.distinct_low, self.distinct_high]),
+            "figures": torch.tensor([self.stable_share, self.mean_correlation], dtype=torch.float64),
+            "scatter_images": torch.from_numpy(self.scatter_images.astype(np.int64)),
+            "scatter_activation": torch.from_numpy(self.scatter_activation),
+            "scatter_similarity": torch.from_numpy(self.scatter_similarity),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping, n_units: int) -> "LayerQuality":
+        """The figures a payload holds, when they are those of ``n_units`` units."""
+        try:
+            distinct, low, high = payload["counts"].tolist()
+            stable_share, mean_correlation = payload["figures"].tolist()
+            quality = cls(payload["layer"], read_label_quality(payload["units_csv"].encode("utf-8")), distinct,
+                          low, high, stable_share, mean_correlation, payload["scatter_images"].numpy(),
+                          payload["scatter_activation"].numpy(), payload["scatter_similarity"].numpy())
+        except (InvalidInputError, KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise DamagedEntry(f"its label-quality figures do not read back ({exc})") from None
+        shapes = {quality.scatter_activation.shape, quality.scatter_similarity.shape}
+        if len(quality.units) != n_units or len(shapes) != 1 or shapes.pop()[1:] != (n_units,):
+            raise DamagedEntry(f"its label-quality figures are not those of {n_units} units")
+        return quality
 
 
 # ----------------------------------------------------------------------------- small pure pieces
@@ -438,41 +468,6 @@ def quality_files(layers: Sequence[LayerQuality], image_indices: dict[str, np.nd
         LAYER_QUALITY_FILE: layer_table(layers).to_csv(index=False, lineterminator="\n").encode("utf-8"),
         QUALITY_POINTS_FILE: buffer.getvalue(),
     }
-
-
-def to_payload(quality: LayerQuality) -> dict:
-    """A cache payload (tensors, text and numbers only: loadable with weights_only)."""
-    return {
-        "layer": quality.layer,
-        "units_csv": quality.units.to_csv(index=False, lineterminator="\n"),
-        "counts": torch.tensor([quality.distinct, quality.distinct_low, quality.distinct_high]),
-        "figures": torch.tensor([quality.stable_share, quality.mean_correlation], dtype=torch.float64),
-        "scatter_images": torch.from_numpy(quality.scatter_images.astype(np.int64)),
-        "scatter_activation": torch.from_numpy(quality.scatter_activation),
-        "scatter_similarity": torch.from_numpy(quality.scatter_similarity),
-    }
-
-
-def from_payload(payload: dict) -> LayerQuality:
-    distinct, low, high = payload["counts"].tolist()
-    stable_share, mean_correlation = payload["figures"].tolist()
-    return LayerQuality(payload["layer"], read_label_quality(payload["units_csv"].encode("utf-8")), distinct, low,
-                        high, stable_share, mean_correlation, payload["scatter_images"].numpy(),
-                        payload["scatter_activation"].numpy(), payload["scatter_similarity"].numpy())
-
-
-def check_payload(n_units: int):
-    """A cache entry check (``FeatureCache.load``): the payload reads back as one layer's
-    figures for ``n_units`` units."""
-    def check(payload: dict) -> None:
-        try:
-            quality = from_payload(payload)
-        except (InvalidInputError, KeyError, AttributeError, TypeError, ValueError) as exc:
-            raise DamagedEntry(f"its label-quality figures do not read back ({exc})") from None
-        shapes = {quality.scatter_activation.shape, quality.scatter_similarity.shape}
-        if len(quality.units) != n_units or len(shapes) != 1 or shapes.pop()[1:] != (n_units,):
-            raise DamagedEntry(f"its label-quality figures are not those of {n_units} units")
-    return check
 
 
 def read_class_names(data: bytes, name: str = "class-name list") -> list[str]:

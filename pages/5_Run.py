@@ -110,17 +110,15 @@ with new_tab:
         if len(models) > 1 and checkpoint:
             st.error("An own weights file belongs to one model: pick a single target model.")
         else:
-            for model in models:
-                config = DescribeConfig(
-                    target_model=model, target_checkpoint=checkpoint or None,
-                    target_layers=tuple(layers.split(",")), clip_model=clip_model, d_probe=probe,
-                    concept_set=concepts, similarity_fn=similarity_fn, pool_mode=pool_mode,
-                    batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
-                    result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download,
-                )
-                if app_ui.run_dissection(config, f"Dissecting {model}", WIDGETS) is None:
-                    break
-            else:
+            # One probe pass for all the models: each image is decoded once and CLIP sees it once.
+            configs = [DescribeConfig(
+                target_model=model, target_checkpoint=checkpoint or None,
+                target_layers=tuple(layers.split(",")), clip_model=clip_model, d_probe=probe,
+                concept_set=concepts, similarity_fn=similarity_fn, pool_mode=pool_mode,
+                batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
+                result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download,
+            ) for model in models]
+            if app_ui.run_dissection(configs, f"Dissecting {', '.join(models)}", WIDGETS) is not None:
                 st.success("Finished. The new runs are added to the model picker on every page.")
 
 with concepts_tab:
@@ -142,5 +140,5 @@ with concepts_tab:
                      disabled=concepts is None):
             run = frame.runs[label]
             config = config_from_run(run, concept_set=concepts, result_dir=str(app_ui.results_dir()))
-            if app_ui.run_dissection(config, f"Describing {run.target_model} with {concepts.name}", WIDGETS):
+            if app_ui.run_dissection([config], f"Describing {run.target_model} with {concepts.name}", WIDGETS):
                 st.success("Finished. The new run is added to the model picker on every page.")

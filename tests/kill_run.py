@@ -32,7 +32,7 @@ def main() -> None:
     def progress(stage: str, done: int, total: int) -> None:
         if kind == "probe" and stage.startswith("probe images") and done >= int(arg):
             die()
-        if kind == "describe" and stage == "describe layers":
+        if kind == "describe" and stage.startswith("describe layers"):
             die()
 
     if kind == "write":

@@ -17,7 +17,8 @@ from dissect_core import downloads
 from dissect_core.cli import build_parser, main
 from dissect_core.results import load_run
 
-from standins import add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
+from standins import (add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights,
+                      save_places_style_checkpoint)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,6 +108,41 @@ def test_offline_missing_weights_fail_within_seconds(tmp_path, capsys, monkeypat
     assert "resnet18_places365.pth.tar" in err and "places2.csail.mit.edu" in err
 
 
+def test_the_standard_comparison_is_one_command(standins, tmp_path, capsys, monkeypatch):
+    # ImageNet and Places365 ResNet18s over one probe pass: one run folder each.
+    root, clip = standins
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
+    place_torchvision_weights("resnet18")
+    command = reference_command(root, clip)
+    command[command.index("--target_model") + 1] = "resnet18,resnet18_places"
+    command[command.index("--result_dir") + 1] = str(tmp_path / "results")
+    command[command.index("--activation_dir") + 1] = str(tmp_path / "cache")
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "resnet18:" in out and "resnet18_places:" in out
+    runs = [load_run(path) for path in sorted((tmp_path / "results").iterdir())]
+    assert sorted(run.target_model for run in runs) == ["resnet18", "resnet18_places"]
+    assert all(len(run.descriptions) == 256 + 512 for run in runs)
+    assert runs[0].manifest.target_weights_sha256 != runs[1].manifest.target_weights_sha256
+    assert len(list((tmp_path / "cache" / "clip_images").glob("*.pt"))) == 1
+
+
+@pytest.mark.parametrize("models, checkpoints, expected", [
+    ("resnet18,,resnet18_places", None, "empty name"),
+    ("resnet18,resnet18", None, "lists a model twice"),
+    ("resnet18,resnet18_places", "a.pt", "1 file(s) for 2 model(s)"),
+])
+def test_a_bad_model_list_says_how_to_write_it(standins, capsys, models, checkpoints, expected):
+    root, clip = standins
+    command = reference_command(root, clip)
+    command[command.index("--target_model") + 1] = models
+    if checkpoints:
+        command += ["--target_checkpoint", checkpoints]
+    assert main(command) == 2
+    assert expected in capsys.readouterr().err
+
+
 def test_python_dash_m_entry_point(tmp_path):
     # The module entry point itself, in a fresh interpreter.
     result = subprocess.run(
@@ -130,7 +166,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
                                  "description": ["dog", "dog", "sky"], "similarity": [1.0, 2.0, 3.0]})
     result = pipeline.DescribeResult(tmp_path / "run", Run("r", descriptions), {"load": 1.25},
                                      ["CLIP text features"], ["cat/broken.jpg"], ["The cached entry x was damaged"])
-    monkeypatch.setattr(pipeline, "describe", lambda config, progress: result)
+    monkeypatch.setattr(pipeline, "describe_together", lambda configs, progress: [result])
     assert main(["describe", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [f"Wrote {tmp_path / 'run' / 'descriptions.csv'}",

@@ -61,20 +61,24 @@ def replace_with_header_only(path: Path, offset_from_end: int = 0) -> None:
     path.write_bytes(b"")
 
 
-def wrong_type_with_valid_checksum(path: Path, offset_from_end: int = 0) -> None:
-    """An entry written by the cache itself, but holding a list: a valid file of the wrong type."""
+def write_entry(path: Path, payload) -> None:
+    """Bytes as the cache writes them (header with a valid checksum), holding ``payload``."""
     buffer = io.BytesIO()
-    torch.save([1, 2, 3], buffer)
+    torch.save(payload, buffer)
     body = buffer.getvalue()
     path.write_bytes(cache_module._MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
+def wrong_type_with_valid_checksum(path: Path, offset_from_end: int = 0) -> None:
+    """An entry holding a list: a valid file of the wrong type."""
+    write_entry(path, [1, 2, 3])
+
+
 def wrong_shapes_with_valid_checksum(path: Path, offset_from_end: int = 0) -> None:
     """A well-formed entry whose tensors disagree (as if another stage's payload was stored under this key)."""
-    cache = FeatureCache(path.parents[1])
-    cache.save(path.parent.name, path.stem, {"pooled": torch.zeros(3), "image_indices": torch.zeros(5),
-                                             "features": torch.zeros(2, 2), "values": torch.zeros(1, 1),
-                                             "indices": torch.zeros(1, 1, dtype=torch.long)})
+    write_entry(path, {"pooled": torch.zeros(3), "image_indices": torch.zeros(5),
+                       "features": torch.zeros(2, 2), "values": torch.zeros(1, 1),
+                       "indices": torch.zeros(1, 1, dtype=torch.long)})
 
 
 def old_format_entry(path: Path, offset_from_end: int = 0) -> None:

@@ -249,3 +249,55 @@ def test_output_layer_check_on_a_planted_classifier(planted, tmp_path):
     untrained.weights_id = "untrained"
     run = describe(config_for(root, classes, tmp_path, target_model=untrained, quality_resamples=2)).run
     assert run.manifest.output_check[0]["top1"] <= 0.5
+
+
+# --------------------------------------------------------------------------- several models, one pass
+
+
+def test_two_models_share_one_probe_pass_and_match_separate_runs(planted, tmp_path, monkeypatch):
+    from dissect_core.pipeline import describe_together
+    from dissect_core.probe_data import ProbeSet
+
+    root, _, concepts = planted
+    decoded = []
+    load_image = ProbeSet.load_image
+    monkeypatch.setattr(ProbeSet, "load_image", lambda self, index: decoded.append(index) or load_image(self, index))
+    clip = planted_clip()
+    encoded = []
+    encode_image = clip.model.encode_image
+    clip.model.encode_image = lambda images: encoded.append(len(images)) or encode_image(images)
+    plain, channels_last = planted_target("planted-net"), planted_target("planted-cl", channels_last=True)
+    configs = [config_for(root, concepts, tmp_path, target_model=model, clip_model=clip)
+               for model in (plain, channels_last)]
+
+    together = describe_together(configs)
+
+    # Each probe image decoded once (plus the one image read to learn each model's layer layouts)
+    # and seen once by CLIP, for both models.
+    assert len(decoded) == 240 + 2 and sum(encoded) == 240
+    assert [result.run.target_model for result in together] == ["planted-net", "planted-cl"]
+    assert len({result.run_dir for result in together}) == 2
+    for result, model in zip(together, (plain, channels_last)):
+        alone = describe(config_for(root, concepts, tmp_path / model.name, target_model=model))
+        assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
+        pd.testing.assert_frame_equal(result.run.descriptions, alone.run.descriptions)
+        pd.testing.assert_frame_equal(result.run.top_images, alone.run.top_images)
+        pd.testing.assert_frame_equal(result.run.unit_stats, alone.run.unit_stats)
+        assert sorted(p.name for p in (result.run_dir / "maps").iterdir()) == \
+            sorted(p.name for p in (alone.run_dir / "maps").iterdir())
+
+    again = describe_together(configs)
+    assert all({"activations detect", "CLIP image features"} <= set(result.reused) for result in again)
+
+
+def test_models_described_together_must_share_the_rest(planted, tmp_path):
+    from dissect_core.pipeline import describe_together
+
+    root, _, concepts = planted
+    fewer = write_concepts(tmp_path / "fewer.txt", ["red", "green", "blue"])
+    first = config_for(root, concepts, tmp_path)
+    with pytest.raises(InvalidInputError, match="must share `concept_set`"):
+        describe_together([first, config_for(root, fewer, tmp_path, target_model=planted_target("other"))])
+    with pytest.raises(InvalidInputError, match="listed twice"):
+        describe_together([first, config_for(root, concepts, tmp_path)])
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))

@@ -152,7 +152,7 @@ def test_running_top_maps_equal_the_global_top_images_with_ties():
     torch.manual_seed(0)
     # Max-pooled values with many ties (maps rounded to quarters), maps that differ within a tie.
     outputs = (torch.rand(37, 4, 3, 3) * 4).round() / 4
-    accumulator = _LayerAccumulator(CHANNELS_FIRST, "max", 37, 5, torch.Generator().manual_seed(0))
+    accumulator = _LayerAccumulator(CHANNELS_FIRST, "max", 37, 5)
     for start in range(0, 37, 8):
         accumulator(outputs[start:start + 8])
     result = accumulator.result(torch.arange(37) * 10)  # probe indices differ from rows
