@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -337,16 +336,10 @@ def test_good_and_bad_upload_together() -> None:
 MARKDOWN_TYPES = {"markdown", "caption", "title", "subheader", "header", "error", "warning", "info", "success"}
 
 
-def walk(node) -> Iterator:
-    yield node
-    for child in getattr(node, "children", {}).values():
-        yield from walk(child)
-
-
 def rendered_markdown(at: AppTest) -> list[str]:
     """Every string Streamlit renders as markdown: markdown-like bodies and all labels."""
     texts = []
-    for node in walk(at._tree):
+    for node in (*at.main, *at.sidebar):  # iterating a Block yields it and everything inside
         if getattr(node, "type", None) in MARKDOWN_TYPES:
             texts.append(node.value)
             assert not getattr(node.proto, "allow_html", False)
