@@ -17,6 +17,7 @@ small random weights or synthetic images:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -139,7 +140,7 @@ def make_cifar100_standin(data_dir: Path | str, n_train: int = 12, n_test: int =
     """Write tiny ``cifar-100-python/{train,test,meta}`` pickles as torchvision reads them.
 
     torchvision checks the real files' MD5 sums, so tests also call
-    ``skip_cifar_md5_check(monkeypatch)``.
+    ``accept_cifar100_standin(monkeypatch, folder)``.
     """
     rng = np.random.default_rng(seed)
     folder = Path(data_dir) / "cifar-100-python"
@@ -156,8 +157,15 @@ def make_cifar100_standin(data_dir: Path | str, n_train: int = 12, n_test: int =
     return folder
 
 
-def skip_cifar_md5_check(monkeypatch) -> None:
-    """Let torchvision accept the CIFAR stand-in, whose MD5 sums differ from the real files'."""
-    import torchvision.datasets.cifar
+def accept_cifar100_standin(monkeypatch, folder: Path) -> None:
+    """Give torchvision's CIFAR100 the stand-in's MD5 sums in place of the real files'
+    (its public ``train_list``, ``test_list`` and ``meta``), so torchvision's own
+    integrity check runs, and passes, on the stand-in."""
+    from torchvision.datasets import CIFAR100
 
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    def md5(name: str) -> str:
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(CIFAR100, "train_list", [["train", md5("train")]])
+    monkeypatch.setattr(CIFAR100, "test_list", [["test", md5("test")]])
+    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": md5(CIFAR100.meta["filename"])})

@@ -28,7 +28,7 @@ from dissect_core.probe_data import (
     open_probe_spec,
     probe_loader,
 )
-from standins import add_corrupt_files, make_cifar100_standin, make_image_folder, skip_cifar_md5_check
+from standins import accept_cifar100_standin, add_corrupt_files, make_cifar100_standin, make_image_folder
 
 TO_TENSOR = {"a": T.Compose([T.Resize((32, 32)), T.ToTensor()]), "b": T.Compose([T.Resize((16, 16)), T.ToTensor()])}
 
@@ -198,8 +198,7 @@ def test_broden_unpacks_jpgs_and_csvs_from_the_zip(tmp_path, monkeypatch):
 
 
 def test_cifar100_through_torchvision(tmp_path, monkeypatch):
-    make_cifar100_standin(tmp_path, n_train=12, n_test=6)
-    skip_cifar_md5_check(monkeypatch)
+    accept_cifar100_standin(monkeypatch, make_cifar100_standin(tmp_path, n_train=12, n_test=6))
     train = open_probe("cifar100_train", data_dir=tmp_path)
     val = cifar100(tmp_path, train=False, download=False)
     assert (len(train), len(val)) == (12, 6)
