@@ -3,8 +3,6 @@ torchvision keeps them: Swin (channels-last), ConvNeXt, ViT (tokens, cls and mea
 ResNet. A few tiny images each: these models are large for a CPU."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -20,15 +18,11 @@ from standins import make_image_folder, make_tiny_clip_checkpoint, place_torchvi
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("torchvision_layouts")
-    previous = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(root / "torch_home")
-    make_image_folder(root / "probe", 4, size=(40, 40))
-    (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\n")
-    yield root, make_tiny_clip_checkpoint(root / "tiny_clip.pt")
-    if previous is None:
-        os.environ.pop("TORCH_HOME")
-    else:
-        os.environ["TORCH_HOME"] = previous
+    with pytest.MonkeyPatch.context() as patch:  # restored after the module, even when setup fails
+        patch.setenv("TORCH_HOME", str(root / "torch_home"))
+        make_image_folder(root / "probe", 4, size=(40, 40))
+        (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\n")
+        yield root, make_tiny_clip_checkpoint(root / "tiny_clip.pt")
 
 
 def describe(root, clip, model, layers, *extra) -> int:
