@@ -21,6 +21,10 @@ from app_ui.text import md
 from dissect_core.results import Run, make_labels_unique
 
 APP_NAME = "CLIP-Dissect explorer"
+LABELS_KEY = "run_labels"  # {run key: its label in the last script run}
+# Widgets whose values are run labels (the sidebar's model picker, Model differences' A
+# and B, the Unit explorer's model): they follow a run when its label changes.
+RUN_PICKER_KEYS = (MODELS_KEY, "model_a", "model_b", "unit_model")
 
 HOME_PAGE = "streamlit_app.py"
 UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
@@ -81,6 +85,7 @@ def page_frame(title: str) -> Frame:
     demo = demo_runs_to_show(other_runs_loaded=bool(all_runs))
     all_runs = all_runs or demo
     make_labels_unique(all_runs)
+    _follow_new_labels(dict(zip(keys, (run.label for run in all_runs))))
     notes_section(all_runs)
     runs = {run.label: run for run in all_runs}
 
@@ -129,9 +134,30 @@ def _rename_section(runs: dict[str, Run], keys: dict[str, str], errors: DeltaGen
         return
     key = keys[old]
     rename(key, name, persist=not key.startswith("upload:"))
-    shadow = f"_{MODELS_KEY}"
-    st.session_state[shadow] = [name if label == old else label for label in st.session_state.get(shadow, [])]
+    _relabel_pickers({old: name})
+    st.session_state[LABELS_KEY][key] = name
     st.rerun()
+
+
+def _relabel_pickers(moved: dict[str, str]) -> None:
+    """Keep runs picked when their labels change (``moved``: old label → new label)."""
+    for key in RUN_PICKER_KEYS:
+        shadow = f"_{key}"
+        value = st.session_state.get(shadow)
+        if isinstance(value, list):
+            st.session_state[shadow] = [moved.get(label, label) for label in value]
+        elif isinstance(value, str):
+            st.session_state[shadow] = moved.get(value, value)
+
+
+def _follow_new_labels(labels: dict[str, str]) -> None:
+    """Carry the pickers over when a run's label changed since the last script run: a new
+    run of the same name made both names longer (``make_labels_unique``)."""
+    previous: dict[str, str] = st.session_state.get(LABELS_KEY, {})
+    moved = {old: labels[key] for key, old in previous.items() if key in labels and labels[key] != old}
+    st.session_state[LABELS_KEY] = labels
+    if moved:
+        _relabel_pickers(moved)
 
 
 def require_models(frame: Frame, minimum: int) -> list[Run]:

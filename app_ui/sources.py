@@ -181,7 +181,7 @@ def store_uploads(files: Iterable[Any], errors: DeltaGenerator) -> list[str]:
         if reason is not None:
             errors.error(message(f"{run.label} was not added: {reason}"), icon=":material/error:")
             continue
-        run.label = f"{run.label} (uploaded)"
+        run.label = f"{run.label} · uploaded"
         store[f"{batch}:{index}"] = run
         added.append(f"{batch}:{index}")
     return added

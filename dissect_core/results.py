@@ -27,6 +27,7 @@ finished run. Side tables and JSON files are checked as they are read
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -463,26 +464,43 @@ def refuse_imported(sources: RunSources) -> None:
         )
 
 
-def run_label(args: dict, manifest: Optional[RunManifest], fallback: str, method: str = CLIP_DISSECT) -> str:
-    """A display name: model · probe · concept set (or the folder name when unknown), then
-    the method when it is not CLIP-Dissect. A run given a name (``DescribeConfig.run_name``) is
-    shown by that name."""
+def layer_span(layers: list[str]) -> str:
+    """The layers in a name: one or two by name, more as first–last (in their order)."""
+    if len(layers) <= 2:
+        return ", ".join(layers)
+    return f"{layers[0]}–{layers[-1]}"
+
+
+def unit_count(units: int) -> str:
+    return f"{units:,} unit" + ("" if units == 1 else "s")
+
+
+def run_label(args: dict, manifest: Optional[RunManifest], fallback: str, method: str = CLIP_DISSECT,
+              descriptions: Optional[pd.DataFrame] = None) -> str:
+    """A default display name from what the run carries: model (and its checkpoint file when
+    it is not the model's own weights) · layers · probe set · concept set, then the method
+    when it is not CLIP-Dissect. Without a model name (a loose result file), ``fallback``
+    (the file or folder name) · layers · unit count. A run given a name
+    (``DescribeConfig.run_name``) is shown by that name."""
     name = manifest.config.get("run_name") if manifest is not None else None
     if isinstance(name, str) and name.strip():
         return name.strip()[:MAX_RUN_NAME_CHARS]
     if manifest is not None:
         model, probe, concepts = manifest.target_model, manifest.probe.name, manifest.concept_set.name
+        checkpoint = manifest.target_checkpoint
     else:
         model, probe, concepts = args.get("target_model"), args.get("d_probe"), args.get("concept_set")
-    parts = [str(model)] if model else [fallback]
+        checkpoint = args.get("target_checkpoint")
+    layers = layer_span(layer_order(descriptions)) if descriptions is not None else ""
     if model:
-        if probe:
-            parts.append(str(probe))
-        if concepts:
-            parts.append(Path(str(concepts)).stem)
+        parts = [f"{model} ({Path(str(checkpoint)).name})" if checkpoint else str(model), layers]
+        parts += [str(probe) if probe else "", Path(str(concepts)).stem if concepts else ""]
+    else:
+        units = unit_count(len(descriptions)) if descriptions is not None else ""
+        parts = [fallback, layers, units]
     if method != CLIP_DISSECT:
         parts.append(method)
-    return " · ".join(parts)
+    return " · ".join(part for part in parts if part)
 
 
 def load_run(path: Union[str, Path]) -> Run:
@@ -510,7 +528,7 @@ def load_run(path: Union[str, Path]) -> Run:
         args = {"target_model": csv_path.stem, "method": method}
     fallback = folder.name if own_folder else csv_path.stem
     return Run(
-        label=run_label(args, manifest, fallback, method),
+        label=run_label(args, manifest, fallback, method, descriptions),
         descriptions=descriptions,
         path=folder,
         args=args,
@@ -538,9 +556,10 @@ def _merge_netdissect(model: str, layers: list[Run], folder: Optional[Path]) -> 
     """One model's per-layer NetDissect runs as one run, layers in natural name order."""
     layers = sorted(layers, key=lambda run: _natural_key(run.layers[0]))
     args = {"target_model": model, "method": NETDISSECT}
+    descriptions = pd.concat([run.descriptions for run in layers], ignore_index=True)
     return Run(
-        label=run_label(args, None, model, NETDISSECT),
-        descriptions=pd.concat([run.descriptions for run in layers], ignore_index=True),
+        label=run_label(args, None, model, NETDISSECT, descriptions),
+        descriptions=descriptions,
         path=folder,
         args=args,
         method=NETDISSECT,
@@ -653,24 +672,54 @@ def runs_from_files(files: list[tuple[str, bytes]]) -> tuple[list[Run], list[tup
         method = descriptions.attrs["method"]
         model = netdissect_model_and_layer(name)[0] if method == NETDISSECT else ""
         args = {"target_model": model, "method": method} if model else {}
-        runs.append(Run(label=run_label(args, None, Path(name).stem, method), descriptions=descriptions,
+        runs.append(Run(label=run_label(args, None, Path(name).name, method, descriptions), descriptions=descriptions,
                         args=args, method=method, notes=list(descriptions.attrs["notes"])))
     return _group_netdissect(runs), problems
 
 
+def content_digest(descriptions: pd.DataFrame) -> str:
+    """A short digest of a run's labels (layer, unit, description, score): equal for equal files."""
+    values = pd.util.hash_pandas_object(descriptions[list(DESCRIPTION_COLUMNS)], index=False).to_numpy()
+    return hashlib.sha256(values.tobytes()).hexdigest()[:6]
+
+
+# What tells runs of one name apart, tried in this order: the first that differs between
+# every run of the name is added to each of their names.
+_DISTINGUISHERS = (
+    lambda run: run.similarity_fn and str(run.similarity_fn),
+    lambda run: run.clip_model and f"CLIP {run.clip_model}",
+    lambda run: unit_count(len(run.descriptions)),
+    lambda run: "layers " + ", ".join(run.layers),
+    lambda run: run.path is not None and run.path.name,
+    lambda run: f"labels {content_digest(run.descriptions)}",
+)
+
+
 def make_labels_unique(runs: list[Run]) -> None:
-    """Append the folder name (then a counter) to labels that occur more than once."""
-    counts: dict[str, int] = {}
+    """Tell runs of one name apart by what differs between them.
+
+    Each group of equal labels gets, from ``_DISTINGUISHERS``, the first trait that is
+    known and different for every run in the group (similarity function, CLIP model,
+    unit count, layers, folder, a digest of the labels). Only runs with the same labels
+    and nothing else to tell them apart get a counter.
+    """
+    groups: dict[str, list[Run]] = {}
     for run in runs:
-        counts[run.label] = counts.get(run.label, 0) + 1
+        groups.setdefault(run.label, []).append(run)
+    for label, group in groups.items():
+        if len(group) == 1:
+            continue
+        for trait in _DISTINGUISHERS:
+            values = [trait(run) for run in group]
+            if all(values) and len(set(values)) == len(values):
+                for run, value in zip(group, values):
+                    run.label = f"{label} · {value}"
+                break
     seen: set[str] = set()
     for run in runs:
-        label = run.label
-        if counts[label] > 1 and run.path is not None:
-            label = f"{label} ({run.path.name})"
-        candidate, n = label, 2
+        candidate, n = run.label, 2
         while candidate in seen:
-            candidate, n = f"{label} #{n}", n + 1
+            candidate, n = f"{run.label} #{n}", n + 1
         run.label = candidate
         seen.add(candidate)
 

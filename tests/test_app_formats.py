@@ -17,9 +17,9 @@ APP = str(REPO / "streamlit_app.py")
 DIFFERENCES = "pages/3_Model_differences.py"
 UNIT_EXPLORER = "pages/4_Unit_explorer.py"
 
-CLIP = "resnet18_places_imagenet_broden"
-NETDISSECT = "resnet18_places365 · NetDissect"
-MILAN = "m_base_resnet18_places365 · MILAN"
+CLIP = "resnet18_places_imagenet_broden · conv1–layer4 · 1,024 units"
+NETDISSECT = "resnet18_places365 · fc–layer4 · NetDissect"
+MILAN = "m_base_resnet18_places365 · conv1–layer4 · MILAN"
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +89,9 @@ def test_upload_netdissect_layers_at_once_and_files_with_notes() -> None:
     run(at)
     assert not at.sidebar.error
     picker = at.sidebar.multiselect(key="models")
-    assert picker.value == ["vgg · NetDissect (uploaded)", "excel (uploaded)"]
+    vgg, excel = "vgg · conv4, conv5 · NetDissect · uploaded", "excel.csv · conv4 · 1 unit · uploaded"
+    assert picker.value == [vgg, excel]
     counts = {(row[0], row[1]): row[2] for row in table(at, 0)}
-    assert counts == {("vgg · NetDissect (uploaded)", "conv4"): 2, ("vgg · NetDissect (uploaded)", "conv5"): 1,
-                      ("excel (uploaded)", "conv4"): 1}
+    assert counts == {(vgg, "conv4"): 2, (vgg, "conv5"): 1, (excel, "conv4"): 1}
     (notes,) = [e for e in at.sidebar.expander if "note(s)" in e.label]
     assert "excel.csv: ignored the column(s) 'top_images'." in notes.text[0].value

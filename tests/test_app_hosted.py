@@ -117,14 +117,14 @@ def test_uploads_are_bounded_with_clear_messages(served: Path, monkeypatch: pyte
     assert not at.exception
     (error,) = at.sidebar.error
     assert "at most 2 uploaded CSVs" in error.value
-    assert sum("(uploaded)" in option for option in at.sidebar.multiselect(key="models").options) == 2
+    assert sum(option.endswith(" · uploaded") for option in at.sidebar.multiselect(key="models").options) == 2
 
     monkeypatch.setattr(hosting, "MAX_CSV_MB", 0.001)  # 1 KB
     at = open_app()
     big = descriptions_csv([("layer2", "dotted", list(range(100)))]).encode()
     at.sidebar.file_uploader(key=app_ui.UPLOAD_KEY).set_value([("big.csv", big, "text/csv")]).run()
     assert "CSV files of at most" in at.sidebar.error[0].value
-    assert not any("(uploaded)" in option for option in at.sidebar.multiselect(key="models").options)
+    assert not any(option.endswith(" · uploaded") for option in at.sidebar.multiselect(key="models").options)
 
 
 NO_TORCH_SCRIPT = r"""

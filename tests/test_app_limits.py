@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 import app_ui
 from dissect_core import charts
 from tests.test_app_pages import (  # noqa: F401  (results: the autouse --results folder)
-    APP, DIFFERENCES, IMAGENET, IMAGENET_ROWS, PLACES, SHARED, descriptions_csv, open_app, rerun, results, table,
-    upload,
+    APP, DIFFERENCES, IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, SHARED, descriptions_csv, open_app, rerun,
+    results, table, upload,
 )
 
 EXPLORER = "pages/4_Unit_explorer.py"
@@ -77,7 +77,7 @@ def test_a_layer_named_overall_is_counted_like_any_other() -> None:
     at = open_app()
     upload(at, ("odd.csv", descriptions_csv([("overall", "dog", [0, 1]), ("layer4", "cat", [0])]).encode()))
     assert not at.error
-    rerun(at.sidebar.multiselect(key="models").set_value(["odd (uploaded)"]))
+    rerun(at.sidebar.multiselect(key="models").set_value(["odd.csv · overall, layer4 · 3 units · uploaded"]))
     assert [(m.label, m.value) for m in at.metric] == [("Units", "3"), ("Distinct concepts overall", "2")]
 
 
@@ -144,6 +144,33 @@ def test_a_renamed_run_keeps_its_name_and_stays_picked(tmp_path) -> None:
     names = json.loads((app_ui.results_dir() / "names.json").read_text())
     assert list(names.values()) == ["ImageNet baseline"]
     assert "ImageNet baseline" in open_app().sidebar.multiselect(key="models").options  # a new session too
+
+
+def test_uploads_of_one_file_name_are_told_apart_by_their_content() -> None:
+    """Two different descriptions.csv: names say layers and units, then what else differs."""
+    at = open_app()
+    upload(at, ("descriptions.csv", descriptions_csv(IMAGENET_ROWS).encode()))
+    upload(at, ("descriptions.csv", descriptions_csv(PLACES_ROWS).encode()))
+    # Same layers and units as the first, other labels: only the labels' digest tells them apart.
+    relabelled = [(layer, concept.upper(), units) for layer, concept, units in IMAGENET_ROWS]
+    upload(at, ("descriptions.csv", descriptions_csv(relabelled).encode()))
+    assert not at.error
+    uploads = [o for o in at.sidebar.multiselect(key="models").options if o.startswith("descriptions.csv")]
+    assert len(uploads) == len(set(uploads)) == 3
+    first, places, second = uploads
+    assert places == "descriptions.csv · layer2–layer4 · 18 units · uploaded"
+    assert first.startswith("descriptions.csv · layer2, layer3 · 14 units · uploaded · labels ")
+    assert second.startswith("descriptions.csv · layer2, layer3 · 14 units · uploaded · labels ")
+    assert "#" not in first + second  # a digest of the labels, not an ordinal
+    assert set(uploads) <= set(at.sidebar.multiselect(key="models").value)  # each joined the choice
+
+    rename(at, second, "upper-case copy")
+    rerun(at.switch_page(SHARED))
+    picker = at.sidebar.multiselect(key="models")
+    assert "upper-case copy" in picker.options and second not in picker.options
+    # No longer sharing its name, the first upload drops the digest and stays picked.
+    short = "descriptions.csv · layer2, layer3 · 14 units · uploaded"
+    assert {"upper-case copy", short, places} <= set(picker.value) and first not in picker.options
 
 
 def test_a_name_that_is_empty_or_taken_is_refused() -> None:

@@ -25,9 +25,9 @@ APP = str(REPO / "streamlit_app.py")
 SHARED = "pages/2_Shared_concepts.py"
 DIFFERENCES = "pages/3_Model_differences.py"
 
-IMAGENET = "resnet18 · broden · 20k"
-PLACES = "resnet18_places · broden · 20k"
-ALEXNET = "alexnet · broden · 20k"
+IMAGENET = "resnet18 · layer2, layer3 · broden · 20k"
+PLACES = "resnet18_places · layer2–layer4 · broden · 20k"
+ALEXNET = "alexnet · features.8 · broden · 20k"
 HOSTILE = ("<img src=x onerror=alert(1)>", "**bold**", "[link](x)")
 
 # (layer, concept, units). ImageNet: layer2 4 distinct, layer3 3, overall 6.
@@ -198,8 +198,8 @@ def test_shared_concepts_slider_tables_and_charts() -> None:
     assert table(at, 1) == [(PLACES, "bathroom", 4, [0, 1, 2, 3])]
     assert table(at, 2) == [(PLACES, "lobby", 4, [0, 1, 2, 3])]
     assert [i.value for i in at.info] == [
-        "resnet18 · broden · 20k: no concept labels 4 or more units here.",
-        "resnet18 · broden · 20k has no layer layer4.",
+        f"{app_ui.md(IMAGENET)}: no concept labels 4 or more units here.",
+        f"{app_ui.md(IMAGENET)} has no layer layer4.",
     ]
     assert len(at.get("vega_lite_chart")) == 4
     assert chart_rows(at, 1) == [{"concept": "dotted", "n_units": 5, "units": "0, 1, 2, 3, 4"}]
@@ -226,7 +226,7 @@ def test_model_differences_sets_jaccard_and_layer_mismatch() -> None:
     assert at.selectbox(key="model_a").value == IMAGENET
     assert at.selectbox(key="model_b").value == PLACES
     assert at.info[0].value == (
-        r"Only resnet18\_places · broden · 20k has layer(s) layer4; they are left out of the comparison."
+        r"Only resnet18\_places · layer2–layer4 · broden · 20k has layer(s) layer4; they are left out of the comparison."
     )
     assert table(at, 0) == [("layer2", 4, 3, 2, 0.4, 4), ("layer3", 3, 2, 1, 0.25, 0)]
     assert [(r["layer"], r["jaccard"]) for r in chart_rows(at, 0)] == [("layer2", 0.4), ("layer3", 0.25)]
@@ -247,12 +247,12 @@ def test_model_differences_concept_lookup_links_to_unit_explorer() -> None:
     units_a, units_b = table(at, -2), table(at, -1)
     assert [row[:2] for row in units_a] == [("layer3", 3), ("layer3", 2), ("layer3", 1)]  # similarity desc
     assert [row[:2] for row in units_b] == [("layer3", 5), ("layer3", 4)]
-    assert units_a[0][3] == "Unit_explorer?model=resnet18+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=3"
+    assert units_a[0][3] == "Unit_explorer?model=resnet18+%C2%B7+layer2%2C+layer3+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=3"
     links = at.get("page_link")
     best = [link.proto for link in links if link.proto.label.startswith("Open the best unit")]
     assert [(p.page, p.query_string) for p in best] == [
-        ("Unit_explorer", "model=resnet18+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=3"),
-        ("Unit_explorer", "model=resnet18_places+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=5"),
+        ("Unit_explorer", "model=resnet18+%C2%B7+layer2%2C+layer3+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=3"),
+        ("Unit_explorer", "model=resnet18_places+%C2%B7+layer2%E2%80%93layer4+%C2%B7+broden+%C2%B7+20k&layer=layer3&unit=5"),
     ]
 
 
@@ -281,22 +281,25 @@ def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
     return rerun(at)
 
 
+MY_MODEL = "my_model.csv · layer2, fc · 7 units · uploaded"  # file name · layers · units
+
+
 def test_upload_adds_a_run_and_keeps_it_across_pages() -> None:
     at = open_app()
     rerun(at.sidebar.multiselect(key="layers").set_value(["layer2", "layer4"]))
     upload(at, ("my_model.csv", descriptions_csv([*IMAGENET_ROWS[:2], ("fc", "dog", [0])]).encode()))
     assert not at.error
     picker = at.sidebar.multiselect(key="models")
-    assert "my_model (uploaded)" in picker.options
-    assert picker.value == [IMAGENET, PLACES, "my_model (uploaded)"]
+    assert MY_MODEL in picker.options
+    assert picker.value == [IMAGENET, PLACES, MY_MODEL]
     # The new model's new layer starts out selected; layer3, removed by the user, stays removed.
     assert at.sidebar.multiselect(key="layers").value == ["layer2", "layer4", "fc"]
-    assert [row[:4] for row in table(at, 0)[-2:]] == [("my_model (uploaded)", "layer2", 6, 2),
-                                                      ("my_model (uploaded)", "fc", 1, 1)]
+    assert [row[:4] for row in table(at, 0)[-2:]] == [(MY_MODEL, "layer2", 6, 2),
+                                                      (MY_MODEL, "fc", 1, 1)]
     at.switch_page(SHARED)
     rerun(at)
-    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "my_model (uploaded)"]
-    assert (("my_model (uploaded)", "dotted", 4, [0, 1, 2, 3])) in table(at, 0)
+    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, MY_MODEL]
+    assert ((MY_MODEL, "dotted", 4, [0, 1, 2, 3])) in table(at, 0)
 
 
 GOOD = descriptions_csv(IMAGENET_ROWS).encode()
@@ -328,7 +331,7 @@ def test_good_and_bad_upload_together() -> None:
     at = open_app()
     upload(at, ("ok.csv", GOOD), ("broken.csv", BAD_FILES["empty"][0]))
     assert len(at.sidebar.error) == 1 and at.sidebar.error[0].value.startswith("broken\\.csv is empty")
-    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "ok (uploaded)"]
+    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "ok.csv · layer2, layer3 · 14 units · uploaded"]
 
 
 # --------------------------------------------------------------------------- no HTML or markdown from user data
@@ -355,7 +358,7 @@ def test_hostile_names_are_shown_as_literal_text() -> None:
     at = open_app()
     upload(at, ("**evil**.csv", descriptions_csv(rows).encode()))
     assert not at.error
-    label = "**evil** (uploaded)"
+    label = "**evil**.csv · layer2, <b>deep</b> · 5 units · uploaded"
     rerun(at.sidebar.multiselect(key="models").set_value([label, IMAGENET]))
 
     concepts = [row[5] for row in table(at, 0)]
@@ -373,7 +376,7 @@ def test_hostile_names_are_shown_as_literal_text() -> None:
         joined = "\n".join(page_texts)
         for raw in (*HOSTILE, "<b>deep</b>", label):
             assert raw not in joined
-    assert r"\*\*evil\*\* \(uploaded\)" in "\n".join(shared_texts)
+    assert app_ui.md(label) in "\n".join(shared_texts)
     assert r"\<b\>deep\<\/b\>" in "\n".join(shared_texts)
 
 
@@ -418,4 +421,4 @@ def test_select_after_rerun_adds_a_computed_run(tmp_path: Path, monkeypatch: pyt
     write_run(computed / "resnet50_26_01_01_00_00_abc123", "resnet50", IMAGENET_ROWS)
     at.session_state[app_ui.PENDING_SELECT_KEY] = [str((computed / "resnet50_26_01_01_00_00_abc123").resolve())]
     rerun(at)
-    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "resnet50 · broden · 20k"]
+    assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "resnet50 · layer2, layer3 · broden · 20k"]

@@ -71,7 +71,7 @@ def test_bundle_holds_the_run_files_thumbnails_and_maps(shared, computed_run):
     computed, reference = index["runs"]
     assert computed["folder"] == computed_run["run_dir"].name and computed["images"] is True
     assert computed["map_layers"] == ["layer4"]  # fc has no spatial map
-    assert reference == {"label": "resnet18_25_07_16_18_08", "folder": "resnet18_25_07_16_18_08",
+    assert reference == {"label": "resnet18_25_07_16_18_08 · layer2 · 3 units", "folder": "resnet18_25_07_16_18_08",
                          "images": False, "why": reference["why"]}
     assert "labels only" in reference["why"]
 
@@ -284,5 +284,5 @@ def test_other_methods_keep_their_method_and_category_through_a_bundle(tmp_path)
     (run,), _ = runs_from_files(files)
     folders = import_bundle(export_bundle([run]), tmp_path / "imported")
     back = load_run(folders[0])
-    assert back.method == NETDISSECT and back.label == "vgg · NetDissect"
+    assert back.method == NETDISSECT and back.label == "vgg · conv4, conv5 · NetDissect"
     pd.testing.assert_frame_equal(back.descriptions, run.descriptions)

@@ -55,7 +55,7 @@ def test_bundle_command_writes_an_importable_bundle(hosted: dict) -> None:
     from dissect_core.bundle import import_bundle
 
     (folder,) = import_bundle((hosted["root"] / "demo.zip").read_bytes(), hosted["root"] / "imported")
-    assert load_run(folder).label == "resnet18 · broden · 20k"
+    assert load_run(folder).label == "resnet18 · layer4 · broden · 20k"
 
 
 def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) -> None:
@@ -90,7 +90,7 @@ def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) 
     runs, problems = find_runs(site / "results")
     assert problems == []
     assert sorted(run.label for run in runs) == [
-        "resnet18 · broden · 20k", "resnet18_places · broden · 20k", "vgg · NetDissect"]
+        "resnet18 · layer4 · broden · 20k", "resnet18_places · layer4 · broden · 20k", "vgg · conv4, conv5 · NetDissect"]
 
 
 def test_host_refuses_bad_targets_and_leaves_nothing(hosted: dict, tmp_path: Path) -> None:

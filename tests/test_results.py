@@ -80,7 +80,7 @@ def test_written_run_reads_back(tmp_path):
     assert text.splitlines()[0] == "layer,unit,description,similarity"
     assert 'layer4,1,"tench, Tinca tinca",1.25' in text
     run = load_run(run_dir)
-    assert run.label == "resnet18 · broden · 20k"
+    assert run.label == "resnet18 · layer4 · broden · 20k"  # model · layers · probe · concepts
     pd.testing.assert_frame_equal(run.descriptions, descriptions)
 
 
@@ -92,7 +92,7 @@ def test_find_runs_reports_bad_files_and_keeps_the_rest(tmp_path):
     bad.mkdir(parents=True)
     (bad / "descriptions.csv").write_bytes(b"not,a,results,file\n1,2,3,4\n")
     runs, problems = find_runs(tmp_path)
-    assert [run.label for run in runs] == ["resnet18_25_01_01_00_00"]  # no args.txt: folder name
+    assert [run.label for run in runs] == ["resnet18_25_01_01_00_00 · layer2, layer3 · 3 units"]  # no args.txt: folder name
     assert len(problems) == 1 and problems[0][0].parent == bad
 
 
@@ -175,7 +175,8 @@ def test_uploaded_netdissect_files_of_one_model_form_one_run():
              ("mine.csv", GOOD)]
     runs, problems = runs_from_files(files)
     assert [(run.label, run.method) for run in runs] == [
-        ("vgg · NetDissect", NETDISSECT), ("other · NetDissect", NETDISSECT), ("mine", CLIP_DISSECT)]
+        ("vgg · conv4, conv5 · NetDissect", NETDISSECT), ("other · conv4 · NetDissect", NETDISSECT),
+        ("mine.csv · layer2, layer3 · 3 units", CLIP_DISSECT)]
     assert runs[0].layers == ["conv4", "conv5"] and len(runs[0].descriptions) == 3
     assert [name for name, _ in problems] == ["broken_conv1.csv"]
 
@@ -185,7 +186,7 @@ def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
     runs, problems = find_runs(folder)
     assert problems == []
     by_label = {run.label: run for run in runs}
-    netdissect = by_label["resnet18_places365 · NetDissect"]
+    netdissect = by_label["resnet18_places365 · fc–layer4 · NetDissect"]
     assert netdissect.method == NETDISSECT
     counts = netdissect.descriptions.groupby("layer", sort=False)["unit"].agg(["size", "min", "max"])
     assert counts.to_dict("index") == {"fc": {"size": 365, "min": 0, "max": 364},
@@ -195,12 +196,13 @@ def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
     assert layer4.iloc[0][["description", "category"]].tolist() == ["reception", "scene"]
     assert layer4.iloc[0]["similarity"] == pytest.approx(0.081296847)
     assert not layer4["description"].str.endswith("-s").any()
-    for name in ("m_base_resnet18_places365 · MILAN", "m_imagenet_resnet18_places365 · MILAN"):
+    for name in ("m_base_resnet18_places365 · conv1–layer4 · MILAN",
+                 "m_imagenet_resnet18_places365 · conv1–layer4 · MILAN"):
         milan = by_label[name]
         assert milan.method == MILAN and milan.descriptions["similarity"].isna().all()
         assert milan.descriptions.groupby("layer", sort=False).size().to_dict() == {
             "conv1": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
-    assert by_label["resnet18_places_imagenet_broden"].method == CLIP_DISSECT
+    assert by_label["resnet18_places_imagenet_broden · conv1–layer4 · 1,024 units"].method == CLIP_DISSECT
     assert len(runs) == 5
 
 
@@ -218,9 +220,40 @@ def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: 
     (run_dir / "args.txt").write_text('{"target_model": "resnet18", "method": "<b>made up</b>"}')
     runs = load_runs([layers, tmp_path / "milan.csv", run_dir])
     assert [(run.label, run.method, run.score_name) for run in runs] == [
-        ("vgg · NetDissect", NETDISSECT, "IoU"), ("milan · MILAN", MILAN, None),
-        ("resnet18", CLIP_DISSECT, "similarity")]  # an unknown method in args.txt is not taken
+        ("vgg · conv4, conv5 · NetDissect", NETDISSECT, "IoU"), ("milan · conv1 · MILAN", MILAN, None),
+        ("resnet18 · layer2, layer3", CLIP_DISSECT, "similarity")]  # an unknown method in args.txt is not taken
     assert runs[1].args == {"target_model": "milan", "method": MILAN}  # what a bundle keeps
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match="empty: no result file"):
         load_runs([tmp_path / "empty", run_dir])
+
+
+def test_runs_of_one_name_are_told_apart_by_what_differs(tmp_path: Path):
+    from dissect_core.results import Run, make_labels_unique
+
+    frame = read_descriptions(GOOD)
+    smaller = frame.head(2)
+
+    def run(descriptions, similarity_fn=None, folder=None):
+        args = {"target_model": "resnet18", "similarity_fn": similarity_fn} if similarity_fn else {}
+        return Run("same", descriptions, path=tmp_path / folder if folder else None, args=args)
+
+    by_similarity = [run(frame, "soft_wpmi"), run(frame, "cos_similarity")]
+    by_units = [run(frame), run(smaller)]
+    by_folder = [run(frame, folder="a"), run(frame, folder="b")]
+    by_labels = [run(frame), run(frame.assign(description=frame["description"].str.upper()))]
+    identical = [run(frame), run(frame)]
+    for group in (by_similarity, by_units, by_folder, by_labels, identical):
+        make_labels_unique(group)
+    assert [r.label for r in by_similarity] == ["same · soft_wpmi", "same · cos_similarity"]
+    assert [r.label for r in by_units] == ["same · 3 units", "same · 2 units"]
+    assert [r.label for r in by_folder] == ["same · a", "same · b"]
+    assert by_labels[0].label.startswith("same · labels ") and by_labels[0].label != by_labels[1].label
+    assert [r.label for r in identical] == ["same", "same #2"]  # the same labels: nothing else to say
+
+
+def test_a_custom_checkpoint_is_named(tmp_path: Path):
+    run_dir = new_run_dir(tmp_path, "resnet18")
+    write_run(run_dir, read_descriptions(GOOD), manifest=None,
+              args={"target_model": "resnet18", "target_checkpoint": "/ckpt/finetuned_e3.pth", "d_probe": "broden"})
+    assert load_run(run_dir).label == "resnet18 (finetuned_e3.pth) · layer2, layer3 · broden"
