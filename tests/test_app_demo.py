@@ -107,7 +107,7 @@ def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "mine")])
     at = open_page()
     assert not shows_demo_banner(at)
-    assert at.sidebar.multiselect(key="models").options == ["run"]
+    assert at.sidebar.multiselect(key="models").options == ["run · layer2 · 1 unit"]
 
 
 def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():

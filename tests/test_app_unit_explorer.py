@@ -75,7 +75,7 @@ def test_layer_without_spatial_map_shows_images_only(app, computed_run):
 
 
 def test_imported_csv_shows_labels_and_says_why_no_images(app):
-    open_link(app, "resnet18_25_07_16_18_08", "layer2", 2)
+    open_link(app, "resnet18_25_07_16_18_08 · layer2 · 3 units", "layer2", 2)
     assert not app.exception
     # A hostile concept name is escaped, not rendered as HTML.
     heading = app.subheader[0].value
