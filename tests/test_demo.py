@@ -49,22 +49,23 @@ def write_standin_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_demo")
-    write_standin_fashion_mnist(root / "fashion-mnist")
+    write_standin_fashion_mnist(root / "fashion-mnist", n_test=240)
+    # 200 probe images: the fewest the label-quality figures take (a fit half of top_k=100).
     info = load_build_script().build(root / "fashion-mnist", root / "demo_data", epochs=1, train_images=150,
-                                     per_class=10, width=4, seed=0, log=lambda *_: None)
+                                     per_class=20, width=4, seed=0, log=lambda *_: None)
     return root, info
 
 
 def test_build_script_writes_every_artefact(tiny_demo):
     root, info = tiny_demo
     out = root / "demo_data"
-    assert info["train_images"] == 150 and info["probe_images"] == 100
+    assert info["train_images"] == 150 and info["probe_images"] == 200
     assert set(info["figures"]["test_accuracy"]) == {"trained", "untrained"}
     assert json.loads((out / demo.INFO_FILE).read_text()) == info
     assert "MIT License" in (out / demo.LICENCE_FILE).read_text()
     assert (out / demo.CLASSES_FILE).read_text().splitlines() == list(demo.CLASSES)
     assert sorted(p.name for p in (out / demo.PROBE_DIR).iterdir()) == sorted(demo.CLASSES)
-    assert all(len(list((out / demo.PROBE_DIR / c).glob("*.png"))) == 10 for c in demo.CLASSES)
+    assert all(len(list((out / demo.PROBE_DIR / c).glob("*.png"))) == 20 for c in demo.CLASSES)
     for model in demo.MODELS.values():
         assert (out / demo.WEIGHTS_DIR / model.checkpoint).is_file()
 
@@ -93,6 +94,23 @@ def test_built_runs_match_a_rerun_of_the_pipeline(tiny_demo, tmp_path):
     for stored, result in zip(demo.demo_runs(out), rerun):
         expected = load_run(stored).descriptions
         assert result.run.descriptions["description"].tolist() == expected["description"].tolist()
+
+
+def test_redissect_rewrites_only_the_runs_with_their_quality_files(tiny_demo, tmp_path):
+    import shutil
+
+    root, info = tiny_demo
+    copy = tmp_path / "demo_data"
+    shutil.copytree(root / "demo_data", copy)
+    weights = (copy / demo.WEIGHTS_DIR / demo.MODELS["trained"].checkpoint).read_bytes()
+    before = [load_run(folder).descriptions for folder in demo.demo_runs(copy)]
+    again = load_build_script().redissect(copy, log=lambda *_: None)
+    assert again["figures"]["test_accuracy"] == info["figures"]["test_accuracy"]  # training figures kept
+    assert (copy / demo.WEIGHTS_DIR / demo.MODELS["trained"].checkpoint).read_bytes() == weights
+    for old, folder in zip(before, demo.demo_runs(copy)):
+        run = load_run(folder)
+        assert run.descriptions["description"].tolist() == old["description"].tolist()
+        assert run.label_quality is not None and run.quality_points(demo.LAYERS[0]) is not None
 
 
 # --------------------------------------------------------------------------- the committed demo
