@@ -22,7 +22,7 @@ re-runs the pipeline on the committed weights and probe images (seconds on a CPU
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -116,8 +116,25 @@ def dissect(demo_dir: Path, work_dir: Path, progress: Optional[ProgressFn] = Non
             result_dir=str(work_dir),
             run_name=model.run_name,
         )
-        results.append(describe(config, progress))
+        result = describe(config, progress)
+        _check_outputs_in_class_order(result)
+        results.append(result)
     return results
+
+
+def _check_outputs_in_class_order(result: "DescribeResult") -> None:
+    """Redo the run's output-layer check against ``CLASSES``, the classifier's output order.
+
+    The pipeline checks unit i against the i-th concept; the labelled-probe source lists
+    its concepts alphabetically ("Ankle boot" first), which is not the class order, so
+    its check would compare unit i with the wrong class.
+    """
+    from .quality import run_output_checks
+
+    run = result.run
+    checks = run_output_checks(run.descriptions, run.top_concepts, CLASSES)
+    run.manifest = replace(run.manifest, output_check=[asdict(check) for check in checks])
+    run.manifest.write(result.run_dir)
 
 
 def write_demo(out_dir: Path | str, progress: Optional[ProgressFn] = None) -> list[Path]:

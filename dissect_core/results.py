@@ -396,10 +396,6 @@ class Run:
         reason = self.manifest.label_quality.get("skipped")
         if reason:
             return str(reason)
-        demo_runs = Path(__file__).resolve().parent / "demo_data" / "runs"
-        if self.path is not None and self.path.resolve().parent == demo_runs:
-            return ("the built-in demo's precomputed runs were made before label-quality figures existed; "
-                    "`python -m dissect_core demo OUT` recomputes them with the figures.")
         return "made before label-quality figures existed (or they were not exported); recompute the run."
 
     def mask_threshold(self, layer: str, unit: int) -> Optional[float]:

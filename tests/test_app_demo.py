@@ -57,6 +57,24 @@ def test_overview_shows_the_demo_with_its_counts(demo):
         [run.label, layer] for run in demo for layer in run.layers]
 
 
+def test_overview_shows_the_demos_label_quality_and_output_check(demo):
+    at = open_page()
+    quality = next(frame.value for frame in at.dataframe if "stable_share" in frame.value.columns)
+    assert quality[["model", "layer"]].values.tolist() == [[run.label, layer] for run in demo for layer in run.layers]
+    expected = [share for run in demo for share in run.layer_quality["stable_share"]]
+    assert quality["stable_share"].tolist() == pytest.approx(expected)
+    checks = next(frame.value for frame in at.dataframe if "top1" in frame.value.columns)
+    # Unit i of the trained classifier carries class i; the untrained one's do not.
+    assert checks[["layer", "top1"]].values.tolist() == [["fc", 1.0], ["fc", 0.1]]
+    assert not [c for c in at.caption if "no label-quality figures" in c.value]
+
+
+def test_unit_explorer_shows_the_demos_unit_figures():
+    at = open_page("pages/4_Unit_explorer.py")
+    assert {"Stability", "Correlation"} <= {metric.label for metric in at.metric}
+    assert not [info for info in at.info if info.value.startswith("No label-quality figures")]
+
+
 def test_shared_concepts_shows_the_demo(demo):
     at = open_page("pages/2_Shared_concepts.py")
     assert shows_demo_banner(at)

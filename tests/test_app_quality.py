@@ -125,13 +125,3 @@ def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
     pd.testing.assert_frame_equal(copy.label_quality, run.label_quality)
     pd.testing.assert_frame_equal(copy.layer_quality, run.layer_quality)
     assert np.array_equal(copy.quality_points("detect")[1], run.quality_points("detect")[1])
-
-
-def test_demo_runs_say_why_they_have_no_figures():
-    """The committed demo runs predate the quality stage: a reason, never zeros or a crash."""
-    from dissect_core.demo import demo_runs
-
-    for path in demo_runs():
-        run = load_run(path)
-        assert run.label_quality is None and run.quality_points(run.layers[0]) is None
-        assert "built-in demo" in run.quality_absent_reason()
