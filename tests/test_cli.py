@@ -116,6 +116,7 @@ def test_the_standard_comparison_is_one_command(standins, tmp_path, capsys, monk
     place_torchvision_weights("resnet18")
     command = reference_command(root, clip)
     command[command.index("--target_model") + 1] = "resnet18,resnet18_places"
+    command[command.index("--target_layers") + 1] = "layer4"
     command[command.index("--result_dir") + 1] = str(tmp_path / "results")
     command[command.index("--activation_dir") + 1] = str(tmp_path / "cache")
     assert main(command) == 0
@@ -123,7 +124,7 @@ def test_the_standard_comparison_is_one_command(standins, tmp_path, capsys, monk
     assert "resnet18:" in out and "resnet18_places:" in out
     runs = [load_run(path) for path in sorted((tmp_path / "results").iterdir())]
     assert sorted(run.target_model for run in runs) == ["resnet18", "resnet18_places"]
-    assert all(len(run.descriptions) == 256 + 512 for run in runs)
+    assert all(len(run.descriptions) == 512 for run in runs)
     assert runs[0].manifest.target_weights_sha256 != runs[1].manifest.target_weights_sha256
     assert len(list((tmp_path / "cache" / "clip_images").glob("*.pt"))) == 1
 
