@@ -64,6 +64,30 @@ def test_new_dissection_from_the_form(results, computed_run):
     assert set(newest.descriptions["description"]) <= {"dog", "cat", "sky"}
 
 
+def test_two_models_from_the_form_are_dissected_in_one_pass(results, computed_run, tmp_path, monkeypatch):
+    from standins import place_torchvision_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    place_torchvision_weights("resnet18")
+    app = open_run_page()
+    app.multiselect(key="run_models").set_value(["resnet18_places", "resnet18"])
+    app.text_input(key="run_layers").set_value("layer4")
+    app.selectbox(key="run_probe").set_value("a folder of images").run()
+    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
+    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
+    app.text_input(key="run_clip").set_value(computed_run["clip"])
+    app.selectbox(key="run_device").set_value("cpu")
+    app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
+    app.file_uploader(key="run_concepts_file").set_value(("mine.txt", b"dog\ncat\nsky\n", "text/plain")).run()
+    app.button(key="run_start").click().run()
+
+    assert not app.exception
+    assert [status.state for status in app.status] == ["complete"]  # one status box: one pass for both
+    assert {f"**{app_ui.md(name)}**" for name in ("resnet18_places", "resnet18")} <= {m.value for m in app.markdown}
+    runs, _ = find_runs(results)
+    assert sorted(run.target_model for run in runs) == ["resnet18", "resnet18_places", "resnet18_places"]
+
+
 def test_unusable_concept_list_is_refused(results):
     app = open_run_page()
     app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
