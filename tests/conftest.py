@@ -2,7 +2,9 @@
 tests that read them skip cleanly where that folder is absent."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,13 +21,21 @@ def reference_dir() -> Path:
 
 
 
+def _contents(folder: Path) -> dict[str, str]:
+    return {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 @pytest.fixture(scope="session")
-def computed_run(tmp_path_factory) -> dict:
+def computed_run(tmp_path_factory) -> Iterator[dict]:
     """A run computed end to end by the CLI on stand-ins: a Places365-layout random
     ResNet18, a tiny open_clip checkpoint and 120 synthetic images (layers layer4, fc).
 
     Returns the folders involved: ``results`` (the run folder is its only child),
     ``cache``, ``data``, ``probe``, plus ``clip`` (the CLIP name) and ``run_dir``.
+    Shared by every test that uses it, so none may change it: a test that needs to, changes
+    a copy. Checked when the session ends (only the cache may grow: the Run page's test
+    computes with it).
     """
     from dissect_core.cli import main
     from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
@@ -43,6 +53,12 @@ def computed_run(tmp_path_factory) -> dict:
         "--data_dir", str(root / "data"), "--num_workers", "0", "--quiet",
     ])
     assert code == 0
-    return {"results": root / "results", "cache": root / "cache", "data": root / "data",
-            "probe": root / "probe", "clip": clip, "concepts": root / "concepts.txt",
-            "run_dir": next((root / "results").iterdir())}
+    shared = ("results", "data", "probe", "concepts.txt", "tiny_clip.pt")
+    before = _contents(root)
+    yield {"results": root / "results", "cache": root / "cache", "data": root / "data",
+           "probe": root / "probe", "clip": clip, "concepts": root / "concepts.txt",
+           "run_dir": next((root / "results").iterdir())}
+    after = _contents(root)
+    changed = sorted(name for name in before.keys() | after.keys()
+                     if name.split("/")[0] in shared and before.get(name) != after.get(name))
+    assert not changed, f"a test changed the shared computed run: {changed[:10]}"
