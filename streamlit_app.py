@@ -16,29 +16,22 @@ layers = app_ui.require_layers(frame)
 summary = analysis.summarize_models(frame.frames, layers)
 summary["method"] = summary["model"].map({run.label: run.method for run in runs})  # who made the labels
 
-CARDS_PER_ROW = 4  # narrower cards cut their numbers ("8..") at 900 px
+CARD_WIDTH = 200  # px: cards wrap, as many to a row as fit (two at 900 px, four at 1400 px)
 
-
-def card_columns(count: int) -> list:
-    """Columns for ``count`` cards, in rows of at most ``CARDS_PER_ROW``."""
-    columns = []
-    for start in range(0, count, CARDS_PER_ROW):
-        columns += st.columns(CARDS_PER_ROW)[:min(CARDS_PER_ROW, count - start)]
-    return columns
-
-
-for column, run in zip(card_columns(len(runs)), runs):
-    chosen = analysis.filter_layers(run.descriptions, layers)
-    with column.container(border=True):
-        st.markdown(f"**{app_ui.md(run.label)}**")
-        details = [run.method, run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
-        st.caption(app_ui.md(" · ".join(str(d) for d in details if d)))
-        units, distinct = st.columns(2)
-        units.metric("Units", len(chosen))
-        distinct.metric(
-            "Distinct concepts overall", analysis.unique_concept_counts(chosen).overall,
-            help="Distinct descriptions across the chosen layers; a concept found in two layers counts once.",
-        )
+# One card per model, fixed width, in a wrapping row: with columns, eight models at
+# 900 px cut the numbers ("8..") and the labels.
+with st.container(horizontal=True, wrap=True):
+    for run in runs:
+        chosen = analysis.filter_layers(run.descriptions, layers)
+        with st.container(border=True, width=CARD_WIDTH):
+            st.markdown(f"**{app_ui.md(run.label)}**")
+            details = [run.method, run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
+            st.caption(app_ui.md(" · ".join(str(d) for d in details if d)))
+            st.metric("Units", len(chosen))
+            st.metric(
+                "Distinct concepts overall", analysis.unique_concept_counts(chosen).overall,
+                help="Distinct descriptions across the chosen layers; a concept found in two layers counts once.",
+            )
 
 # Tables and charts stacked, each at full width: side by side, with many models the
 # table lost its columns and the chart its height at 900 px.
@@ -98,10 +91,7 @@ st.caption("Each label's category: Broden's own for Broden labels (-c colours, -
            "material lists), otherwise the most frequent WordNet 3.0 noun sense; see the README.")
 mix = pd.concat([categories.category_mix(analysis.filter_layers(run.descriptions, layers)).assign(model=run.label)
                  for run in runs], ignore_index=True)
-mix_column, mix_chart_column = st.columns([2, 3])
-with mix_column:
-    app_ui.show_table(mix[["model", "layer", "category", "units", "share"]], key="overview_categories_csv",
-                      file_name="concept_categories", height=300,
-                      column_config={"share": st.column_config.NumberColumn("Share", format="percent")})
-with mix_chart_column:
-    app_ui.show_chart(charts.category_mix_chart(mix), key="overview_categories", file_name="concept_categories")
+app_ui.show_table(mix[["model", "layer", "category", "units", "share"]], key="overview_categories_csv",
+                  file_name="concept_categories", height=300,
+                  column_config={"share": st.column_config.NumberColumn("Share", format="percent")})
+app_ui.show_chart(charts.category_mix_chart(mix), key="overview_categories", file_name="concept_categories")

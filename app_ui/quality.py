@@ -76,8 +76,12 @@ def output_checks(runs: Sequence[Run]) -> pd.DataFrame:
 
 
 def absent_notes(runs: Sequence[Run]) -> None:
-    """One line per run without quality figures, saying why."""
+    """One line per reason, naming the runs without quality figures for it (with eight
+    imported CSVs, eight copies of one sentence buried the page)."""
+    by_reason: dict[str, list[str]] = {}
     for run in runs:
         reason = run.quality_absent_reason()
         if reason:
-            st.caption(f"{md(run.label)}: no label-quality figures: {md(reason)}")
+            by_reason.setdefault(reason, []).append(run.label)
+    for reason, labels in by_reason.items():
+        st.caption(f"{'; '.join(md(label) for label in labels)}: no label-quality figures: {md(reason)}")

@@ -14,8 +14,10 @@ import pandas as pd
 
 # Bar height in pixels for horizontal bar charts, so long lists stay readable.
 BAR_STEP = 18
-# Model legends below the chart, two columns, full names: readable with up to 8 models.
-MODEL_LEGEND = alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=400)
+CATEGORY_PANEL_WIDTH = 180  # px per model in the category-mix chart, two panels to a row
+# Model legends below the chart, one name to a line, in full: two columns were cut at
+# the chart's edge in a 900 px window.
+MODEL_LEGEND = alt.Legend(orient="bottom", direction="vertical", columns=1, labelLimit=400)
 # Height of the per-layer charts. Streamlit fits the whole chart (axes and legend too)
 # into it, so it is generous: with a tall legend, less left the plot only a sliver.
 LAYER_CHART_HEIGHT = 420
@@ -182,21 +184,23 @@ def chart_to_svg(chart: alt.TopLevelMixin) -> str:
     return vl_convert.vegalite_to_svg(chart.to_json())
 
 
-def category_mix_chart(mix: pd.DataFrame) -> alt.Chart:
+def category_mix_chart(mix: pd.DataFrame) -> alt.FacetChart:
     """Stacked bars: the share of each concept category among a layer's labels, one panel per model.
 
     ``mix`` has ``model``, ``layer``, ``category``, ``units`` and ``share`` (see
-    ``dissect_core.categories.category_mix``).
+    ``dissect_core.categories.category_mix``). Panels of a fixed width wrap two to a row,
+    with each model's name split at " · " over several header lines, so eight models
+    stay within a 900 px window (panels side by side grew past it).
     """
     from .categories import CATEGORIES
 
     data = mix[["model", "layer", "category", "units", "share"]]
-    return alt.Chart(data).mark_bar().encode(
+    bars = alt.Chart(data).mark_bar().encode(
         x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
         y=alt.Y("share:Q", title="Share of units", axis=alt.Axis(format="%"), stack="normalize"),
-        color=alt.Color("category:N", title="Category", sort=list(CATEGORIES), scale=alt.Scale(domain=list(CATEGORIES))),
+        color=alt.Color("category:N", title="Category", sort=list(CATEGORIES), scale=alt.Scale(domain=list(CATEGORIES)),
+                        legend=alt.Legend(orient="bottom", columns=4)),
         order=alt.Order("category_rank:Q"),
-        column=alt.Column("model:N", title=None, header=alt.Header(labelLimit=300)),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -206,7 +210,10 @@ def category_mix_chart(mix: pd.DataFrame) -> alt.Chart:
         ],
     ).transform_calculate(
         category_rank=f"indexof({list(CATEGORIES)!r}, datum.category)"
-    ).properties(title="Concept categories per layer", width=alt.Step(40))
+    ).properties(width=CATEGORY_PANEL_WIDTH, height=160)
+    header = alt.Header(title=None, labelExpr="split(datum.label, ' · ')", labelLimit=CATEGORY_PANEL_WIDTH)
+    return bars.facet(facet=alt.Facet("model:N", header=header, sort=list(dict.fromkeys(data["model"]))),
+                      columns=2).properties(title="Concept categories per layer")
 
 
 def quality_scatter_chart(points: pd.DataFrame, label: str) -> alt.Chart:

@@ -136,7 +136,8 @@ def test_overview_defaults_to_the_resnet_pair_and_shows_counts() -> None:
     assert len(chart_rows(at, 1)) == 5
     assert [b.label for b in at.download_button] == ["CSV", "PNG", "SVG"] * 3  # counts, similarity, categories
     # Imported CSVs have no quality figures: the page says why instead of showing zeros.
-    assert sum("no label-quality figures: imported from a result file" in c.value for c in at.caption) == 2
+    (absent,) = [c.value for c in at.caption if "no label-quality figures: imported from a result file" in c.value]
+    assert absent.startswith(f"{app_ui.md(IMAGENET)}; {app_ui.md(PLACES)}: ")  # one line for both
     categories = table(at, 2)
     assert {row[2] for row in categories} <= {"colour", "texture", "material", "part", "object", "scene", "other"}
 

@@ -14,6 +14,7 @@ Playwright never downloads a browser here: ``executable_path`` points at Debian'
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -97,8 +98,15 @@ def _free_port() -> int:
 def server(run_folders: tuple[Path, Path, Run], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of ``streamlit run streamlit_app.py`` on a free 127.0.0.1 port; stopped afterwards."""
     cli_results, computed, _ = run_folders
+    with serve(cli_results, computed, tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(cli_results: Path, computed: Path, scratch: Path) -> Iterator[str]:
+    """Run the app on a free 127.0.0.1 port with ``--results cli_results`` and ``computed`` as
+    its result folder; yields the base URL once the server is healthy."""
     port = _free_port()
-    scratch = tmp_path_factory.mktemp("server")
     log_path = scratch / "streamlit.log"
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
@@ -242,11 +250,12 @@ def screenshot(page, name: str) -> Path:
         "() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll("
         "\"[data-testid='stMain'], [data-testid='stAppScrollToBottomContainer'], [data-testid='stSidebarContent']\""
         ")).map(e => e.scrollHeight))")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height + 40, VIEWPORT["height"]), 9000)})
+    window = dict(page.viewport_size)
+    page.set_viewport_size({"width": window["width"], "height": min(max(height + 40, window["height"]), 9000)})
     page.wait_for_timeout(600)  # relayout, and let Vega finish drawing charts
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size(VIEWPORT)
+    page.set_viewport_size(window)
     return path
 
 
