@@ -41,3 +41,30 @@ def dense_soft_wpmi(image_features: torch.Tensor, text_features: torch.Tensor, a
         log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
             log_likelihood.shape[0] * torch.ones([1]))
         return log_likelihood - lam * log_prior
+
+
+def exact_soft_wpmi(image_features: torch.Tensor, text_features: torch.Tensor, activations: torch.Tensor,
+                    top_k: int = 100, a: float = 10, lam: float = 1, min_prob: float = 1e-7,
+                    p_start: float = 0.998, p_end: float = 0.97, rows: int = 512) -> torch.Tensor:
+    """The same formula in float64: the exact scores that both float32 results are compared with.
+
+    Only images in some unit's top-k set contribute, so only their softmax rows are formed,
+    ``rows`` images at a time to bound memory; every term is logged and summed in float64.
+    """
+    with torch.no_grad():
+        image = image_features.double() / image_features.double().norm(dim=-1, keepdim=True)
+        text = text_features.double() / text_features.double().norm(dim=-1, keepdim=True)
+        ranked = torch.topk(activations, dim=0, k=top_k)[1]  # (top_k, K)
+        weights = p_start - torch.arange(top_k, dtype=torch.float64) / top_k * (p_start - p_end)
+        log_likelihood = torch.zeros(activations.shape[1], text.shape[0], dtype=torch.float64)
+        images = torch.unique(ranked)
+        for start in range(0, images.numel(), rows):
+            chunk = images[start:start + rows]
+            probs = torch.softmax(a * (image[chunk] @ text.T), dim=1)
+            rank, unit = torch.nonzero(torch.isin(ranked, chunk), as_tuple=True)
+            terms = probs[torch.searchsorted(chunk, ranked[rank, unit])]
+            terms = torch.log(1 + weights[rank].unsqueeze(1) * (terms - 1) + min_prob)
+            log_likelihood.index_add_(0, unit, terms)
+        log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
+            torch.tensor(float(log_likelihood.shape[0]), dtype=torch.float64))
+        return log_likelihood - lam * log_prior

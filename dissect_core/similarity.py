@@ -26,20 +26,20 @@ P = I·Tᵀ holds image×concept cosines (no CLIP logit scale), as in the refere
 
 Memory. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and its
 softmax. Here ``soft_wpmi``/``wpmi`` compute each softmax row once, only for images in
-the union of the units' top-k sets, a thousand rows per matmul, and keep K×M running
-products and log-likelihoods (about 120 MB for 512 units × 20k concepts). The cosine
-functions and ``rank_reorder`` work on blocks of concepts (256 MiB of P at a time).
+the union of the units' top-k sets, a thousand rows per matmul, and keep one K×M float32
+sum (40 MB for 512 units × 20k concepts); see :func:`_pmi`. The cosine functions and
+``rank_reorder`` work on blocks of concepts (256 MiB of P at a time).
 
-Precision. ``soft_wpmi``/``wpmi`` multiply float32 factors and take float64 logs, so
-their log-likelihoods are at least as close to the exact value as the reference's
-float32 sum of 100 logs; the two differ by about 1e-4 absolute on log-likelihoods
-near −500 (about 1e-7 relative), which changes a label only on near-ties.
+Precision. ``soft_wpmi``/``wpmi`` split each term into a constant and a small log1p
+term, so their float32 sums stay close to the exact (float64) values: about 3e-6
+absolute on the scores in ``benchmarks/bench_soft_wpmi.py``, where the reference's
+float32 sum of 100 logs near −5 each is off by about 2e-4. A label differs from the
+reference's only where two concepts' scores tie within that.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -53,7 +53,7 @@ from .registry import Registry
 # of the resolved params (nor of cache keys).
 _TUNING_DEFAULTS: dict[str, int] = {
     "_row_batch": 1024,  # images whose softmax rows are computed in one matmul
-    "_pair_block": 64,  # (rank, unit) pairs whose factor rows are formed at once (stays in cache)
+    "_pair_block": 2048,  # (rank, unit) pairs whose rows of terms are formed at once
     "_block_bytes": 256 << 20,  # budget for one block of P in the cosine functions
 }
 
@@ -243,14 +243,19 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
          stage: str) -> torch.Tensor:
     """soft_wpmi / wpmi without materialising the N×M image×concept matrix.
 
-    Every term is log(offset_j + scale_j·Q[s_j, m]): soft_wpmi has scale p_j and offset
-    1 − p_j + min_prob, wpmi scale 1 and offset min_prob. Only images in the union of
-    the units' top-k sets matter. They are taken in chunks of rows: one matmul gives
-    E = exp(a·P) for the chunk and Q = E / ΣE, so each softmax row is computed once
-    per image. Each (rank, unit) pair whose image is in the chunk multiplies its row of
-    factors into the unit's running product; a sum of logs becomes a log of products,
-    taken only every ``group`` factors (as many as float32 can multiply without
-    underflow), so there are about top_k/group times fewer logs than terms.
+    Every term is log(offset_j + scale_j·Q[s,m]) for the image s at rank j of a unit:
+    soft_wpmi has scale p_j and offset 1 − p_j + min_prob, wpmi scale 1 and offset
+    min_prob. Written as log(offset_j) + log1p(w_j·Q[s,m]) with w_j = scale_j/offset_j,
+    the first part sums to the same constant C for every unit and concept (added back
+    in float64), and the float32 sum of the small, positive log1p terms stays accurate.
+
+    Only images in the union of the units' top-k sets matter. They are taken
+    ``_row_batch`` at a time: one matmul gives E = exp(a·P) for those rows and one sum
+    their softmax denominators Z, so Q = E/Z is never formed for the whole chunk. The
+    (rank, unit) pairs whose image is in the chunk are then handled at most
+    ``_pair_block`` at a time (an image can be in every unit's top set, so this bounds
+    memory): gather their rows of E, multiply each by w_j/Z_s, log1p, and add each row
+    into its unit's sum.
     """
     top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
     n_units = acts.shape[1]
@@ -260,10 +265,7 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     ranked = torch.topk(acts, top_k, dim=0).indices.cpu()  # ranked[j, k]: image at rank j of unit k
     images, slots = torch.unique(ranked, return_inverse=True)
     img = _unit_rows("image_features", image_features.index_select(0, images.to(image_features.device)).to(device))
-    # Cosines are at most 1, so a·P ≤ a and exp cannot overflow float32 for a ≤ 80; a larger
-    # a is shifted down by a, which cancels in the softmax.
-    shift = a if a > 80 else 0.0
-    scaled_txt_t = (txt * a).T
+    scaled_txt_t = (txt * a).T.contiguous()
 
     if name == "soft_wpmi":
         scale = params["p_start"] - torch.arange(top_k, dtype=torch.float64) / top_k * (
@@ -272,68 +274,45 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     else:
         scale = torch.ones(top_k, dtype=torch.float64)
         offset = torch.full((top_k,), min_prob, dtype=torch.float64)
-    # A factor lies in [offset_j, 1 + min_prob]: a product of `group` of them stays above 1e-30.
-    smallest = float(offset.min())
-    group = top_k if smallest ** top_k >= 1e-30 else max(1, int(math.log(1e-30) / math.log(smallest)))
-    scale, offset = scale.to(device), offset.to(device)
+    constant = float(offset.log().sum())
+    ratio = (scale / offset).to(device)
 
     # The (rank, unit) pairs ordered by image, so a chunk of images is a range of pairs.
     pair_slot, order = torch.sort(slots.flatten(), stable=True)
-    pair_rank, pair_unit = order // n_units, order % n_units
+    pair_slot, pair_rank, pair_unit = pair_slot.to(device), (order // n_units).to(device), (order % n_units).to(device)
     row_batch, pair_block = tuning["_row_batch"], tuning["_pair_block"]
-    bounds = torch.searchsorted(pair_slot, torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
+    bounds = torch.searchsorted(pair_slot.cpu(), torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
 
-    products = torch.ones(n_units, n_concepts, device=device)
-    log_likelihood = torch.zeros(n_units, n_concepts, dtype=torch.float64, device=device)
-    factors_in_product = torch.zeros(n_units, dtype=torch.long)
-
-    def fold(units: torch.Tensor) -> None:
-        units = units.to(device)
-        log_likelihood.index_add_(0, units, products.index_select(0, units).log_().double())
-        products.index_fill_(0, units, 1.0)
-
+    sums = torch.zeros(n_units, n_concepts, device=device)  # Σ_j log1p(w_j·Q[s_j, m]) per unit
+    pair_ids = torch.arange(min(pair_block, ranked.numel()), device=device)
+    ones = torch.ones(pair_ids.numel(), device=device)
     exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
-    block = torch.empty(min(pair_block, ranked.numel()), n_concepts, device=device)
+    terms = torch.empty(min(pair_block, ranked.numel()), n_concepts, device=device)
     n_chunks = len(bounds) - 1
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)  # "in beta"
-        for number, start in enumerate(range(0, images.numel(), row_batch)):
-            chunk = exps[: min(row_batch, images.numel() - start)]
-            torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
-            if shift:
-                chunk.sub_(shift)
-            chunk.exp_()
-            sums = chunk.sum(dim=1).double()
-            lo, hi = bounds[number], bounds[number + 1]
-            # Sort this chunk's pairs by unit to number each unit's factors 0, 1, 2, …
-            units, by_unit = torch.sort(pair_unit[lo:hi], stable=True)
-            rows = (pair_slot[lo:hi] - start)[by_unit]
-            ranks = pair_rank[lo:hi][by_unit]
-            first = torch.searchsorted(units, units, side="left")
-            occurrence = torch.arange(units.numel()) - first
-            # Take at most `group` factors per unit at a time, folding full products first.
-            for wave in range(0, int(occurrence.max()) + 1 if units.numel() else 0, group):
-                chosen = ((occurrence >= wave) & (occurrence < wave + group)).nonzero().squeeze(1)
-                incoming = torch.bincount(units[chosen], minlength=n_units)
-                full = (factors_in_product + incoming > group).nonzero().squeeze(1)
-                if full.numel():
-                    fold(full)
-                    factors_in_product[full] = 0
-                factors_in_product += incoming
-                wave_rows, wave_units = rows[chosen].to(device), units[chosen].to(device)
-                wave_ranks = ranks[chosen].to(device)
-                weights = (scale[wave_ranks] / sums[wave_rows]).float().unsqueeze(1)
-                offsets = offset[wave_ranks].float().unsqueeze(1)
-                for at in range(0, chosen.numel(), pair_block):
-                    part = slice(at, at + pair_block)
-                    factors = block[: wave_rows[part].numel()]
-                    torch.index_select(chunk, 0, wave_rows[part], out=factors)
-                    factors.mul_(weights[part]).add_(offsets[part])  # scale·Q + offset
-                    products.index_reduce_(0, wave_units[part], factors, "prod")
-            report(progress, stage, number + 1, n_chunks)
-    fold(torch.arange(n_units))
-    del exps, block, products
+    for number, start in enumerate(range(0, images.numel(), row_batch)):
+        chunk = exps[: min(row_batch, images.numel() - start)]
+        torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
+        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+        # a needs each row's maximum subtracted, which cancels in the softmax.
+        if a > 80:
+            chunk.sub_(chunk.amax(dim=1, keepdim=True))
+        chunk.exp_()
+        denominators = chunk.sum(dim=1)
+        for lo in range(bounds[number], bounds[number + 1], pair_block):
+            hi = min(lo + pair_block, bounds[number + 1])
+            rows = pair_slot[lo:hi] - start
+            block = torch.index_select(chunk, 0, rows, out=terms[: hi - lo])
+            block.mul_((ratio[pair_rank[lo:hi]] / denominators[rows]).float().unsqueeze(1)).log1p_()
+            # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
+            # several times faster than index_add_ on the CPU. The indices are in range by
+            # construction, so torch's invariant check (a scan per block) is skipped.
+            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]), ones[: hi - lo],
+                                             size=(n_units, hi - lo), check_invariants=False)
+            sums.addmm_(owners, block)
+        report(progress, stage, number + 1, n_chunks)
+    del exps, terms
 
+    log_likelihood = sums.double().add_(constant)
     log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - math.log(n_units)
     return log_likelihood.sub_(params["lam"] * log_prior).float()
 
