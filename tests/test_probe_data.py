@@ -7,6 +7,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import open_clip
 import pytest
 import torch
 import torchvision
@@ -14,19 +16,22 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR100
 
-from dissect_core import downloads, probe_data
+from dissect_core import downloads, probe_data, small_cnn
 from dissect_core.errors import InvalidInputError, MissingResourceError
+from dissect_core.models import places_preprocess
 from dissect_core.probe_data import (
     ProbeDataset,
     broden,
     cifar100,
     collate_probe_batch,
+    device_probe_loader,
     download_dataset,
     image_folder,
     imagenet_val,
     open_probe,
     open_probe_spec,
     probe_loader,
+    tensor_preprocess,
 )
 from standins import accept_cifar100_standin, add_corrupt_files, make_cifar100_standin, make_image_folder
 
@@ -264,3 +269,89 @@ def test_open_probe_names_paths_and_changed_sets(tmp_path):
         open_probe_spec(probe.spec, expected_fingerprint=probe.fingerprint)
     with pytest.raises(InvalidInputError):
         download_dataset("imagenet_val", tmp_path)
+
+
+# ----------------------------------------------------------------------------- decoding on the device
+
+
+def _smooth_jpegs(folder: Path, n: int, seed: int = 0) -> None:
+    """Photo-like JPEGs (smooth waves plus grain) of different sizes: what resizing meets in practice."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        width, height = int(rng.integers(120, 300)), int(rng.integers(120, 300))
+        yy, xx = np.mgrid[0:height, 0:width]
+        waves = np.stack([np.sin(xx / rng.uniform(5, 40) + c) * np.cos(yy / rng.uniform(5, 40)) for c in range(3)], -1)
+        pixels = (127 + 100 * waves + rng.normal(0, 10, waves.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"photo_{i:02d}.jpg", quality=90)
+
+
+def _model_transforms() -> dict:
+    """Every kind of preprocessing the project's models use."""
+    return {
+        "places": places_preprocess(),  # Resize 256, CenterCrop 224, ToTensor, Normalize
+        "preset": torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms(),  # ImageClassification
+        "small_cnn": small_cnn.preprocess(),  # Grayscale first
+        "clip": open_clip.image_transform(64, is_train=False),  # bicubic, open_clip's RGB conversion
+    }
+
+
+def test_device_decoder_agrees_with_pillow(tmp_path):
+    """decode_jpeg on the CPU takes the device path's code; other files take Pillow's path unchanged."""
+    _smooth_jpegs(tmp_path / "photos", 6)
+    make_image_folder(tmp_path, 4, size=(96, 80))  # noise JPEGs and PNGs
+    add_corrupt_files(tmp_path / "dog")
+    Image.fromarray(np.full((70, 90, 3), 200, np.uint8)).convert("CMYK").save(tmp_path / "cat" / "cmyk.jpg")
+    probe = image_folder(tmp_path)
+    transforms = _model_transforms()
+    pillow = list(probe_loader(probe, transforms, batch_size=5, num_workers=0))
+    device = list(device_probe_loader(probe, transforms, batch_size=5, num_workers=0, device="cpu"))
+
+    assert [b.indices.tolist() for b in device] == [b.indices.tolist() for b in pillow]
+    assert [b.skipped for b in device] == [b.skipped for b in pillow]
+    assert {probe.item_label(i) for b in device for i in b.skipped} == {"dog/zz_truncated.jpg",
+                                                                        "dog/zz_not_an_image.jpg"}
+    order = torch.cat([b.indices for b in pillow]).tolist()
+    jpeg = torch.tensor([probe.read_jpeg(i) is not None for i in order])
+    assert jpeg.sum() == 8 and not jpeg.all()  # the PNGs and the CMYK JPEG take Pillow's path
+    for key, transform in transforms.items():
+        expected = torch.cat([b.tensors[key] for b in pillow])
+        actual = torch.cat([b.tensors[key] for b in device])
+        assert actual.shape == expected.shape and actual.dtype == expected.dtype
+        assert torch.equal(actual[~jpeg], expected[~jpeg])
+        std = torch.tensor(transform.std if hasattr(transform, "std") else transform.transforms[-1].std)
+        steps = ((actual[jpeg] - expected[jpeg]) * std.view(1, -1, 1, 1) * 255).abs()  # in 1/255 of a pixel
+        # torchvision's and Pillow's JPEG decoders differ by one step on about a fifth of the values,
+        # grayscale conversion rounds differently (one more step), and bicubic resizing of tensors
+        # and Pillow's fixed-point filter differ by a few steps near sharp edges.
+        assert steps.mean() < 0.6
+        assert steps.max() <= (12 if key == "clip" else 2.01)
+
+
+def test_device_decoder_decodes_each_batch_in_one_call(tmp_path, monkeypatch):
+    _smooth_jpegs(tmp_path / "a", 5)
+    add_corrupt_files(tmp_path / "a")
+    calls = []
+    real = probe_data.decode_jpeg
+    monkeypatch.setattr(probe_data, "decode_jpeg", lambda data, **kw: calls.append(kw["device"]) or real(data, **kw))
+    probe = image_folder(tmp_path)
+    batches = list(device_probe_loader(probe, TO_TENSOR, batch_size=7, num_workers=1))
+    assert [b.indices.tolist() for b in batches] == [[0, 1, 2, 3, 4]]
+    assert batches[0].skipped == [5, 6]
+    # One batched call; the truncated JPEG fails it, so its 6 JPEGs are then decoded one by one.
+    assert calls == [torch.device("cpu")] * 7
+    assert batches[0].tensors["a"].shape == (5, 3, 32, 32)
+
+
+def test_device_decoder_refuses_a_step_it_cannot_convert(tmp_path):
+    make_image_folder(tmp_path, 2)
+    jitter = {"x": T.Compose([T.Resize(32), T.ColorJitter(0.5), T.ToTensor()])}
+    with pytest.raises(InvalidInputError, match="ColorJitter.*'pil' decoder"):
+        device_probe_loader(image_folder(tmp_path), jitter, batch_size=2, num_workers=0)
+    with pytest.raises(InvalidInputError, match="not a list of transforms"):
+        tensor_preprocess(lambda image: torch.zeros(3))
+
+
+def test_decoders_are_registered():
+    assert probe_data.DECODERS.names() == ["pil", "torchvision"]
+    assert probe_data.DECODERS.get("pil").value is probe_loader
