@@ -49,7 +49,7 @@ def show_table(
     config: dict[str, Any] = {column: _display_name(column) for column in frame.columns}
     if "model" in frame.columns:
         # Pinned: in a narrow window (900 px, eight models) the other columns scroll under it.
-        config["model"] = st.column_config.Column(_display_name("model"), pinned=True, width="medium")
+        config["model"] = st.column_config.Column(_display_name("model"), pinned=True)
     config.update(column_config or {})
     st.dataframe(frame, hide_index=True, column_config=config, height=height)
     st.download_button(
