@@ -20,14 +20,21 @@ PAGE = "pages/5_Run.py"
 
 @pytest.fixture
 def results(computed_run, tmp_path, monkeypatch):
-    """A results folder holding a copy of the computed run; the cache is the computed run's."""
+    """A results folder holding a copy of the computed run, whose manifest names a copy of
+    its cache (2 MB), the app's cache too: what one test computes must not be served from
+    the cache to the next."""
+    import json
     import shutil
 
     results = tmp_path / "results"
-    shutil.copytree(computed_run["run_dir"], results / computed_run["run_dir"].name)
+    run_dir = shutil.copytree(computed_run["run_dir"], results / computed_run["run_dir"].name)
+    cache = shutil.copytree(computed_run["cache"], tmp_path / "cache")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"]["activation_dir"] = str(cache)  # re-describing reuses the run's own cache
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
     monkeypatch.setenv(app_ui.RESULTS_ENV, str(results))
-    monkeypatch.setenv(app_ui.CACHE_ENV, str(computed_run["cache"]))
+    monkeypatch.setenv(app_ui.CACHE_ENV, str(cache))
     monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
     st.cache_data.clear()
     return results
