@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,11 @@ def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
 
     run = load_run(computed_run["run_dir"])
     new_concepts = parse_concepts("zebra\nwheel\nsky\n", "mine.txt")
-    result = describe(config_from_run(run, concept_set=new_concepts, result_dir=str(tmp_path)))
+    config = config_from_run(run, concept_set=new_concepts, result_dir=str(tmp_path))
+    assert config.activation_dir == str(computed_run["cache"])  # the run's own cache ...
+    # ... copied, so that the text features computed here are not cached for other tests.
+    config.activation_dir = str(shutil.copytree(computed_run["cache"], tmp_path / "cache"))
+    result = describe(config)
     assert {"activations layer4", "activations fc", "CLIP image features"} <= set(result.reused)
     assert "CLIP text features" not in result.reused
     assert set(result.run.descriptions["description"]) <= {"zebra", "wheel", "sky"}
