@@ -36,7 +36,7 @@ from .cache import DamagedEntry, index_list, tensor_field
 from .clip import ClipModel, encode_images
 from .errors import InvalidInputError
 from .models import TargetModel
-from .probe_data import ProbeSet, probe_loader
+from .probe_data import DECODERS, ProbeSet
 from .progress import ProgressFn, report
 from .recording import Layout, POOL_MODES, pool, record_layers
 
@@ -214,15 +214,18 @@ def record_probe_pass(
     batch_size: int = 200,
     device: torch.device = torch.device("cpu"),
     num_workers: Optional[int] = None,
+    decoder: str = "pil",
     progress: Optional[ProgressFn] = None,
 ) -> ProbePass:
     """Run the probe images once through every target model and CLIP.
 
     Each image is decoded once; each distinct preprocessing (targets trained with the
-    same transforms share one) is applied once. ``top_maps`` maps are kept per unit of
-    layers with spatial maps (0: none). ``layers`` of the result follows ``targets``.
+    same transforms share one) is applied once, by the registered ``decoder``
+    (``probe_data.DECODERS``). ``top_maps`` maps are kept per unit of layers with spatial
+    maps (0: none). ``layers`` of the result follows ``targets``.
     """
     POOL_MODES.get(pool_mode)
+    loader = DECODERS.get(decoder).value
     if top_maps < 0:
         raise InvalidInputError(f"top_maps must be 0 or more, not {top_maps}.")
     targets = [target for target in targets if target.layouts]
@@ -245,7 +248,7 @@ def record_probe_pass(
     with contextlib.ExitStack() as stack, torch.inference_mode():
         models = [stack.enter_context(_recording(target, layers, device))
                   for target, layers in zip(targets, accumulators)]
-        for batch in probe_loader(probe, transforms, batch_size, num_workers, device):
+        for batch in loader(probe, transforms, batch_size, num_workers, device):
             skipped.extend(batch.skipped)
             done += len(batch.indices) + len(batch.skipped)
             if len(batch.indices):

@@ -11,7 +11,7 @@ from .clip import CLIP_ALIASES
 from .concepts import CONCEPT_SETS
 from .errors import name_settings
 from .models import NAMED_MODELS
-from .probe_data import PROBE_SETS
+from .probe_data import DECODERS, PROBE_SETS
 from .recording import POOL_MODES as _POOL_MODES
 from .registry import Entry, Registry
 from .similarity import SIMILARITY_FUNCTIONS
@@ -24,7 +24,7 @@ def pool_modes() -> Registry:
 
 def registries() -> list[Registry]:
     """Every registry, in the order the CLI's help and ``list`` show them."""
-    return [PROBE_SETS, NAMED_MODELS, CLIP_ALIASES, CONCEPT_SETS, SIMILARITY_FUNCTIONS, pool_modes()]
+    return [PROBE_SETS, NAMED_MODELS, CLIP_ALIASES, CONCEPT_SETS, SIMILARITY_FUNCTIONS, pool_modes(), DECODERS]
 
 
 def format_defaults(entry: Entry[Any]) -> str:

@@ -25,7 +25,7 @@ from .concepts import CONCEPT_SETS
 from .errors import DissectError, InvalidInputError, in_words
 from .models import NAMED_MODELS
 from .pipeline import DescribeConfig
-from .probe_data import PROBE_SETS
+from .probe_data import DECODERS, PROBE_SETS
 from .similarity import SIMILARITY_FUNCTIONS
 from .recording import LAYOUTS, parse_layer_layouts
 
@@ -115,6 +115,8 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--quality_resamples", type=int, default=default["quality_resamples"],
                        help="bootstrap resamples of the probe images for each label's stability "
                             f"(default {default['quality_resamples']})")
+    extra.add_argument("--decoder", default=default["decoder"], choices=DECODERS.names(),
+                       help=_entries_help(DECODERS) + f" (default: {default['decoder']})")
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -170,6 +172,7 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
         top_maps=args.top_maps,
         layer_layout=parse_layer_layouts(args.layer_layout),
         quality_resamples=args.quality_resamples,
+        decoder=args.decoder,
     )
     return [dataclasses.replace(shared, target_model=model, target_checkpoint=checkpoint)
             for model, checkpoint in zip(models, checkpoints)]

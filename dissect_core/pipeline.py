@@ -39,7 +39,7 @@ from .errors import InvalidInputError, about
 from .files import check_room, file_sha256
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
-from .probe_data import ProbeSet, check_num_workers, open_probe
+from .probe_data import DECODERS, ProbeSet, check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
                       run_output_checks)
@@ -87,6 +87,7 @@ class DescribeConfig:
     top_maps: int = DEFAULT_TOP_MAPS  # activation maps stored per unit, for unit views and bundles
     layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
     quality_resamples: int = QualitySettings.resamples  # bootstrap resamples for label stability
+    decoder: str = "pil"  # how probe images are decoded and preprocessed (probe_data.DECODERS)
 
 
 @dataclass
@@ -174,6 +175,8 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         pool_modes().get(config.pool_mode)
     with about("similarity_fn"):
         SIMILARITY_FUNCTIONS.get(config.similarity_fn)
+    with about("decoder"):
+        DECODERS.get(config.decoder)
     with about("similarity_params"):
         params = resolve_params(config.similarity_fn, config.similarity_params)
     if isinstance(config.target_model, str):
@@ -350,6 +353,9 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
             labelled = concept_source(probe, config.probe_labels)
         # No CLIP model: the manifest names the source in its place.
         concepts, clip_name, clip_weights = labelled.concepts, "labels", labelled.fingerprint
+    # Pixels decoded another way differ slightly, so their entries are kept apart
+    # (the reference's Pillow path keeps the keys it always had).
+    decoding = {} if config.decoder == "pil" else {"decoder": config.decoder, "decoded_on": device.type}
     targets = []
     for each, model, layers in zip(configs, models, layer_lists):
         with about("target_layers"):
@@ -358,7 +364,8 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
         layouts = resolve_layouts(model.module, layers, _sample_batch(probe, model), config.pool_mode,
                                   each.layer_layout)
         parts = {layer: dict(target=model.name, weights=model.weights_id, layer=layer, pool_mode=config.pool_mode,
-                             layout=layouts[layer].name, top_maps=config.top_maps, probe=probe.fingerprint)
+                             layout=layouts[layer].name, top_maps=config.top_maps, probe=probe.fingerprint,
+                             **decoding)
                  for layer in layers}
         targets.append(TargetInputs(each, model, layers, layouts, parts,
                                     {layer: cache.key("activations", **part) for layer, part in parts.items()}))
@@ -366,7 +373,8 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
 
     precision = "fp16" if device.type == "cuda" else "fp32"
     if labelled is None:
-        image_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, probe=probe.fingerprint)
+        image_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, probe=probe.fingerprint,
+                           **decoding)
         text_parts = dict(clip=clip_name, weights=clip_weights, precision=precision, concepts=concepts.sha256)
         image_key, text_key = cache.key("clip_images", **image_parts), cache.key("clip_texts", **text_parts)
     else:  # cheap to rebuild, so not stored; the keys make the similarity entries specific to the labels
@@ -422,6 +430,7 @@ def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -
             batch_size=config.batch_size,
             device=inputs.device,
             num_workers=config.num_workers,
+            decoder=config.decoder,
             progress=log.progress,
         )
         recorded_layers = iter(recorded.layers)

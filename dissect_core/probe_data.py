@@ -794,11 +794,8 @@ def tensor_preprocess(preprocess: Callable[[Image.Image], torch.Tensor]) -> Call
     if steps is None and all(hasattr(preprocess, name) for name in ("resize_size", "crop_size", "mean", "std")):
         steps = [T.Resize(preprocess.resize_size, preprocess.interpolation, antialias=preprocess.antialias),
                  T.CenterCrop(preprocess.crop_size), T.ToTensor(), T.Normalize(preprocess.mean, preprocess.std)]
-    if steps is None:
-        raise InvalidInputError(
-            f"The preprocessing {preprocess!r} is not a list of transforms, so images cannot be decoded on "
-            "the device for this model; use the 'pil' decoder."
-        )
+    if steps is None:  # a single step (e.g. a bare ToTensor); refused below if it has no tensor version
+        steps = [preprocess]
     converted = [_convert_step(step) for step in steps]
 
     def run(image: torch.Tensor) -> torch.Tensor:
@@ -828,6 +825,8 @@ class _EncodedProbeDataset(Dataset):
 
 def _decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[Optional[torch.Tensor]]:
     """RGB uint8 images on ``device``, one call for the batch; None where a file fails."""
+    if not encoded:  # a batch without JPEGs (all PNGs, say): decode_jpeg refuses an empty list
+        return []
     with warnings.catch_warnings():
         # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec; they still work.
         warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)

@@ -18,7 +18,7 @@ from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts
 from dissect_core.errors import DissectError  # noqa: E402
 from dissect_core.models import NAMED_MODELS  # noqa: E402
 from dissect_core.pipeline import DescribeConfig, config_from_run  # noqa: E402
-from dissect_core.probe_data import PROBE_SETS  # noqa: E402
+from dissect_core.probe_data import DECODERS, PROBE_SETS  # noqa: E402
 from dissect_core.similarity import SIMILARITY_FUNCTIONS  # noqa: E402
 
 FOLDER = "a folder of images"
@@ -31,6 +31,7 @@ WIDGETS = {
     "d_probe": "“Probe images”", "data_dir": "“Data folder”", "download": "“Download a missing probe set”",
     "concept_set": "“Concept set”", "clip_model": "“CLIP model”", "similarity_fn": "“Similarity function”",
     "pool_mode": "“Spatial pooling”", "device": "“Device”", "batch_size": "“Batch size”",
+    "decoder": "“Image decoding”",
 }
 # Offered besides the named models; any torchvision classification name can be typed in.
 TORCHVISION_EXAMPLES = ["resnet18", "resnet50", "vit_b_16"]
@@ -105,6 +106,7 @@ with new_tab:
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="run_device",
                               help="auto: the GPU when PyTorch sees one, else the CPU")
         batch_size = st.number_input("Batch size", 1, 4096, 200, key="run_batch")
+        decoder = st.selectbox("Image decoding", DECODERS.names(), key="run_decoder", help=entries_help(DECODERS))
 
     if st.button("Start", type="primary", key="run_start", disabled=not models or concepts is None):
         if len(models) > 1 and checkpoint:
@@ -116,7 +118,7 @@ with new_tab:
                 target_layers=tuple(layers.split(",")), clip_model=clip_model, d_probe=probe,
                 concept_set=concepts, similarity_fn=similarity_fn, pool_mode=pool_mode,
                 batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
-                result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download,
+                result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download, decoder=decoder,
             ) for model in models]
             if app_ui.run_dissection(configs, f"Dissecting {', '.join(models)}", WIDGETS) is not None:
                 st.success("Finished. The new runs are added to the model picker on every page.")

@@ -306,3 +306,16 @@ def test_models_described_together_must_share_the_rest(planted, tmp_path):
     with pytest.raises(InvalidInputError, match="listed twice"):
         describe_together([first, config_for(root, concepts, tmp_path)])
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_the_device_decoder_gives_the_same_labels_and_its_own_cache_entries(planted, tmp_path):
+    root, _, concepts = planted
+    pillow = describe(config_for(root, concepts, tmp_path))
+    decoded = describe(config_for(root, concepts, tmp_path, decoder="torchvision"))
+    assert decoded.run.descriptions["description"].tolist() == UNIT_COLOURS
+    # Pixels decoded another way may differ: nothing recorded from Pillow's pixels is reused.
+    assert not any(stage.startswith(("activations", "CLIP image")) for stage in decoded.reused)
+    assert decoded.run.manifest.config["decoder"] == "torchvision"
+    assert pillow.run.manifest.cache_keys.activations != decoded.run.manifest.cache_keys.activations
+    with pytest.raises(InvalidInputError, match="pil, torchvision"):
+        describe(config_for(root, concepts, tmp_path, decoder="nvjpeg"))
