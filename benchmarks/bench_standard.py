@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=200)
     parser.add_argument("--num_workers", type=int, help="decode workers (default: the library's choice)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--decoder", default="pil", help="pil, or torchvision (JPEGs decoded on --device)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     modes = [mode.strip() for mode in args.modes.split(",")]
@@ -122,7 +123,7 @@ def main() -> None:
         workers = default_num_workers() if args.num_workers is None else args.num_workers
         print(f"standard comparison: {args.images:,} synthetic JPEGs ({'written in %.1f s' % made if made else 'reused'}), "
               f"2 × resnet18 (layer2-4), ViT-B-16, {len(words):,} words, soft_wpmi; {device_name}, batch {args.batch_size}, "
-              f"{workers} decode workers, torch {torch.__version__}")
+              f"{workers} loader workers, decoder {args.decoder}, torch {torch.__version__}")
         print(f"{'run':<27}" + "".join(f"{s:>15}" for s in STAGES) + f"{'total':>10}{'peak RSS':>11}"
               + (f"{'peak GPU':>11}" if cuda else ""))
 
@@ -131,7 +132,7 @@ def main() -> None:
                 target_model=target, target_layers=("layer2", "layer3", "layer4"),
                 clip_model=f"ViT-B-16:{clip_file}", d_probe=str(probe_dir), concept_set=concepts,
                 device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                activation_dir=str(tmp / cache), result_dir=str(tmp / "results"))
+                decoder=args.decoder, activation_dir=str(tmp / cache), result_dir=str(tmp / "results"))
 
         def timed(label: str, run) -> tuple[float, dict]:
             if cuda:
