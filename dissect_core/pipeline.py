@@ -506,7 +506,9 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         reused=reused,
         quality_files=quality_files(qualities, quality_indices) if qualities else {},
         quality_note={"skipped": quality_skipped} if quality_skipped else {"settings": asdict(quality_settings)},
-        output_checks=_output_checks(concepts, descriptions, top_concepts),
+        # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
+        # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
+        output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
     )
     log.lap("label quality")
     return labels

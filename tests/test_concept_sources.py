@@ -42,6 +42,8 @@ def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, simi
     assert manifest.clip_model == "labels"
     assert manifest.concept_set.n_concepts == len(COLOURS)
     assert manifest.concept_set.source == "class sub-folders"
+    # One unit per label, but the label names are sorted, not a classifier's outputs: no automatic check.
+    assert len(UNIT_COLOURS) == len(COLOURS) and manifest.output_check == []
 
 
 def test_labels_csv_gives_several_labels_per_image(planted_probe, tmp_path):
