@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -271,7 +272,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             progress.close()
     for folder in folders:
         print(f"Wrote {folder}")
-    print(f"Open them with: streamlit run streamlit_app.py -- --results {args.out}")
+    print(f"Open them with: streamlit run streamlit_app.py -- --results {args.out} "
+          "(from a checkout of the repository: the app is not part of the installed package)")
     return 0
 
 
@@ -390,8 +392,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write the built-in demo (a small CNN trained on Fashion-MNIST vs untrained) as run folders",
         _add_demo_arguments, _run_demo,
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
-        "concepts, into OUT (seconds on a CPU; no downloads). Open them with "
-        "streamlit run streamlit_app.py -- --results OUT.",
+        "concepts, into OUT (seconds on a CPU; no downloads). Open them from a checkout of the "
+        "repository with streamlit run streamlit_app.py -- --results OUT.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",
@@ -434,10 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return SUBCOMMANDS[args.command].run(args)
+        code = SUBCOMMANDS[args.command].run(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except DissectError as error:
         print(f"error: {in_words(error, FLAGS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: stages already computed are kept in the cache", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``dissect list | head``): stop quietly, as other command-line tools do,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -144,6 +144,15 @@ def test_a_bad_model_list_says_how_to_write_it(standins, capsys, models, checkpo
     assert expected in capsys.readouterr().err
 
 
+def test_a_closed_pipe_ends_the_listing_quietly():
+    # `dissect list | head -1`: the reader is gone before anything is written.
+    process = subprocess.Popen([sys.executable, "-m", "dissect_core", "list"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and err.decode() == ""
+
+
 def test_python_dash_m_entry_point(tmp_path):
     # The module entry point itself, in a fresh interpreter.
     result = subprocess.run(
