@@ -46,16 +46,22 @@ def open_run_page() -> AppTest:
     return app.switch_page(PAGE).run()
 
 
-def test_new_dissection_from_the_form(results, computed_run):
-    app = open_run_page()
-    assert not app.exception
-    app.multiselect(key="run_models").set_value(["resnet18_places"])
-    app.text_input(key="run_layers").set_value("layer4")
+def fill_new_dissection(app: AppTest, computed_run: dict, models: list[str], layers: str = "layer4",
+                        probe_folder: str | None = None) -> None:
+    """The New dissection form set to the computed run's stand-ins, on the CPU."""
+    app.multiselect(key="run_models").set_value(models)
+    app.text_input(key="run_layers").set_value(layers)
     app.selectbox(key="run_probe").set_value("a folder of images").run()
-    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
+    app.text_input(key="run_probe_folder").set_value(probe_folder or str(computed_run["probe"]))
     app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
     app.text_input(key="run_clip").set_value(computed_run["clip"])
     app.selectbox(key="run_device").set_value("cpu")
+
+
+def test_new_dissection_from_the_form(results, computed_run):
+    app = open_run_page()
+    assert not app.exception
+    fill_new_dissection(app, computed_run, ["resnet18_places"])
     app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
     app.file_uploader(key="run_concepts_file").set_value(("mine.txt", b"dog\ncat\n\ndog\nsky\n", "text/plain")).run()
     assert app.caption[0].value == f"{app_ui.md('mine.txt')}: 3 concepts, 1 duplicate(s) dropped, 1 blank line(s) dropped"
@@ -77,13 +83,7 @@ def test_two_models_from_the_form_are_dissected_in_one_pass(results, computed_ru
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     place_torchvision_weights("resnet18")
     app = open_run_page()
-    app.multiselect(key="run_models").set_value(["resnet18_places", "resnet18"])
-    app.text_input(key="run_layers").set_value("layer4")
-    app.selectbox(key="run_probe").set_value("a folder of images").run()
-    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
-    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
-    app.text_input(key="run_clip").set_value(computed_run["clip"])
-    app.selectbox(key="run_device").set_value("cpu")
+    fill_new_dissection(app, computed_run, ["resnet18_places", "resnet18"])
     app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
     app.file_uploader(key="run_concepts_file").set_value(("mine.txt", b"dog\ncat\nsky\n", "text/plain")).run()
     app.button(key="run_start").click().run()
@@ -119,13 +119,7 @@ def test_new_concepts_for_a_finished_run_come_from_the_cache(results):
 
 def test_errors_name_the_widgets(results, computed_run):
     app = open_run_page()
-    app.multiselect(key="run_models").set_value(["resnet18_places"])
-    app.text_input(key="run_layers").set_value("layer9")
-    app.selectbox(key="run_probe").set_value("a folder of images").run()
-    app.text_input(key="run_probe_folder").set_value(str(computed_run["probe"]))
-    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
-    app.text_input(key="run_clip").set_value(computed_run["clip"])
-    app.selectbox(key="run_device").set_value("cpu")
+    fill_new_dissection(app, computed_run, ["resnet18_places"], layers="layer9")
     app.button(key="run_start").click().run()
     assert not app.exception
     message = app.error[0].value
@@ -140,12 +134,7 @@ def test_the_run_page_defaults_to_the_standard_20k_words(results):
 
 def test_a_failed_run_says_why_without_a_click(results, computed_run, tmp_path):
     app = open_run_page()
-    app.multiselect(key="run_models").set_value(["resnet18_places"])
-    app.selectbox(key="run_probe").set_value("a folder of images").run()
-    app.text_input(key="run_probe_folder").set_value(str(tmp_path / "no_such_folder"))
-    app.text_input(key="run_data_dir").set_value(str(computed_run["data"]))
-    app.text_input(key="run_clip").set_value(computed_run["clip"])
-    app.selectbox(key="run_device").set_value("cpu")
+    fill_new_dissection(app, computed_run, ["resnet18_places"], probe_folder=str(tmp_path / "no_such_folder"))
     app.button(key="run_start").click().run()
     assert not app.exception
     assert app.status[0].state == "error"
