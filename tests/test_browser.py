@@ -156,10 +156,10 @@ def browser(chromium: Path):
             browser.close()
 
 
-@pytest.fixture
-def page(browser, server: str):
-    """A fresh browser context (a new Streamlit session) at 1400x1000; only 127.0.0.1 is reachable."""
-    context = browser.new_context(viewport=VIEWPORT, base_url=server)
+def session_page(browser, server: str, viewport: dict) -> Iterator:
+    """A page in a fresh browser context (a new Streamlit session); only 127.0.0.1 is
+    reachable, and a JavaScript error in the page fails the test."""
+    context = browser.new_context(viewport=viewport, base_url=server)
     context.route(lambda url: not url.startswith("http://127.0.0.1:"), lambda route: route.abort())
     page = context.new_page()
     errors: list[str] = []
@@ -167,6 +167,12 @@ def page(browser, server: str):
     yield page
     context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, server: str):
+    """A fresh session at 1400x1000."""
+    yield from session_page(browser, server, VIEWPORT)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -14,7 +14,8 @@ import pytest
 
 from test_app_pages import write_run
 from test_browser import (  # noqa: F401  (chromium, browser: fixtures)
-    CHROMIUM_ARGS, after_rerun, browser, chromium, expect, open_page, screenshot, serve, sidebar_multiselect,
+    CHROMIUM_ARGS, after_rerun, browser, chromium, expect, open_page, screenshot, serve, session_page,
+    sidebar_multiselect,
 )
 
 pytestmark = pytest.mark.browser
@@ -48,14 +49,7 @@ def server(chromium: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def page(browser, server: str):  # noqa: F811
-    context = browser.new_context(viewport=WINDOW, base_url=server)
-    context.route(lambda url: not url.startswith("http://127.0.0.1:"), lambda route: route.abort())
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    yield from session_page(browser, server, WINDOW)
 
 
 def pick_all_models(page) -> None:
