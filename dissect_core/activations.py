@@ -32,7 +32,7 @@ from typing import Callable, ClassVar, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .cache import DamagedEntry, index_list, tensor_field
+from .cache import DamagedEntry, index_list, rows_with_indices, tensor_field
 from .clip import ClipModel, encode_images
 from .errors import InvalidInputError
 from .models import TargetModel
@@ -81,10 +81,7 @@ class LayerActivations:
 
     @classmethod
     def from_payload(cls, payload: Mapping) -> "LayerActivations":
-        pooled = tensor_field(payload, "pooled", 2, floating=True)
-        indices = tensor_field(payload, "image_indices", 1, floating=False)
-        if indices.shape[0] != pooled.shape[0]:
-            raise DamagedEntry(f"it has {pooled.shape[0]} rows but {indices.shape[0]} image indices")
+        pooled, indices = rows_with_indices(payload, "pooled")
         threshold = payload.get("mask_threshold")
         if threshold is not None and (not isinstance(threshold, torch.Tensor)
                                       or tuple(threshold.shape) != (pooled.shape[1],)):
@@ -189,7 +186,7 @@ class _LayerAccumulator:
     def top_maps_kept(self) -> int:
         return 0 if self.maps is None else self.maps.shape[1]
 
-    def result(self, image_indices: torch.Tensor) -> LayerActivations:
+    def result(self, image_indices: torch.Tensor, skipped: list[int]) -> LayerActivations:
         pooled = torch.cat(self.pooled).cpu() if self.pooled else torch.zeros(0, 0)
         threshold = None
         if self.samples:
@@ -201,7 +198,7 @@ class _LayerAccumulator:
             # Clip so that an extreme activation saturates instead of becoming inf in float16.
             maps = self.maps.clamp(-_FLOAT16_MAX, _FLOAT16_MAX).half().cpu()
             map_images = image_indices[self.top_rows.cpu()]
-        return LayerActivations(pooled, image_indices, threshold, maps, map_images, self.layout.name)
+        return LayerActivations(pooled, image_indices, threshold, maps, map_images, self.layout.name, skipped)
 
 
 def record_probe_pass(
@@ -228,12 +225,12 @@ def record_probe_pass(
     loader = DECODERS.get(decoder).value
     if top_maps < 0:
         raise InvalidInputError(f"top_maps must be 0 or more, not {top_maps}.")
-    targets = [target for target in targets if target.layouts]
-    if not targets and clip is None:
-        return ProbePass()
     accumulators = [{layer: _LayerAccumulator(layout, pool_mode, len(probe), top_maps)
                      for layer, layout in target.layouts.items()} for target in targets]
-    transforms, input_of = _shared_transforms([target.model.preprocess for target in targets])
+    recorded = [target for target in targets if target.layouts]  # a model with nothing to record is not run
+    if not recorded and clip is None:
+        return ProbePass(layers=[{} for _ in targets])
+    transforms, input_of = _shared_transforms([target.model.preprocess for target in recorded])
     if clip is not None:
         transforms["clip"] = clip.preprocess
 
@@ -241,20 +238,20 @@ def record_probe_pass(
     kept: list[torch.Tensor] = []
     skipped: list[int] = []
     clip_features: list[torch.Tensor] = []
-    names = " + ".join([target.model.name for target in targets] + (["CLIP"] if clip else []))
+    names = " + ".join([target.model.name for target in recorded] + (["CLIP"] if clip else []))
     stage = f"probe images → {names}"
     done = 0
     report(progress, stage, 0, len(probe))
     with contextlib.ExitStack() as stack, torch.inference_mode():
         models = [stack.enter_context(_recording(target, layers, device))
-                  for target, layers in zip(targets, accumulators)]
+                  for target, layers in zip(targets, accumulators) if target.layouts]
         for batch in loader(probe, transforms, batch_size, num_workers, device):
             skipped.extend(batch.skipped)
             done += len(batch.indices) + len(batch.skipped)
             if len(batch.indices):
                 kept.append(batch.indices)
-                for number, model in enumerate(models):
-                    model(batch.tensors[input_of[number]].to(device, non_blocking=True))
+                for model, source in zip(models, input_of):
+                    model(batch.tensors[source].to(device, non_blocking=True))
                 if clip is not None:
                     clip_features.append(encode_images(clip, batch.tensors["clip"]))
             report(progress, stage, done, len(probe))
@@ -266,11 +263,9 @@ def record_probe_pass(
             "Check that the files are images (JPEG, PNG, …) and not damaged."
         )
     skipped = sorted(skipped)
-    layers = [{name: acc.result(image_indices) for name, acc in target.items()} for target in accumulators]
-    for record in (entry for target in layers for entry in target.values()):
-        record.skipped = skipped
     return ProbePass(
-        layers=layers,
+        layers=[{name: acc.result(image_indices, skipped) for name, acc in layers.items()}
+                for layers in accumulators],
         clip_image_features=torch.cat(clip_features).cpu() if clip_features else None,
         image_indices=image_indices,
         skipped=skipped,

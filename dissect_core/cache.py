@@ -203,6 +203,16 @@ def tensor_field(payload: Mapping, name: str, dims: int, floating: bool) -> torc
     return value
 
 
+def rows_with_indices(payload: Mapping, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``payload[name]``, a float matrix of one row per image, and its ``image_indices``
+    (one per row), else ``DamagedEntry``."""
+    rows = tensor_field(payload, name, 2, floating=True)
+    indices = tensor_field(payload, "image_indices", 1, floating=False)
+    if indices.shape[0] != rows.shape[0]:
+        raise DamagedEntry(f"it has {rows.shape[0]} rows but {indices.shape[0]} image indices")
+    return rows, indices
+
+
 def index_list(payload: Mapping, name: str) -> list[int]:
     """``payload[name]`` when it is a list of image indices, else ``DamagedEntry``."""
     value = payload.get(name, [])

@@ -433,11 +433,8 @@ def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -
             decoder=config.decoder,
             progress=log.progress,
         )
-        recorded_layers = iter(recorded.layers)
-        for target, layers, entries in zip(inputs.targets, missing, stored.activations):
-            if not layers:
-                continue  # record_probe_pass leaves out targets with nothing to record
-            for layer, entry in next(recorded_layers).items():
+        for target, entries, recorded_layers in zip(inputs.targets, stored.activations, recorded.layers):
+            for layer, entry in recorded_layers.items():
                 entries[layer] = entry
                 cache.save(entry, target.layer_keys[layer], target.layer_parts[layer])
         if recorded.clip_image_features is not None:
@@ -517,8 +514,8 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
 def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, labels: UnitLabels,
                      log: _RunLog) -> DescribeResult:
     """One model's run folder: maps first, then the tables, the manifest last."""
-    config, probe, concepts, target = inputs.targets[number].config, inputs.probe, inputs.concepts, \
-        inputs.targets[number]
+    target, probe, concepts = inputs.targets[number], inputs.probe, inputs.concepts
+    config = target.config
     activations = stored.activations[number]
     skipped = sorted(set(activations[target.layers[0]].skipped) | set(stored.image_features.skipped))
     skipped_labels = [probe.item_label(i) for i in skipped]

@@ -13,7 +13,7 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from .cache import DamagedEntry, index_list, tensor_field
+from .cache import DamagedEntry, index_list, rows_with_indices, tensor_field
 
 
 @dataclass
@@ -32,10 +32,7 @@ class ImageFeatures:
 
     @classmethod
     def from_payload(cls, payload: Mapping) -> "ImageFeatures":
-        features = tensor_field(payload, "features", 2, floating=True)
-        indices = tensor_field(payload, "image_indices", 1, floating=False)
-        if indices.shape[0] != features.shape[0]:
-            raise DamagedEntry(f"it has {features.shape[0]} rows but {indices.shape[0]} image indices")
+        features, indices = rows_with_indices(payload, "features")
         return cls(features, indices, index_list(payload, "skipped"))
 
 

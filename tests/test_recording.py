@@ -155,7 +155,7 @@ def test_running_top_maps_equal_the_global_top_images_with_ties():
     accumulator = _LayerAccumulator(CHANNELS_FIRST, "max", 37, 5)
     for start in range(0, 37, 8):
         accumulator(outputs[start:start + 8])
-    result = accumulator.result(torch.arange(37) * 10)  # probe indices differ from rows
+    result = accumulator.result(torch.arange(37) * 10, [])  # probe indices differ from rows
     _, rows = top_rows(outputs.amax(dim=(2, 3)), 5)
     assert torch.equal(result.map_images, (rows * 10).T)
     expected = outputs[rows.T, torch.arange(4)[:, None]].half()
