@@ -12,9 +12,7 @@ import app_ui
 from dissect_core import analysis
 from dissect_core.demo import demo_runs
 from dissect_core.results import load_run
-
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+from tests.test_app_pages import open_app
 
 
 @pytest.fixture(autouse=True)
@@ -29,20 +27,12 @@ def demo():
     return [load_run(folder) for folder in demo_runs()]
 
 
-def open_page(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def shows_demo_banner(at: AppTest) -> bool:
     return any(info.value.startswith("**Demo.**") for info in at.info)
 
 
 def test_overview_shows_the_demo_with_its_counts(demo):
-    at = open_page()
+    at = open_app()
     trained, untrained = demo
     assert at.sidebar.multiselect(key="models").value == [trained.label, untrained.label]
     assert shows_demo_banner(at)
@@ -58,7 +48,7 @@ def test_overview_shows_the_demo_with_its_counts(demo):
 
 
 def test_overview_shows_the_demos_label_quality_and_output_check(demo):
-    at = open_page()
+    at = open_app()
     quality = next(frame.value for frame in at.dataframe if "stable_share" in frame.value.columns)
     assert quality[["model", "layer"]].values.tolist() == [[run.label, layer] for run in demo for layer in run.layers]
     expected = [share for run in demo for share in run.layer_quality["stable_share"]]
@@ -70,13 +60,13 @@ def test_overview_shows_the_demos_label_quality_and_output_check(demo):
 
 
 def test_unit_explorer_shows_the_demos_unit_figures():
-    at = open_page("pages/4_Unit_explorer.py")
+    at = open_app("pages/4_Unit_explorer.py")
     assert {"Stability", "Correlation"} <= {metric.label for metric in at.metric}
     assert not [info for info in at.info if info.value.startswith("No label-quality figures")]
 
 
 def test_shared_concepts_shows_the_demo(demo):
-    at = open_page("pages/2_Shared_concepts.py")
+    at = open_app("pages/2_Shared_concepts.py")
     assert shows_demo_banner(at)
     assert [h.value for h in at.subheader] == [f"Layer {layer}" for layer in demo[0].layers]
     min_units = at.slider[0].value
@@ -88,7 +78,7 @@ def test_shared_concepts_shows_the_demo(demo):
 
 
 def test_model_differences_shows_the_demo(demo):
-    at = open_page("pages/3_Model_differences.py")
+    at = open_app("pages/3_Model_differences.py")
     assert shows_demo_banner(at)
     expected = analysis.jaccard_by_layer(demo[0].descriptions, demo[1].descriptions)
     shown = at.dataframe[0].value
@@ -97,7 +87,7 @@ def test_model_differences_shows_the_demo(demo):
 
 
 def test_unit_explorer_shows_demo_heatmaps_and_masks(demo):
-    at = open_page("pages/4_Unit_explorer.py")
+    at = open_app("pages/4_Unit_explorer.py")
     assert shows_demo_banner(at)
     trained = demo[0]
     expected = trained.units("conv1")["description"].iloc[0]
@@ -107,7 +97,7 @@ def test_unit_explorer_shows_demo_heatmaps_and_masks(demo):
 
 
 def test_the_demo_can_be_put_away_and_brought_back():
-    at = open_page()
+    at = open_app()
     at.button(key="demo_hide").click().run()
     assert not shows_demo_banner(at)
     assert at.info[0].value == "No CLIP-Dissect results are loaded yet."
@@ -123,11 +113,11 @@ def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
     results.mkdir(parents=True)
     (results / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer2,0,red,0.2\n")
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "mine")])
-    at = open_page()
+    at = open_app()
     assert not shows_demo_banner(at)
     assert at.sidebar.multiselect(key="models").options == ["run · layer2 · 1 unit"]
 
 
 def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():
-    at = open_page("pages/5_Run.py")
+    at = open_app("pages/5_Run.py")
     assert "redescribe_run" not in [box.key for box in at.selectbox]

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import app_ui
 from app_ui import hosting
 from tests.test_app_bundle import bundle  # noqa: F401  (module fixture: a bundle of the computed run)
-from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, write_run
+from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, open_app, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "streamlit_app.py")
@@ -35,14 +35,6 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "server_own_results"))
     st.cache_data.clear()
     return root
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def rendered_text(at: AppTest) -> str:

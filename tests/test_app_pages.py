@@ -79,7 +79,12 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    """A fresh session of the app, switched to ``page``; fails on an exception.
+
+    Shared by the page, demo and hosted tests. The timeout is only a ceiling: the first
+    script run of a session can take a minute on a loaded machine (imports, folder scans).
+    """
+    at = AppTest.from_file(APP, default_timeout=120).run()
     if page:
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
