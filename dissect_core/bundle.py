@@ -78,7 +78,9 @@ from .results import (
     read_descriptions,
 )
 from .manifest import RunManifest
-from .run_tables import MAX_INDEX, check_args, is_safe_name, read_json_file, read_side_table
+from .run_tables import (
+    MAX_INDEX, check_args, check_layer_name, is_safe_name, layer_file_name, read_json_file, read_side_table,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -137,6 +139,9 @@ def export_bundle(
         raise InvalidInputError(f"images_per_unit must be at least 1, not {images_per_unit}.")
     if thumbnail_px < 16:
         raise InvalidInputError(f"thumbnail_px must be at least 16, not {thumbnail_px}.")
+    for run in runs:  # import_bundle refuses any other: a bundle of them could not be opened
+        for layer in run.layers:
+            check_layer_name(layer, f"The run {run.label}", "A results bundle carries plain layer names only.")
     buffer = io.BytesIO()
     entries = []
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -159,7 +164,7 @@ def export_bundle(
                 for layer, array in maps.items():
                     npy = io.BytesIO()
                     np.save(npy, array)
-                    archive.writestr(f"{prefix}{MAPS_DIR}/{layer}.npy", npy.getvalue())
+                    archive.writestr(f"{prefix}{MAPS_DIR}/{layer_file_name(layer, '.npy')}", npy.getvalue())
                 entry.update(images=True, images_per_unit=images_per_unit, map_layers=list(maps))
             entries.append(entry)
         manifest = {
@@ -606,10 +611,8 @@ def _check_run(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], wh
     named.name = DESCRIPTIONS_FILE
     descriptions = read_descriptions(named)
     layers = set(descriptions["layer"])
-    unsafe = sorted(layer for layer in layers if not is_safe_name(layer))
-    if unsafe:
-        raise InvalidInputError(f"{DESCRIPTIONS_FILE} names the layer {unsafe[0][:80]!r}, which is not a plain "
-                                "name (letters, digits, '_', '.', '-', '[', ']'; at most 128 characters).")
+    for layer in sorted(layers):
+        check_layer_name(layer, DESCRIPTIONS_FILE)
     if int(descriptions["unit"].max()) > MAX_INDEX or int(descriptions["unit"].min()) < 0:
         raise InvalidInputError(f"{DESCRIPTIONS_FILE} has a unit number above {MAX_INDEX:,}.")
     if ARGS_FILE in members:

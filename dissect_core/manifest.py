@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 
 from .errors import InvalidInputError
 from .files import atomic_write_text
+from .run_tables import check_layer_name
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "dissect_core-run"
@@ -162,7 +163,9 @@ class RunManifest:
             raise DamagedRunError(f"{where} has an unknown run format version {version}.")
         if version == 1:
             record = _upgrade_from_1(record)
-        return _build(cls, {**record, "format_version": version}, where)
+        manifest = _build(cls, {**record, "format_version": version}, where)
+        _check_layer_names(manifest, where)
+        return manifest
 
     @classmethod
     def read(cls, run_dir: Union[str, Path]) -> "RunManifest":
@@ -191,6 +194,22 @@ def _upgrade_from_1(record: dict) -> dict:
     record.setdefault("warnings", [])
     return record
 
+
+
+def _check_layer_names(manifest: RunManifest, where: str) -> None:
+    """Every layer the manifest names is a plain module name: layer names name the run's
+    files (``maps/<layer>.npy``), so one like ``../x`` is refused, naming its field."""
+    fix = ("Real module paths never look like that: the file was changed by hand or by another tool. "
+           "Recompute the run, or use the run folder or bundle as dissect wrote it.")
+    named = [(f"layers[{i}]", layer) for i, layer in enumerate(manifest.layers)]
+    for field_name, layers in (("layouts", manifest.layouts), ("cache_keys.activations", manifest.cache_keys.activations),
+                               ("cache_keys.similarity", manifest.cache_keys.similarity)):
+        named += [(f"{field_name} (a key)", layer) for layer in layers]
+    for field_name, layer in named:
+        try:
+            check_layer_name(layer, f"{where}: {field_name}", fix)
+        except InvalidInputError as exc:
+            raise DamagedRunError(str(exc)) from None
 
 
 def _build(cls: type, record: Any, where: str) -> Any:

@@ -44,6 +44,7 @@ from .progress import ProgressFn, report, report_warning
 from .quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
                       run_output_checks)
 from .recording import Layout, resolve_layouts
+from .run_tables import check_layer_name
 from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
 from .similarity import SIMILARITY_FUNCTIONS, check_probe_size, resolve_params, similarity_matrix
 from .stage_results import BestConcepts, ImageFeatures, TextFeatures
@@ -171,6 +172,9 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
                 "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
         if len(set(layers)) != len(layers):
             raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
+        for layer in layers:  # each names files of the run folder (maps/<layer>.npy)
+            check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
+                             "(dissect_core.models.layer_names lists a model's).")
     with about("pool_mode"):
         pool_modes().get(config.pool_mode)
     with about("similarity_fn"):

@@ -47,7 +47,7 @@ from .quality_files import (
     read_quality_points,
 )
 from .registry import Registry
-from .run_tables import read_side_table
+from .run_tables import check_layer_name, read_side_table
 
 DESCRIPTION_COLUMNS = ("layer", "unit", "description", "similarity")
 DESCRIPTIONS_FILE = "descriptions.csv"
@@ -514,6 +514,10 @@ def load_run(path: Union[str, Path]) -> Run:
     descriptions = read_descriptions(csv_path)
     args = read_args(folder / ARGS_FILE) if own_folder else {}
     manifest = RunManifest.read(folder) if own_folder and (folder / MANIFEST_FILE).exists() else None
+    if manifest is not None:  # a computed run's layers name its files (maps/<layer>.npy)
+        for layer in layer_order(descriptions):
+            check_layer_name(layer, DESCRIPTIONS_FILE, "Real module paths never look like that: the file was "
+                             "changed by hand or by another tool. Recompute the run.")
     stated = args.get("method")  # from a file: only a known method counts
     known = {entry.value.method for entry in RESULT_FORMATS}
     method = stated if stated in known else descriptions.attrs["method"]

@@ -28,7 +28,7 @@ MAX_INDEX = 2**31 - 1
 MAX_JSON_BYTES = 4 * 1024**2
 MAX_JSON_DEPTH = 12
 MAX_JSON_STRING = 20_000
-# Layer names become file names (maps/<layer>.npy in bundles): plain names only.
+# Layer names become file names (maps/<layer>.npy): plain names only (layer_file_name).
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]{0,127}")
 
 _TEXT, _WHOLE, _NUMBER = "text", "whole", "number"
@@ -47,6 +47,31 @@ _ROW_KEYS = {"top_concepts.csv": ["layer", "unit", "rank"], "top_images.csv": ["
 def is_safe_name(name: str) -> bool:
     """Whether ``name`` can be used as a file name as it is (no separators, no leading dot)."""
     return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
+PLAIN_LAYER = ("letters, digits and '_', '.', '-', '[', ']', starting with a letter, digit or '_'; "
+               "at most 128 characters")
+
+
+def check_layer_name(name: object, where: str, fix: str = "") -> str:
+    """``name`` when it is a plain layer name, one that can name a file as it is;
+    otherwise ``InvalidInputError`` starting with ``where`` (the file and field, or the
+    setting, that gave the name) and ending with ``fix``.
+
+    Real module paths (``layer4``, ``features.0``, ``layer4[1]``) are plain. A layer's
+    files (``maps/<layer>.npy``) are named by :func:`layer_file_name`, so a name with a
+    separator, ``..``, a NUL or a control character never picks a path.
+    """
+    if not is_safe_name(name):
+        shown = repr(name[:80]) if isinstance(name, str) else f"of type {type(name).__name__}"
+        raise InvalidInputError(f"{where}: the layer {shown} is not a plain module name ({PLAIN_LAYER}). {fix}".rstrip())
+    return name
+
+
+def layer_file_name(layer: str, extension: str) -> str:
+    """The name of a layer's file in a run folder or bundle (``layer4.npy``): the one place
+    that turns a layer name into a file name, for writers and readers alike."""
+    return check_layer_name(layer, "A layer's file name", "No file is read or written for it.") + extension
 
 
 def decode_text(data: bytes, name: str) -> str:

@@ -37,7 +37,7 @@ from .errors import DissectError
 from .files import atomic_write_bytes, atomic_write_text
 from .manifest import RunSources
 from .results import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object, refuse_imported
-from .run_tables import is_safe_name
+from .run_tables import layer_file_name
 
 if TYPE_CHECKING:
     import torch
@@ -97,7 +97,7 @@ def write_stored_maps(
         ordered[~found] = np.nan
         buffer = io.BytesIO()
         np.save(buffer, ordered.astype(np.float16))
-        atomic_write_bytes(folder / f"{layer}.npy", buffer.getvalue())
+        atomic_write_bytes(layer_maps_file(run_dir, layer), buffer.getvalue())
     index = {"format": MAPS_FORMAT, "images_per_unit": images_per_unit, "view": view}
     atomic_write_text(folder / MAPS_INDEX, json.dumps(index, indent=2))
 
@@ -115,7 +115,9 @@ def read_stored_maps(run_dir: Path) -> Optional[StoredMaps]:
 
 
 def layer_maps_file(run_dir: Path, layer: str) -> Path:
-    return Path(run_dir) / MAPS_DIR / f"{layer}.npy"
+    """``maps/<layer>.npy`` of a run folder; InvalidInputError for a layer name that is not
+    plain (``run_tables.layer_file_name``), so no layer name picks a path elsewhere."""
+    return Path(run_dir) / MAPS_DIR / layer_file_name(layer, ".npy")
 
 
 # --------------------------------------------------------------------------- views
@@ -143,8 +145,7 @@ def stored_unit_views(
     ``probe``, stored maps. Only the top images with stored maps (thumbnails) are shown.
     """
     run_dir = Path(run_dir)
-    if not is_safe_name(layer):  # a layer name is part of a file path below
-        return None
+    path = layer_maps_file(run_dir, layer)  # first: a layer name that is not plain is refused
     pairs = [(int(i), float(a)) for i, a in zip(probe_indices, activations)]
     thumbnails = run_dir / THUMBNAILS_DIR
     if thumbnails.is_dir():
@@ -164,7 +165,6 @@ def stored_unit_views(
         images = [apply_view(stored.view, probe.load_image(index)) for _, index, _ in shown]
         names = [probe.item_label(index) for _, index, _ in shown]
     maps: list[Optional[np.ndarray]] = [None] * len(shown)
-    path = layer_maps_file(run_dir, layer)
     if path.is_file():
         array = np.load(path, mmap_mode="r")  # reads only the rows used
         if unit < array.shape[0]:

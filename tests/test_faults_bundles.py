@@ -182,8 +182,8 @@ BAD = {
                             thumbnails__3_dot_jpg=None, thumbnails__7_dot_jpg=None, thumbnails__9_dot_jpg=None,
                             thumbnails__labels_dot_json=None, thumbnails__views_dot_json=None,
                             maps__layer4_dot_npy=None),
-                       "names the layer '../../x', which is not a plain name"),
-    "layer hidden": (dict(descriptions_dot_csv=csv_with(DESCRIPTIONS, "fc,0", ".fc,0")), "names the layer '.fc'"),
+                       "descriptions.csv: the layer '../../x' is not a plain module name"),
+    "layer hidden": (dict(descriptions_dot_csv=csv_with(DESCRIPTIONS, "fc,0", ".fc,0")), "descriptions.csv: the layer '.fc' is not a plain"),
     # maps
     "map of unknown layer": (dict(maps__layer3_dot_npy=npy(np.zeros((2, 2, 7, 7), np.float16))),
                              "maps of the layer 'layer3'"),
@@ -203,6 +203,13 @@ BAD = {
     "views not numbers": (dict(thumbnails__views_dot_json=b'{"images_per_unit": "ten", "thumbnail_px": 32}'),
                           "views.json must give images_per_unit"),
     "views missing": (dict(thumbnails__views_dot_json=None), "no top_images.csv or thumbnails/views.json"),
+    # layer names that are paths, wherever the bundle names a layer
+    "manifest layer is a path": (dict(manifest_dot_json=json.dumps(manifest(layers=["layer4", "../../x"])).encode()),
+                                 "manifest.json: layers[1]: the layer '../../x' is not a plain module name"),
+    "manifest layout key is a path": (dict(manifest_dot_json=json.dumps(manifest(layouts={"/etc/x": "conv"})).encode()),
+                                      "manifest.json: layouts (a key): the layer '/etc/x' is not a plain"),
+    "descriptions layer has a NUL": (dict(descriptions_dot_csv=csv_with(DESCRIPTIONS, "fc,0", "f\0c,0")),
+                                     "descriptions.csv: the layer 'f\\x00c' is not a plain module name"),
     # members
     "unknown member": (dict(run_dot_sh=b"#!/bin/sh\nrm -rf /\n"), "'runs/a/run.sh' is not a file a bundle holds"),
     "nested unknown member": (dict(maps__sub__x_dot_npy=b"x"), "is not a file a bundle holds"),
@@ -290,7 +297,8 @@ def test_an_imported_run_never_opens_server_files_named_in_its_manifest(imported
 
 def test_stored_views_refuse_a_layer_name_that_is_a_path(imported_run):
     run, _ = imported_run
-    assert stored_unit_views(run.path, "../../../etc/x", 0, [7, 3], [1.0, 1.0], None) is None
+    with pytest.raises(InvalidInputError, match="the layer '../../../etc/x' is not a plain module name"):
+        stored_unit_views(run.path, "../../../etc/x", 0, [7, 3], [1.0, 1.0], None)
 
 
 # --------------------------------------------------------------------------- damaged and incomplete run folders
@@ -301,6 +309,10 @@ def test_stored_views_refuse_a_layer_name_that_is_a_path(imported_run):
     ("manifest.json", b'{"probe": "broden"}', "which is not a dissect_core run manifest"),
     ("args.txt", b"\xff", "args.txt is not a JSON object of run arguments"),
     ("descriptions.csv", b"", "descriptions.csv is empty"),
+    ("manifest.json", json.dumps(manifest(layers=["layer4", "/etc/x"])).encode(),
+     "manifest.json: layers[1]: the layer '/etc/x' is not a plain module name"),
+    ("descriptions.csv", DESCRIPTIONS.replace("fc,0", "../fc,0").encode(),
+     "descriptions.csv: the layer '../fc' is not a plain module name"),
 ])
 def test_a_run_damaged_after_import_is_listed_with_its_reason(results, file, data, reason):
     (folder,) = import_bundle(upload(make_bundle(good_members())), results / "imported")

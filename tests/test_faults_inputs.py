@@ -256,6 +256,7 @@ def test_bad_clip_checkpoint_is_a_clear_error(bad_weight_files, kind):
     (["--batch_size", "0"], "--batch_size must be at least 1"),
     (["--target_layers", ","], "No target layers given"),
     (["--target_layers", "layer4,layer4"], "listed twice"),
+    (["--target_layers", "layer4,../../x"], "--target_layers: the layer '../../x' is not a plain module name"),
     (["--top_images", "0"], "top_images must be at least 1"),
 ])
 def test_bad_flags_fail_fast_with_a_message(tmp_path, capsys, flags, message):

@@ -14,7 +14,8 @@ from dissect_core.errors import InvalidInputError
 from dissect_core.pipeline import DescribeConfig, describe
 from dissect_core.probe_data import open_probe_spec
 from dissect_core.results import load_run
-from dissect_core.unit_views import stored_unit_views
+from dissect_core.run_tables import check_layer_name
+from dissect_core.unit_views import stored_unit_views, write_stored_maps
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
 
@@ -133,6 +134,32 @@ def test_bad_input_fails_fast_and_leaves_the_cache_intact(planted, tmp_path):
             describe(config_for(root, concepts, tmp_path, device="cuda"))
 
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before
+
+
+def test_real_module_paths_are_plain_layer_names():
+    for name in ("layer4", "layer4.1.conv2", "layer4[1]", "features.0", "blocks.0", "encoder.layers.encoder_layer_11"):
+        assert check_layer_name(name, "x") == name
+
+
+@pytest.mark.parametrize("kind", ["separator", "backslash", "nul", "absolute"])
+def test_a_module_named_like_a_path_is_refused_before_anything_is_written(planted, tmp_path, kind):
+    # torch refuses only dots in module names: a module may be called "a/b" or an absolute
+    # path, and would name the run's maps/<layer>.npy.
+    root, _, concepts = planted
+    name = {"separator": "a/b", "backslash": "a\\b", "nul": "a\0b", "absolute": str(tmp_path / "escaped")}[kind]
+    target = planted_target()
+    target.module.add_module(name, target.module.detect)
+    with pytest.raises(InvalidInputError, match="`target_layers`: the layer .* is not a plain module name"):
+        describe(config_for(root, concepts, tmp_path, target_model=target, target_layers=(name,)))
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_stored_maps_are_never_written_under_a_layer_name_that_is_a_path(tmp_path):
+    maps, images = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, dtype=torch.int64)
+    top = pd.DataFrame({"layer": ["../escaped"], "unit": [0], "rank": [0], "image_index": [0]})
+    with pytest.raises(InvalidInputError, match="not a plain module name"):
+        write_stored_maps(tmp_path / "run", {"../escaped": (maps, images)}, top, [], 1)
+    assert not list(tmp_path.rglob("*.npy"))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["channels_first", "channels_last"])
