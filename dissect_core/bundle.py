@@ -5,7 +5,7 @@ weights: besides the run files it stores each unit's top images as small
 thumbnails and the unit's activation maps on them, from which the app draws the
 same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
 
-    bundle.json                      {"format": "dissect_core-bundle/1", "created": ISO time,
+    bundle.json                      {"format": "dissect_core-bundle/2", "created": ISO time,
                                       "runs": [{"label", "folder", "images": bool, "why"?, ...}]}
     runs/<folder>/descriptions.csv   always; args.txt, manifest.json, top_concepts.csv,
                                      top_images.csv, unit_stats.csv and the label-quality files
@@ -56,7 +56,7 @@ from typing import IO, TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .errors import DissectError, InvalidInputError
+from .errors import DissectError, InvalidInputError, NewerFormatError
 from .files import atomic_write_text
 from .progress import ProgressFn, report
 from .quality_files import (
@@ -85,7 +85,11 @@ from .run_tables import (
 if TYPE_CHECKING:
     import torch
 
-BUNDLE_FORMAT = "dissect_core-bundle/1"
+BUNDLE_FORMAT_NAME = "dissect_core-bundle"
+# 2: runs carry version-3 manifests (manifest.FORMAT_VERSION). Version-1 bundles still import;
+#    a newer version is refused with NewerFormatError (an older dissect says "not <its format>").
+BUNDLE_VERSION = 2
+BUNDLE_FORMAT = f"{BUNDLE_FORMAT_NAME}/{BUNDLE_VERSION}"
 BUNDLE_FILE = "bundle.json"
 RUNS_DIR = "runs"
 RUN_FILES = (DESCRIPTIONS_FILE, ARGS_FILE, MANIFEST_FILE, TOP_CONCEPTS_FILE, TOP_IMAGES_FILE, UNIT_STATS_FILE,
@@ -553,10 +557,17 @@ def _check_archive(archive: zipfile.ZipFile, what: str, archive_bytes: int) -> t
         manifest = json.loads(_read_member(archive, info, what, MAX_BUNDLE_JSON_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise _refuse(what, f"its {BUNDLE_FILE} is not valid JSON.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    name, _, version = str(found).rpartition("/")
+    if name != BUNDLE_FORMAT_NAME or not version.isdigit() or int(version) < 1:
         raise _refuse(what, f"its {BUNDLE_FILE} has format {str(found)[:40]!r}, not {BUNDLE_FORMAT!r} "
-                            "(made by another tool, or by a newer version of this one?).")
+                            "(made by another tool?).")
+    if int(version) > BUNDLE_VERSION:
+        raise NewerFormatError(
+            f"{what} was made by a newer dissect (bundle format version {int(version)}; this dissect reads "
+            f"versions 1 to {BUNDLE_VERSION}). Upgrade dissect (update the checkout, then pip install .) to "
+            "import it. Nothing was imported."
+        )
     entries = manifest.get("runs")
     if not isinstance(entries, list) or not entries:
         raise _refuse(what, f"its {BUNDLE_FILE} lists no runs.")
@@ -599,6 +610,9 @@ def _check_contents(archive: zipfile.ZipFile, folders: list[str], what: str) -> 
                    if info.filename.startswith(prefix) and not info.is_dir()}
         try:
             _check_run(archive, members, what)
+        except NewerFormatError as exc:  # the bundle is fine: this dissect is too old for it
+            raise NewerFormatError(f"{what} cannot be imported by this dissect: in its run {folder!r}, {exc} "
+                                   "Nothing was imported.") from None
         except InvalidInputError as exc:
             raise _refuse(what, f"in its run {folder!r}, {exc}") from None
 

@@ -24,6 +24,11 @@ class InvalidInputError(DissectError, ValueError):
     """A file, name or parameter given by the user cannot be used."""
 
 
+class NewerFormatError(InvalidInputError):
+    """A file written in a newer format than this dissect reads (a run manifest, a bundle):
+    the message says to upgrade dissect; the file itself is fine."""
+
+
 class MissingResourceError(DissectError, FileNotFoundError):
     """A weight file or dataset is not on disk and cannot be downloaded.
 

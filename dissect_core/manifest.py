@@ -3,8 +3,10 @@
 :class:`RunManifest` is the only reader and writer of the file. ``format`` is
 ``"dissect_core-run/N"`` with ``N`` the :data:`FORMAT_VERSION` it was written with. A
 manifest that is not JSON, misses a field, has a field of the wrong type, or comes
-from an unknown or newer format raises :class:`DamagedRunError` saying what is wrong:
-a run is never silently read as something else (such as an import from a CSV).
+from an unknown format raises :class:`DamagedRunError` saying what is wrong: a run is
+never silently read as something else (such as an import from a CSV). Older versions
+are read (fields they lack get their defaults); a newer one raises
+:class:`~dissect_core.errors.NewerFormatError`, asking to upgrade dissect.
 """
 from __future__ import annotations
 
@@ -16,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .errors import InvalidInputError
+from . import __version__
+from .errors import InvalidInputError, NewerFormatError
 from .files import atomic_write_text
 from .run_tables import check_layer_name
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "dissect_core-run"
 # 2: probe.listing_skipped and warnings added (a version-1 manifest reads with both empty).
-FORMAT_VERSION = 2
+# 3: label_quality and output_check added (a version-2 manifest without them reads with {} and
+#    []; some version-2 manifests, written before the bump, carry them already).
+FORMAT_VERSION = 3
 
 
 class DamagedRunError(InvalidInputError):
@@ -155,9 +160,10 @@ class RunManifest:
             )
         version = int(version_text)
         if version > FORMAT_VERSION:
-            raise DamagedRunError(
-                f"{where} was written in run format version {version}, newer than this version of "
-                f"dissect_core reads ({FORMAT_VERSION}): update dissect_core to open it."
+            raise NewerFormatError(
+                f"{where} was made by a newer dissect (run format version {version}; this dissect, "
+                f"{__version__}, reads versions 1 to {FORMAT_VERSION}). Upgrade dissect "
+                "(update the checkout, then pip install .) to open it."
             )
         if version < 1:
             raise DamagedRunError(f"{where} has an unknown run format version {version}.")

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from dissect_core import bundle
-from dissect_core.bundle import BUNDLE_FORMAT, BundleAlreadyImported, import_bundle
-from dissect_core.errors import InvalidInputError
+from dissect_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, BundleAlreadyImported, import_bundle
+from dissect_core.errors import InvalidInputError, NewerFormatError
 from dissect_core.unit_views import probe_for_run, stored_unit_views, target_for_run
-from dissect_core.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
+from dissect_core.manifest import FORMAT_VERSION, CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from dissect_core.pipeline import config_from_run
 from dissect_core.results import find_runs, load_run
 
@@ -81,11 +81,12 @@ def good_members() -> dict[str, bytes]:
     }
 
 
-def make_bundle(members: dict[str, bytes], runs=None, compression=zipfile.ZIP_DEFLATED) -> bytes:
+def make_bundle(members: dict[str, bytes], runs=None, compression=zipfile.ZIP_DEFLATED,
+                bundle_format: str = BUNDLE_FORMAT) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
         archive.writestr("bundle.json", json.dumps(
-            {"format": BUNDLE_FORMAT, "created": "2026-01-01T00:00:00+00:00",
+            {"format": bundle_format, "created": "2026-01-01T00:00:00+00:00",
              "runs": runs or [{"label": "resnet18 · broden", "folder": "a", "images": True}]}))
         for name, data in members.items():
             archive.writestr(name, data)
@@ -225,6 +226,33 @@ def test_a_bad_member_is_refused_and_nothing_is_written(results, case):
     assert message in str(error.value)
     assert "'shared.zip' is not a valid results bundle" in str(error.value)
     assert "Nothing was imported" in str(error.value)
+    assert listing(results) == before
+
+
+def test_older_bundles_and_manifests_still_import(results):
+    members = {**good_members(), "runs/a/manifest.json": json.dumps(manifest(format="dissect_core-run/2")).encode()}
+    data = make_bundle(members, bundle_format="dissect_core-bundle/1")
+    (folder,) = import_bundle(upload(data), results / "imported")
+    run = load_run(folder)
+    assert run.imported and run.manifest.format_version == 2 and run.layers == ["layer4", "fc"]
+
+
+@pytest.mark.parametrize("where", ["bundle.json", "manifest.json"])
+def test_a_newer_bundle_asks_for_a_newer_dissect_and_writes_nothing(results, where):
+    if where == "bundle.json":
+        data = make_bundle(good_members(), bundle_format=f"dissect_core-bundle/{BUNDLE_VERSION + 1}")
+        words = [f"bundle format version {BUNDLE_VERSION + 1}", f"reads versions 1 to {BUNDLE_VERSION}"]
+    else:
+        newer = json.dumps(manifest(format=f"dissect_core-run/{FORMAT_VERSION + 1}")).encode()
+        data = make_bundle({**good_members(), "runs/a/manifest.json": newer})
+        words = ["cannot be imported by this dissect: in its run 'a', manifest.json",
+                 f"run format version {FORMAT_VERSION + 1}"]
+    before = listing(results)
+    with pytest.raises(NewerFormatError) as error:
+        import_bundle(upload(data), results / "imported")
+    for text in [*words, "'shared.zip'", "made by a newer dissect", "Upgrade dissect", "Nothing was imported"]:
+        assert text in str(error.value)
+    assert "not a valid results bundle" not in str(error.value)
     assert listing(results) == before
 
 

@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from dissect_core.demo import demo_runs
+from dissect_core.errors import NewerFormatError
 from dissect_core.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
 from dissect_core.results import find_runs, load_run
 
@@ -57,7 +59,6 @@ def test_an_unreadable_manifest_is_an_error(run_copy, damage, words):
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda record: record.update(format="dissect_core-run/99"), ["version 99", "newer", "update dissect_core"]),
     (lambda record: record.update(format="other-tool/1"), ["'other-tool/1'", "not a dissect_core run manifest"]),
     (lambda record: record.pop("format"), ["None", "not a dissect_core run manifest"]),
     (lambda record: record.pop("layers"), ["lacks the field(s) layers"]),
@@ -73,6 +74,43 @@ def test_a_wrong_manifest_says_what_is_wrong(run_copy, change, words):
     for word in words:
         assert word in str(error.value)
     assert MANIFEST_FILE in str(error.value)
+
+
+def test_a_newer_manifest_asks_for_a_newer_dissect(run_copy):
+    _rewrite(run_copy, lambda record: record.update(format=f"dissect_core-run/{FORMAT_VERSION + 1}"))
+    with pytest.raises(NewerFormatError) as error:
+        load_run(run_copy)
+    assert not isinstance(error.value, DamagedRunError)  # the run is fine; this dissect is too old
+    for words in (MANIFEST_FILE, "made by a newer dissect", f"version {FORMAT_VERSION + 1}",
+                  f"reads versions 1 to {FORMAT_VERSION}", "Upgrade dissect"):
+        assert words in str(error.value)
+    runs, problems = find_runs(run_copy.parent)
+    assert runs == [] and "made by a newer dissect" in problems[0][1]
+
+
+def test_runs_are_written_in_the_current_format_which_has_the_quality_fields(computed_run):
+    record = json.loads((computed_run["run_dir"] / MANIFEST_FILE).read_text())
+    assert FORMAT_VERSION == 3 and record["format"] == "dissect_core-run/3"
+    assert {"label_quality", "output_check"} <= set(record)
+
+
+def test_a_version_2_manifest_still_reads_with_or_without_the_quality_fields(run_copy):
+    _rewrite(run_copy, lambda record: record.update(format="dissect_core-run/2"))
+    manifest = load_run(run_copy).manifest
+    assert manifest.format_version == 2 and manifest.label_quality  # written before the bump: kept
+    _rewrite(run_copy, lambda record: (record.pop("label_quality"), record.pop("output_check")))
+    manifest = load_run(run_copy).manifest
+    assert manifest.format_version == 2 and manifest.label_quality == {} and manifest.output_check == []
+    # Written back (as an import marks it), it keeps its version.
+    assert json.loads(manifest.to_json())["format"] == "dissect_core-run/2"
+
+
+def test_the_demo_runs_version_2_manifests_read_with_their_quality_figures():
+    for folder in demo_runs():
+        assert json.loads((folder / MANIFEST_FILE).read_text())["format"] == "dissect_core-run/2"
+        run = load_run(folder)
+        assert run.manifest.format_version == 2 and "settings" in run.manifest.label_quality
+        assert run.manifest.output_check and run.label_quality is not None
 
 
 def test_a_damaged_run_is_listed_with_its_reason(run_copy, computed_run):
