@@ -16,7 +16,7 @@ DEMO_HIDDEN_KEY = "demo_hidden"
 
 
 @st.cache_data(show_spinner=False)
-def _demo() -> tuple[list[Run], dict]:
+def cached_demo() -> tuple[list[Run], dict]:
     """The demo's runs and demo.json, read once per server (the files never change)."""
     from dissect_core.demo import demo_info, demo_runs
 
@@ -28,7 +28,7 @@ def demo_runs_to_show(other_runs_loaded: bool) -> list[Run]:
     if other_runs_loaded or st.session_state.get(DEMO_HIDDEN_KEY):
         return []
     try:
-        runs, _ = _demo()
+        runs, _ = cached_demo()
     except DissectError:  # an installation without the demo files simply has no demo
         return []
     return runs
@@ -40,7 +40,7 @@ def _set_hidden(hidden: bool) -> None:
 
 def demo_banner() -> None:
     """Say that the pages show the demo, what it is, and offer to put it away."""
-    _, info = _demo()
+    _, info = cached_demo()
     figures = info.get("figures", {})
     accuracy = figures.get("test_accuracy", {})
     text, button = st.columns([5, 1], vertical_alignment="center")

@@ -26,7 +26,7 @@ LABELS_KEY = "run_labels"  # {run key: its label in the last script run}
 # and B, the Unit explorer's model): they follow a run when its label changes.
 RUN_PICKER_KEYS = (MODELS_KEY, "model_a", "model_b", "unit_model")
 
-HOME_PAGE = "streamlit_app.py"
+HOME_PAGE = "overview.py"
 UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
 RUN_PAGE = "pages/5_Run.py"
 PAGES = (

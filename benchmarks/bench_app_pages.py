@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
+PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
          "pages/4_Unit_explorer.py", "pages/5_Run.py")
 LAYERS = {"layer2": (128, 68), "layer3": (256, 130), "layer4": (512, 290)}  # units, distinct concepts
 
@@ -67,10 +67,10 @@ def computed_run(root: Path) -> str:
 def time_page(page: str, repeats: int, query: dict | None = None) -> tuple[float, list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "overview.py"), default_timeout=300)
     start = time.perf_counter()
     at.run()
-    if page != "streamlit_app.py":
+    if page != "overview.py":
         at.query_params.update(query or {})
         at.switch_page(page).run()
     cold = time.perf_counter() - start

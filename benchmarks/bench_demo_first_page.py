@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
+PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
          "pages/4_Unit_explorer.py")
 
 CHILD = r"""
@@ -34,10 +34,10 @@ from streamlit.testing.v1 import AppTest
 
 repo, page = sys.argv[1], sys.argv[2]
 sys.argv = ["streamlit_app.py"]
-at = AppTest.from_file(os.path.join(repo, "streamlit_app.py"), default_timeout=120)
+at = AppTest.from_file(os.path.join(repo, "overview.py"), default_timeout=120)
 start, cpu_start = time.perf_counter(), time.process_time()
 at.run()
-if page != "streamlit_app.py":
+if page != "overview.py":
     at.switch_page(page).run()
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
 assert not at.exception, [e.value for e in at.exception]

@@ -49,7 +49,7 @@ def computed_run(root: Path) -> Path:
 def time_views(label: str, views: int) -> tuple[float, list[float], list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=600)
+    at = AppTest.from_file(str(REPO / "overview.py"), default_timeout=600)
     start = time.perf_counter()
     at.run()
     at.query_params.update({"model": label, "layer": "layer4", "unit": "0"})

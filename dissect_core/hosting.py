@@ -3,7 +3,7 @@
 ``write_host_folder(out, sources)`` writes a self-contained folder that runs as a
 Hugging Face Space (Docker template) or a Streamlit Community Cloud app::
 
-    streamlit_app.py, pages/, app_ui/, dissect_core/   the app, copied from this checkout
+    streamlit_app.py, overview.py, pages/, app_ui/, dissect_core/   the app (copied)
     requirements.txt            the hosted set (requirements-hosted.txt): no torch
     .streamlit/config.toml      headless, no usage statistics, no error details for visitors
     .streamlit/secrets.toml     DISSECT_HOSTED = "1": Streamlit makes root-level secrets
@@ -35,8 +35,9 @@ from .errors import InvalidInputError
 from .progress import ProgressFn
 
 APP_ROOT = Path(__file__).resolve().parent.parent
-# What browsing needs: the entry page, the other pages, the app's UI package and the engine.
-APP_FILES = ("streamlit_app.py",)
+# What browsing needs: the server's entry file, the home page, the other pages, the app's
+# UI package and the engine.
+APP_FILES = ("streamlit_app.py", "overview.py")
 APP_DIRS = ("pages", "app_ui", "dissect_core")
 HOSTED_REQUIREMENTS = "requirements-hosted.txt"
 RESULTS_DIR = "results"

@@ -15,7 +15,7 @@ from dissect_core.bundle import export_bundle
 from dissect_core.results import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import app_ui
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 DIFFERENCES = "pages/3_Model_differences.py"
 UNIT_EXPLORER = "pages/4_Unit_explorer.py"
 

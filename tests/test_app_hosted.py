@@ -19,7 +19,7 @@ from tests.test_app_bundle import bundle  # noqa: F401  (module fixture: a bundl
 from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, open_app, write_run
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 PAGES = ["pages/2_Shared_concepts.py", "pages/3_Model_differences.py", "pages/4_Unit_explorer.py"]
 
 
@@ -146,7 +146,7 @@ def test_browsing_in_hosted_mode_imports_no_torch(served: Path, bundle, tmp_path
     import_bundle(bundle, served / "bundled")  # a bundle shipped with the hosted app
     env = {**os.environ, hosting.HOSTED_ENV: "1", app_ui.RESULTS_ENV: str(tmp_path / "none")}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(["streamlit_app.py", *PAGES, app_ui.RUN_PAGE])],
+        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(["overview.py", *PAGES, app_ui.RUN_PAGE])],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -21,7 +21,7 @@ import app_ui
 from dissect_core.results import Run
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 SHARED = "pages/2_Shared_concepts.py"
 DIFFERENCES = "pages/3_Model_differences.py"
 

@@ -17,7 +17,7 @@ from dissect_core.results import load_run
 from planted import make_planted_probe, planted_clip, planted_target, write_concepts
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 
 
 @pytest.fixture(scope="module")

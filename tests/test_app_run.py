@@ -14,7 +14,7 @@ from dissect_core import downloads
 from dissect_core.results import find_runs
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 PAGE = "pages/5_Run.py"
 
 

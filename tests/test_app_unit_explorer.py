@@ -13,7 +13,7 @@ import app_ui
 from dissect_core.results import load_run
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "streamlit_app.py")
+APP = str(REPO / "overview.py")
 PAGE = "pages/4_Unit_explorer.py"
 
 

@@ -22,7 +22,7 @@ from dissect_core.hosting import HOSTED_REQUIREMENTS
 from dissect_core.results import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("streamlit_app.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
+PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
          "pages/4_Unit_explorer.py")
 
 
@@ -118,8 +118,8 @@ def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
         import sys
         from streamlit.testing.v1 import AppTest
         for page in {PAGES!r}:
-            at = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
-            if page != "streamlit_app.py":
+            at = AppTest.from_file("overview.py", default_timeout=120).run()
+            if page != "overview.py":
                 at.switch_page(page).run()
             assert not at.exception, (page, [e.value for e in at.exception])
             assert at.title and len(at.dataframe) > 0, page  # runs shown, not the how-to hint
@@ -168,7 +168,6 @@ def test_host_folder_starts_with_the_dockerfile_command(hosted: dict) -> None:
 
 
 def test_host_without_sources_serves_the_built_in_demo(tmp_path: Path) -> None:
-    pytest.importorskip("dissect_core.demo", reason="the built-in demo (helper `demo`) is not on this branch yet")
     assert main(["host", str(tmp_path / "site"), "--quiet"]) == 0
     site = tmp_path / "site"
     assert list((site / "results").iterdir()) == []
@@ -176,7 +175,7 @@ def test_host_without_sources_serves_the_built_in_demo(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import sys
         from streamlit.testing.v1 import AppTest
-        at = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
+        at = AppTest.from_file("overview.py", default_timeout=120).run()
         assert not at.exception, [e.value for e in at.exception]
         print(any(info.value.startswith("**Demo.**") for info in at.info), len(at.metric) > 0,
               "torch" in sys.modules)
