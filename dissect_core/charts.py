@@ -7,6 +7,7 @@ Vega draws them as text, so they are never interpreted as HTML or markdown.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Optional
 
 import altair as alt
@@ -14,36 +15,72 @@ import pandas as pd
 
 # Bar height in pixels for horizontal bar charts, so long lists stay readable.
 BAR_STEP = 18
-CATEGORY_PANEL_WIDTH = 180  # px per model in the category-mix chart, two panels to a row
+# Height of one model's bar (or box) within a layer's group in the per-layer charts. Those
+# run horizontally, one group of bars per layer, so the number of models and layers sets
+# the height and never the width: every bar keeps a line of its own for its value label
+# (side by side, eight models' labels overlapped in a 900 px window).
+MODEL_STEP = 16
+# A model's bar (or box) height in pixels, leaving a gap to the next. In pixels, not as a
+# share of the band: Vega-Lite measures a share (Streamlit's theme sets 0.85) in the
+# layer's band instead of the model's, which moved bars and boxes off their value
+# labels and whiskers, the more so the more models.
+MODEL_BAR = MODEL_STEP - 3
+CATEGORY_PANEL_WIDTH = 165  # px per model in the category-mix chart, two panels to a row
 # Model legends below the chart, one name to a line, in full: two columns were cut at
 # the chart's edge in a 900 px window.
 MODEL_LEGEND = alt.Legend(orient="bottom", direction="vertical", columns=1, labelLimit=400)
-# Height of the per-layer charts. Streamlit fits the whole chart (axes and legend too)
-# into it, so it is generous: with a tall legend, less left the plot only a sliver.
-LAYER_CHART_HEIGHT = 420
+# Head room on the value axis past the longest bar, for its value label: a share of the
+# axis, so the label fits at any width Streamlit gives the chart (Vega's pixel padding
+# would also move the axis's start below 0).
+VALUE_LABEL_ROOM = 0.2
 
 # Concept names on a bar chart's axis: every one drawn (Vega may otherwise thin out
 # labels it thinks overlap, e.g. under Streamlit's theme), cut only when very long.
 CONCEPT_AXIS = alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=11, labelSeparation=0)
+# Layer names on the per-layer charts' y axis: all drawn, long module paths cut at 160 px.
+LAYER_AXIS = alt.Axis(labelOverlap=False, labelLimit=160)
+# Characters per line of a wrapped chart title (a model's name over a 420 px panel).
+TITLE_LINE_CHARS = 40
+# A value label just right of its bar's end.
+VALUE_LABEL = {"align": "left", "dx": 3, "fontSize": 11}
 
 
 def _layer_sort(frame: pd.DataFrame) -> list[str]:
-    """Layers in order of first appearance (file order), for the x-axis."""
+    """Layers in order of first appearance (file order), for the layer axis."""
     return list(dict.fromkeys(frame["layer"]))
 
 
+def _value_scale(largest: float) -> alt.Scale:
+    """A value axis from 0 with ``VALUE_LABEL_ROOM`` to spare past ``largest``."""
+    return alt.Scale(domain=[0, (largest if largest > 0 else 1) * (1 + VALUE_LABEL_ROOM)])
+
+
+def _per_layer(data: pd.DataFrame) -> dict:
+    """Shared encodings of the per-layer charts: a row per layer (file order), the
+    models' bars stacked inside it in their given order, one colour per model."""
+    models = list(dict.fromkeys(data["model"]))
+    return dict(
+        y=alt.Y("layer:N", sort=_layer_sort(data), title="Layer", axis=LAYER_AXIS),
+        yOffset=alt.YOffset("model:N", sort=models),
+        color=alt.Color("model:N", title="Model", sort=models, legend=MODEL_LEGEND),
+    )
+
+
+def _per_layer_height() -> alt.Step:
+    return alt.Step(MODEL_STEP, **{"for": "offset"})
+
+
 def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
-    """Grouped bars: distinct concepts per layer, one bar per model side by side.
+    """Grouped horizontal bars: distinct concepts per layer, one bar per model, its count
+    printed right of it.
 
     ``summary`` is ``analysis.summarize_models`` output (``model``, ``layer``,
     ``distinct_concepts``, ``units``).
     """
     data = summary[["model", "layer", "distinct_concepts", "units"]]
     base = alt.Chart(data).encode(
-        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
-        xOffset=alt.XOffset("model:N"),
-        y=alt.Y("distinct_concepts:Q", title="Distinct concepts"),
-        color=alt.Color("model:N", title="Model", legend=MODEL_LEGEND),
+        x=alt.X("distinct_concepts:Q", title="Distinct concepts", scale=_value_scale(data["distinct_concepts"].max())),
+        **_per_layer(data),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -51,13 +88,13 @@ def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("units:Q", title="Units"),
         ],
     )
-    labels = base.mark_text(dy=-6, fontSize=11).encode(text="distinct_concepts:Q", color=alt.value("#333"))
-    return alt.layer(base.mark_bar(), labels).properties(title="Distinct concepts per layer",
-                                                         height=LAYER_CHART_HEIGHT)
+    labels = base.mark_text(baseline="middle", **VALUE_LABEL).encode(text="distinct_concepts:Q", color=alt.value("#333"))
+    return alt.layer(base.mark_bar(height=MODEL_BAR), labels).properties(title="Distinct concepts per layer",
+                                                         height=_per_layer_height())
 
 
 def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
-    """Box plot of similarity per layer and model from precomputed quartiles.
+    """Horizontal box plot of similarity per layer and model from precomputed quartiles.
 
     Box: first to third quartile; white tick: median; dot: mean; whiskers: min to max.
     """
@@ -66,9 +103,7 @@ def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
         "q3_similarity", "min_similarity", "max_similarity",
     ]]
     base = alt.Chart(data).encode(
-        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
-        xOffset=alt.XOffset("model:N"),
-        color=alt.Color("model:N", title="Model", legend=MODEL_LEGEND),
+        **_per_layer(data),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
             alt.Tooltip("layer:N", title="Layer"),
@@ -77,16 +112,16 @@ def similarity_chart(summary: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     whiskers = base.mark_rule().encode(
-        y=alt.Y("min_similarity:Q", title="Similarity"), y2="max_similarity:Q"
+        x=alt.X("min_similarity:Q", title="Similarity"), x2="max_similarity:Q"
     )
-    boxes = base.mark_bar(width={"band": 0.8}).encode(y="q1_similarity:Q", y2="q3_similarity:Q")
+    boxes = base.mark_bar(height=MODEL_BAR).encode(x="q1_similarity:Q", x2="q3_similarity:Q")
     # alt.value(): an encoded colour would override a mark's colour and hide these on the box.
-    medians = base.mark_tick(thickness=2, width={"band": 0.8}).encode(
-        y="median_similarity:Q", color=alt.value("white")
+    medians = base.mark_tick(thickness=2, size=MODEL_BAR).encode(
+        x="median_similarity:Q", color=alt.value("white")
     )
-    means = base.mark_point(filled=True, size=25).encode(y="mean_similarity:Q", color=alt.value("black"))
+    means = base.mark_point(filled=True, size=25).encode(x="mean_similarity:Q", color=alt.value("black"))
     return alt.layer(whiskers, boxes, medians, means).properties(title="Similarity per layer",
-                                                                 height=LAYER_CHART_HEIGHT)
+                                                                 height=_per_layer_height())
 
 
 def shared_concepts_chart(
@@ -113,16 +148,26 @@ def shared_concepts_chart(
                 alt.Tooltip("units:N", title="Unit indices"),
             ],
         )
-        .properties(title=title, height=alt.Step(BAR_STEP))
+        .properties(title=_wrapped_title(title), height=alt.Step(BAR_STEP))
     )
 
 
+def _wrapped_title(text: str) -> alt.TitleParams:
+    """A title over several lines of at most ``TITLE_LINE_CHARS`` characters, from the
+    chart's left edge: Vega cuts a one-line title at the plot's width (a model's name
+    in a 420 px panel read "resnet18 · la…")."""
+    return alt.TitleParams(textwrap.wrap(text, TITLE_LINE_CHARS) or [text], anchor="start", frame="bounds")
+
+
 def jaccard_chart(jaccard: pd.DataFrame) -> alt.LayerChart:
-    """Bars of the Jaccard index of the concept sets per layer (``analysis.jaccard_by_layer``)."""
+    """Horizontal bars of the Jaccard index of the concept sets per layer
+    (``analysis.jaccard_by_layer``), each index printed right of its bar."""
     data = jaccard[["layer", "jaccard", "shared", "distinct_a", "distinct_b"]]
     base = alt.Chart(data).encode(
-        x=alt.X("layer:N", sort=_layer_sort(data), title="Layer"),
-        y=alt.Y("jaccard:Q", title="Jaccard index", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("layer:N", sort=_layer_sort(data), title="Layer", axis=LAYER_AXIS),
+        # Ticks up to 1 only: the axis runs on to leave room for a label at 1.
+        x=alt.X("jaccard:Q", title="Jaccard index", scale=_value_scale(1.0),
+                axis=alt.Axis(values=[0, 0.25, 0.5, 0.75, 1])),
         tooltip=[
             alt.Tooltip("layer:N", title="Layer"),
             alt.Tooltip("jaccard:Q", title="Jaccard", format=".3f"),
@@ -131,8 +176,10 @@ def jaccard_chart(jaccard: pd.DataFrame) -> alt.LayerChart:
             alt.Tooltip("distinct_b:Q", title="Distinct in B"),
         ],
     )
-    labels = base.mark_text(dy=-6).encode(text=alt.Text("jaccard:Q", format=".2f"))
-    return alt.layer(base.mark_bar(), labels).properties(title="Overlap of concept sets (Jaccard)")
+    labels = base.mark_text(baseline="middle", **VALUE_LABEL).encode(text=alt.Text("jaccard:Q", format=".2f"),
+                                                                      color=alt.value("#333"))
+    return alt.layer(base.mark_bar(), labels).properties(title="Overlap of concept sets (Jaccard)",
+                                                         height=alt.Step(BAR_STEP))
 
 
 def diff_chart(comparison: pd.DataFrame, label_a: str, label_b: str, *, top: int = 25) -> alt.Chart:
@@ -223,4 +270,4 @@ def quality_scatter_chart(points: pd.DataFrame, label: str) -> alt.Chart:
         x=alt.X("similarity:Q", title=f"CLIP similarity to '{label}'", scale=alt.Scale(zero=False)),
         y=alt.Y("activation:Q", title="Unit activation", scale=alt.Scale(zero=False)),
         tooltip=[alt.Tooltip("similarity:Q", format=".3f"), alt.Tooltip("activation:Q", format=".3f")],
-    ).properties(title="Activation vs label similarity (held-out images)", height=260)
+    ).properties(title=_wrapped_title("Activation vs label similarity (held-out images)"), height=260)

@@ -6,6 +6,7 @@ import app_ui
 from dissect_core import analysis, charts
 
 TOP_BARS = 30  # a chart with hundreds of bars is unreadable; the table below has every row
+PANEL_WIDTH = 420  # px per model's chart: concept names (up to 220 px) and bars side by side
 
 frame = app_ui.page_frame("Shared concepts")
 runs = app_ui.require_models(frame, 1)
@@ -31,20 +32,23 @@ for index, layer in enumerate(layers):
     st.subheader(f"Layer {app_ui.md(layer)}")
     in_layer = {label: rows[rows["layer"] == layer] for label, rows in shared.items()}
     x_max = max((int(rows["n_units"].max()) for rows in in_layer.values() if not rows.empty), default=0)
-    for column, run in zip(st.columns(len(runs)), runs):
-        rows = in_layer[run.label]
-        with column:
-            if layer not in run.layers:
-                st.info(f"{app_ui.md(run.label)} has no layer {app_ui.md(layer)}.")
-            elif rows.empty:
-                st.info(f"{app_ui.md(run.label)}: no concept labels {min_units} or more units here.")
-            else:
-                if len(rows) > TOP_BARS:
-                    st.caption(f"The {TOP_BARS} most shared of {len(rows)} concepts; the table has all.")
-                app_ui.show_chart(
-                    charts.shared_concepts_chart(rows, run.label, top=TOP_BARS, x_max=x_max),
-                    key=f"shared_{index}_{run.label}", file_name=f"shared_{run.label}_{layer}",
-                )
+    # One fixed-width panel per model in a wrapping row (one to a row at 900 px, two at
+    # 1400 px): in a column per model, eight models left each chart a sliver.
+    with st.container(horizontal=True, wrap=True):
+        for run in runs:
+            rows = in_layer[run.label]
+            with st.container(width=PANEL_WIDTH):
+                if layer not in run.layers:
+                    st.info(f"{app_ui.md(run.label)} has no layer {app_ui.md(layer)}.")
+                elif rows.empty:
+                    st.info(f"{app_ui.md(run.label)}: no concept labels {min_units} or more units here.")
+                else:
+                    if len(rows) > TOP_BARS:
+                        st.caption(f"The {TOP_BARS} most shared of {len(rows)} concepts; the table has all.")
+                    app_ui.show_chart(
+                        charts.shared_concepts_chart(rows, run.label, top=TOP_BARS, x_max=x_max),
+                        key=f"shared_{index}_{run.label}", file_name=f"shared_{run.label}_{layer}",
+                    )
     table = pd.concat(
         [rows.drop(columns="layer").assign(model=label) for label, rows in in_layer.items()], ignore_index=True
     )[["model", "concept", "n_units", "units"]]

@@ -46,15 +46,14 @@ if stable_only:
         st.caption("With unstable units left out, units and distinct concepts per layer move as follows:")
         app_ui.show_table(moves, key="differences_moves_csv", file_name="stable_units_per_layer")
 jaccard = analysis.jaccard_by_layer(analysis.filter_layers(df_a, layers), analysis.filter_layers(df_b, layers))
-table_column, chart_column = st.columns([3, 2])
-with table_column:
-    app_ui.show_table(jaccard, key="jaccard_csv", file_name="jaccard", column_config={
-        "distinct_a": "Distinct in A", "distinct_b": "Distinct in B", "shared": "Shared concepts",
-        "jaccard": st.column_config.NumberColumn("Jaccard", format="%.3f"),
-        "same_unit_same_concept": "Same unit, same concept",
-    })
-with chart_column:
-    app_ui.show_chart(charts.jaccard_chart(jaccard), key="jaccard", file_name="jaccard")
+# Table, then chart, each at full width: beside the table the chart was 170 px wide at
+# 900 px, its title cut and its labels crowded.
+app_ui.show_table(jaccard, key="jaccard_csv", file_name="jaccard", column_config={
+    "distinct_a": "Distinct in A", "distinct_b": "Distinct in B", "shared": "Shared concepts",
+    "jaccard": st.column_config.NumberColumn("Jaccard", format="%.3f"),
+    "same_unit_same_concept": "Same unit, same concept",
+})
+app_ui.show_chart(charts.jaccard_chart(jaccard), key="jaccard", file_name="jaccard")
 
 st.subheader("Concepts only in A, only in B, in both")
 comparison = analysis.compare_models(df_a, df_b)

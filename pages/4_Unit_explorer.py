@@ -85,7 +85,7 @@ if figures is None or figures.empty:
             icon=":material/help:")
 else:
     figure = figures.iloc[0]
-    stability_column, correlation_column, margin_column, scatter_column = st.columns([1, 1, 1, 3])
+    stability_column, correlation_column, margin_column = st.columns(3)
     stability_column.metric("Stability", f"{figure['stability']:.0%}",
                             help="Share of bootstrap resamples of the probe images that give this unit the same label.")
     correlation = figure["correlation"]
@@ -101,15 +101,15 @@ else:
     margin_column.caption(f"Runner-up {app_ui.md(figure['runner_up'])} "
                           f"(text cosine {figure['runner_up_cosine']:.2f}) is {kind}.")
     points = run.quality_points(layer)
-    with scatter_column:
-        if figure["heldout_label"] != concept:
-            st.caption(f"Chosen on half the probe images the label is {app_ui.md(figure['heldout_label'])}; "
-                       "the correlation and the scatter score that label.")
-        if points is not None and unit < points[1].shape[1]:
-            scatter = pd.DataFrame({"activation": points[1][:, unit].astype(float),
-                                    "similarity": points[2][:, unit].astype(float)})
-            app_ui.show_chart(charts.quality_scatter_chart(scatter, figure["heldout_label"]), key="unit_scatter",
-                              file_name=f"{model}_{layer}_{unit}_scatter")
+    # Below the figures at full width: beside them, at 900 px, its title and axis were cut.
+    if figure["heldout_label"] != concept:
+        st.caption(f"Chosen on half the probe images the label is {app_ui.md(figure['heldout_label'])}; "
+                   "the correlation and the scatter score that label.")
+    if points is not None and unit < points[1].shape[1]:
+        scatter = pd.DataFrame({"activation": points[1][:, unit].astype(float),
+                                "similarity": points[2][:, unit].astype(float)})
+        app_ui.show_chart(charts.quality_scatter_chart(scatter, figure["heldout_label"]), key="unit_scatter",
+                          file_name=f"{model}_{layer}_{unit}_scatter")
 
 concepts_column, images_column = st.columns([1, 3])
 with concepts_column:

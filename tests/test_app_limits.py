@@ -122,8 +122,8 @@ def test_overview_with_eight_models() -> None:
     assert len(at.metric) == 16  # two numbers on each model's card
     assert {row[0] for row in table(at, 0)} == set(picked)
     heights = [spec.get("height") for spec in vega_specs(at)]
-    # Distinct concepts and similarity per layer at a fixed height, then the category mix.
-    assert heights[:2] == [charts.LAYER_CHART_HEIGHT] * 2 and len(heights) == 3
+    # Distinct concepts and similarity per layer a bar's height per model, then the category mix.
+    assert heights[:2] == [{"step": charts.MODEL_STEP, "for": "offset"}] * 2 and len(heights) == 3
 
 
 # --------------------------------------------------------------------------- renaming
