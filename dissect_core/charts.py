@@ -36,11 +36,12 @@ VALUE_LABEL_ROOM = 0.2
 
 # Concept names on a bar chart's axis: every one drawn (Vega may otherwise thin out
 # labels it thinks overlap, e.g. under Streamlit's theme), cut only when very long.
-CONCEPT_AXIS = alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=11, labelSeparation=0)
+# Not flush: a flush first label is moved off its bar, towards the second.
+CONCEPT_AXIS = alt.Axis(labelOverlap=False, labelLimit=220, labelFontSize=11, labelSeparation=0, labelFlush=False)
 # Layer names on the per-layer charts' y axis: all drawn, long module paths cut at 160 px.
-LAYER_AXIS = alt.Axis(labelOverlap=False, labelLimit=160)
+LAYER_AXIS = alt.Axis(labelOverlap=False, labelLimit=160, labelFlush=False)
 # Characters per line of a wrapped chart title (a model's name over a 420 px panel).
-TITLE_LINE_CHARS = 40
+TITLE_LINE_CHARS = 48
 # A value label just right of its bar's end.
 VALUE_LABEL = {"align": "left", "dx": 3, "fontSize": 11}
 
@@ -167,7 +168,7 @@ def jaccard_chart(jaccard: pd.DataFrame) -> alt.LayerChart:
         y=alt.Y("layer:N", sort=_layer_sort(data), title="Layer", axis=LAYER_AXIS),
         # Ticks up to 1 only: the axis runs on to leave room for a label at 1.
         x=alt.X("jaccard:Q", title="Jaccard index", scale=_value_scale(1.0),
-                axis=alt.Axis(values=[0, 0.25, 0.5, 0.75, 1])),
+                axis=alt.Axis(values=[0, 0.2, 0.4, 0.6, 0.8, 1])),
         tooltip=[
             alt.Tooltip("layer:N", title="Layer"),
             alt.Tooltip("jaccard:Q", title="Jaccard", format=".3f"),
