@@ -34,7 +34,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_activations import make_folder  # noqa: E402
-from dissect_core.probe_data import DECODERS, default_num_workers, image_folder  # noqa: E402
+from dissect_core.catalog import DECODERS  # noqa: E402
+from dissect_core.probe_data import default_num_workers, image_folder  # noqa: E402
 
 
 def transforms() -> dict:

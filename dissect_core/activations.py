@@ -33,19 +33,20 @@ import numpy as np
 import torch
 
 from .cache import DamagedEntry, index_list, rows_with_indices, tensor_field
+from .catalog import DECODERS, POOL_MODES
 from .clip import ClipModel, encode_images
+from .config import DEFAULT_TOP_MAPS
 from .errors import InvalidInputError
+from .layouts import Layout
 from .models import TargetModel
-from .probe_data import DECODERS, ProbeSet
+from .probe_data import ProbeSet
 from .progress import ProgressFn, report
-from .recording import Layout, POOL_MODES, pool, record_layers
+from .recording import pool, record_layers
 
 # Fraction of spatial positions above a unit's mask threshold (NetDissect's QUANTILE).
 MASK_QUANTILE = 0.005
 # Spatial samples kept per unit to estimate that threshold: 512 units cost 40 MB.
 THRESHOLD_SAMPLES = 20_000
-# Maps kept per unit by default: as many as the Unit explorer shows at first.
-DEFAULT_TOP_MAPS = 10
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -218,7 +219,7 @@ def record_probe_pass(
 
     Each image is decoded once; each distinct preprocessing (targets trained with the
     same transforms share one) is applied once, by the registered ``decoder``
-    (``probe_data.DECODERS``). ``top_maps`` maps are kept per unit of layers with spatial
+    (``catalog.DECODERS``). ``top_maps`` maps are kept per unit of layers with spatial
     maps (0: none). ``layers`` of the result follows ``targets``.
     """
     POOL_MODES.get(pool_mode)

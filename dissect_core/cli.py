@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from . import __version__, catalog
-from .clip import CLIP_ALIASES
+from .catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS, SIMILARITY_FUNCTIONS
 from .concept_sources import CONCEPT_SOURCES
 from .concepts import CONCEPT_SETS
+from .config import DescribeConfig
 from .errors import DissectError, InvalidInputError, in_words
-from .models import NAMED_MODELS
-from .pipeline import DescribeConfig
-from .probe_data import DECODERS, PROBE_SETS
-from .similarity import SIMILARITY_FUNCTIONS
-from .recording import LAYOUTS, parse_layer_layouts
+from .layouts import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
 # How the CLI says each DescribeConfig field: as its flag (the reference's flag names are
@@ -80,8 +77,8 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     reference.add_argument("--device", default=REFERENCE_DEVICE, help="cuda, cpu or auto")
     reference.add_argument("--activation_dir", default=default["activation_dir"], help="cache folder")
     reference.add_argument("--result_dir", default=default["result_dir"], help="where run folders are written")
-    reference.add_argument("--pool_mode", default=default["pool_mode"], choices=catalog.pool_modes().names(),
-                           help=_entries_help(catalog.pool_modes()))
+    reference.add_argument("--pool_mode", default=default["pool_mode"], choices=POOL_MODES.names(),
+                           help=_entries_help(POOL_MODES))
     reference.add_argument("--similarity_fn", default=default["similarity_fn"],
                            choices=SIMILARITY_FUNCTIONS.names(), help=_entries_help(SIMILARITY_FUNCTIONS))
 

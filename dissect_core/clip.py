@@ -38,18 +38,12 @@ from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 
 from . import downloads
+from .catalog import CLIP_ALIASES
 from .device import resolve_device
 from .errors import InvalidInputError, MissingResourceError
 from .files import file_sha256, weight_file_problem
 from .progress import ProgressFn, report
-from .registry import Registry
 
-# The reference's clip_model names (OpenAI's CLIP package) and their open_clip architectures.
-CLIP_ALIASES: Registry[str] = Registry("CLIP model name")
-for _alias, _arch in (("ViT-B/16", "ViT-B-16"), ("ViT-B/32", "ViT-B-32"), ("ViT-L/14", "ViT-L-14"),
-                      ("RN50", "RN50"), ("RN101", "RN101"), ("RN50x4", "RN50x4"), ("RN50x16", "RN50x16"),
-                      ("RN50x64", "RN50x64")):
-    CLIP_ALIASES.add(_alias, _arch, f"OpenAI's CLIP {_alias}: open_clip {_arch} with the openai weights")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz", ".tar")
 _LIST_HINT = "List them all with: python -c \"import open_clip; print(open_clip.list_pretrained())\""
 _HF_WEIGHTS = "open_clip_pytorch_model.bin"  # open_clip's default file name in a hub repo

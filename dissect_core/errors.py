@@ -2,7 +2,7 @@
 
 Every message says what was wrong and what to do about it; the CLI and the app
 show it without a traceback. Messages speak of the library: a setting is named by
-its :class:`~dissect_core.pipeline.DescribeConfig` field in backquotes
+its :class:`~dissect_core.config.DescribeConfig` field in backquotes
 (```pool_mode```), and :func:`in_words` lets the CLI say it as a flag and the app as
 a widget's label. ``setting`` names the field an error is about, where known (see
 :func:`about`).

@@ -2,7 +2,7 @@
 
 Three kinds of model load through one strict, ``weights_only`` path:
 
-* named models (:data:`NAMED_MODELS`), such as ``resnet18_places``: torchvision
+* named models (``catalog.NAMED_MODELS``), such as ``resnet18_places``: torchvision
   ``resnet18(num_classes=365)`` with the CSAIL Places365 checkpoint
   ``resnet18_places365.pth.tar`` (downloaded into ``weights_dir`` on first use),
   preprocessed like the reference (Resize 256, CenterCrop 224, ImageNet normalisation).
@@ -34,11 +34,11 @@ from torch import nn
 from torchvision import transforms as T
 
 from . import small_cnn
+from .catalog import NAMED_MODELS
 from .downloads import download_file
 from .files import file_sha256, weight_file_problem
 from .errors import InvalidInputError, MissingResourceError
 from .progress import ProgressFn
-from .registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,27 +69,6 @@ def places_preprocess() -> Callable[[Image.Image], torch.Tensor]:
     )
 
 
-@dataclass(frozen=True)
-class NamedModel:
-    """A model known by a name of its own: a torchvision architecture with weights from
-    a file that is downloaded into ``weights_dir`` on first use."""
-
-    architecture: str  # torchvision name
-    weights_url: str
-    weights_file: str  # its name in weights_dir
-    preprocess: Callable[[], Callable[[Image.Image], torch.Tensor]]
-
-
-# Every named target model (torchvision names work besides). A new one is one registration here.
-NAMED_MODELS: Registry[NamedModel] = Registry("named model")
-NAMED_MODELS.add(
-    "resnet18_places",
-    NamedModel("resnet18", "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
-               "resnet18_places365.pth.tar", places_preprocess),
-    "torchvision resnet18 trained on Places365 scenes (CSAIL's weights, downloaded into `data_dir`)",
-)
-
-
 def torchvision_model_names() -> list[str]:
     """All torchvision classification model names (detection, video, … excluded)."""
     return sorted(torchvision.models.list_models(module=torchvision.models))
@@ -104,7 +83,7 @@ def load_target_model(
 ) -> TargetModel:
     """Load a target model by name, optionally with the user's own ``checkpoint`` file.
 
-    ``name`` is a registered name (:data:`NAMED_MODELS`, e.g. ``resnet18_places``) or a
+    ``name`` is a registered name (``catalog.NAMED_MODELS``, e.g. ``resnet18_places``) or a
     torchvision classification model name. With
     ``checkpoint``, ``name`` gives the architecture and the file the weights: a plain
     state_dict, or a dict holding one under ``state_dict`` or ``model``; a DataParallel

@@ -27,68 +27,32 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .activations import DEFAULT_TOP_MAPS, LayerActivations, TargetLayers, record_probe_pass, top_rows
+from .activations import LayerActivations, TargetLayers, record_probe_pass, top_rows
 from .cache import FeatureCache
-from .catalog import pool_modes
+from .catalog import DECODERS, POOL_MODES, SIMILARITY_FUNCTIONS
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
 from .concept_sources import CONCEPT_SOURCES, LabelledProbe
 from .concepts import ConceptSet, imagenet_class_names, load_concept_set
+from .config import DescribeConfig
 from .device import resolve_device
 from .drawing import view_steps
 from .errors import InvalidInputError, about
 from .files import check_room, file_sha256
+from .layouts import Layout
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
-from .probe_data import DECODERS, ProbeSet, check_num_workers, open_probe
+from .probe_data import ProbeSet, check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
 from .quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
                       run_output_checks)
-from .recording import Layout, resolve_layouts
+from .recording import resolve_layouts
 from .run_tables import check_layer_name
 from .results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
-from .similarity import SIMILARITY_FUNCTIONS, check_probe_size, resolve_params, similarity_matrix
+from .similarity import check_probe_size, resolve_params, similarity_matrix
 from .stage_results import BestConcepts, ImageFeatures, TextFeatures
 from .unit_views import write_stored_maps
 
 TOP_CONCEPTS_KEPT = 5
-
-
-@dataclass
-class DescribeConfig:
-    """Everything that defines a dissection. Defaults are the reference tool's,
-    except ``device``, where ``None`` means CUDA if available, else the CPU.
-
-    ``target_model`` and ``clip_model`` are names to load, or already-built
-    ``TargetModel`` / ``ClipModel`` objects (your own network, see the README).
-    """
-
-    target_model: Union[str, TargetModel] = "resnet50"
-    target_layers: Sequence[str] = ("conv1", "layer1", "layer2", "layer3", "layer4")
-    clip_model: Union[str, ClipModel] = "ViT-B/16"
-    d_probe: str = "broden"
-    concept_set: Union[str, ConceptSet] = "data/20k.txt"
-    similarity_fn: str = "soft_wpmi"
-    similarity_params: dict = field(default_factory=dict)
-    pool_mode: str = "avg"
-    batch_size: int = 200
-    device: Optional[str] = None
-    activation_dir: str = "saved_activations"
-    result_dir: str = "results"
-    target_checkpoint: Optional[str] = None
-    data_dir: str = "data"
-    imagenet_val_dir: Optional[str] = None
-    download: bool = False
-    num_workers: Optional[int] = None
-    top_images: int = 100
-    # "labels": concepts are the probe images' labels instead of concept_set's
-    # texts through CLIP (dissect_core.concept_sources); clip_model is then unused.
-    concept_source: str = "clip"
-    probe_labels: Optional[str] = None  # labels CSV (image,label) for the labels source
-    run_name: Optional[str] = None  # shown instead of "model · probe · concept set"
-    top_maps: int = DEFAULT_TOP_MAPS  # activation maps stored per unit, for unit views and bundles
-    layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
-    quality_resamples: int = QualitySettings.resamples  # bootstrap resamples for label stability
-    decoder: str = "pil"  # how probe images are decoded and preprocessed (probe_data.DECODERS)
 
 
 @dataclass
@@ -176,7 +140,7 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
             check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
                              "(dissect_core.models.layer_names lists a model's).")
     with about("pool_mode"):
-        pool_modes().get(config.pool_mode)
+        POOL_MODES.get(config.pool_mode)
     with about("similarity_fn"):
         SIMILARITY_FUNCTIONS.get(config.similarity_fn)
     with about("decoder"):

@@ -40,13 +40,12 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import functional as F
 
+from .catalog import IMAGENET_VAL_ENV, PROBE_SETS
 from .downloads import download_file, manual_fix
 from .errors import InvalidInputError, MissingResourceError
 from .files import file_hash_index, open_regular_file
 from .progress import ProgressFn, report
-from .registry import Registry
 
-IMAGENET_VAL_ENV = "DISSECT_IMAGENET_VAL"
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
 BRODEN_DIR = "broden1_224"
 CIFAR_DIR = "cifar-100-python"
@@ -551,43 +550,26 @@ class ProbeOptions:
     index_dir: Optional[Path] = None  # where content hashes are kept between runs (the cache)
 
 
-@dataclass(frozen=True)
-class ProbeSource:
-    """How a named probe set is opened; ``downloadable``: ``download=True`` can fetch it."""
+# The openers that ``catalog.PROBE_SETS`` registers, one per named probe set.
 
-    open: Callable[[ProbeOptions], ProbeSet]
-    downloadable: bool = False
+def open_broden(o: ProbeOptions) -> ProbeSet:
+    return broden(o.data_dir, o.download, o.progress, o.index_dir)
 
 
-# Every named probe set. A new one is one registration here.
-PROBE_SETS: Registry[ProbeSource] = Registry("probe set")
-PROBE_SETS.add(
-    "broden",
-    ProbeSource(lambda o: broden(o.data_dir, o.download, o.progress, o.index_dir), downloadable=True),
-    "Broden1_224: 63,305 images of scenes, objects, parts, textures and colours (about 1 GB, downloadable)",
-)
-PROBE_SETS.add(
-    "cifar100_train",
-    ProbeSource(lambda o: cifar100(o.data_dir, True, o.download, o.progress, o.index_dir), downloadable=True),
-    "CIFAR-100 training split: 50,000 images of 32×32 pixels (161 MB, downloadable)",
-)
-PROBE_SETS.add(
-    "cifar100_val",
-    ProbeSource(lambda o: cifar100(o.data_dir, False, o.download, o.progress, o.index_dir), downloadable=True),
-    "CIFAR-100 test split: 10,000 images of 32×32 pixels (161 MB, downloadable)",
-)
-PROBE_SETS.add(
-    "imagenet_val",
-    ProbeSource(lambda o: imagenet_val(o.imagenet_val_dir, o.index_dir, o.progress)),
-    f"ImageNet validation: 50,000 images in class subfolders (needs a licence; give its folder as "
-    f"`imagenet_val_dir` or ${IMAGENET_VAL_ENV})",
-)
-PROBE_SETS.add(
-    "imagenet_broden",
-    ProbeSource(lambda o: imagenet_broden(o.imagenet_val_dir, o.data_dir, o.download, o.progress,
-                                         o.index_dir)),
-    "ImageNet validation followed by Broden, in the reference's order",
-)
+def open_cifar100_train(o: ProbeOptions) -> ProbeSet:
+    return cifar100(o.data_dir, True, o.download, o.progress, o.index_dir)
+
+
+def open_cifar100_val(o: ProbeOptions) -> ProbeSet:
+    return cifar100(o.data_dir, False, o.download, o.progress, o.index_dir)
+
+
+def open_imagenet_val(o: ProbeOptions) -> ProbeSet:
+    return imagenet_val(o.imagenet_val_dir, o.index_dir, o.progress)
+
+
+def open_imagenet_broden(o: ProbeOptions) -> ProbeSet:
+    return imagenet_broden(o.imagenet_val_dir, o.data_dir, o.download, o.progress, o.index_dir)
 
 
 def open_probe(
@@ -599,7 +581,7 @@ def open_probe(
     progress: Optional[ProgressFn] = None,
     index_dir: Optional[Path] = None,
 ) -> ProbeSet:
-    """A probe set by registered name (:data:`PROBE_SETS`) or an image folder path.
+    """A probe set by registered name (``catalog.PROBE_SETS``) or an image folder path.
 
     ``index_dir`` (the cache folder) keeps the files' content hashes between runs.
     """
@@ -901,13 +883,3 @@ def device_probe_loader(
             yield ProbeBatch(torch.tensor([index for index, _ in good], dtype=torch.long), tensors, skipped)
 
     return batches()
-
-
-# How probe images become model inputs. Both yield the same batches; the pixels differ
-# slightly, so a run's cache key names the decoder (and the device it decoded on).
-DECODERS: Registry[Callable[..., Any]] = Registry("image decoder")
-DECODERS.add("pil", probe_loader,
-             "Pillow in the loader workers, then each model's own preprocessing (the reference's path)")
-DECODERS.add("torchvision", device_probe_loader,
-             "JPEGs decoded by torchvision on the run's device (nvJPEG on a GPU) in batches and preprocessed "
-             "there with tensor ops; other images as with pil")

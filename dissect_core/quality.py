@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 from .cache import DamagedEntry
+from .config import QUALITY_RESAMPLES
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
 from .quality_files import (
@@ -61,7 +62,7 @@ MIN_HELDOUT_IMAGES = 10
 class QualitySettings:
     """Knobs of the quality figures; the defaults are what runs use."""
 
-    resamples: int = 20  # bootstrap resamples of the probe images
+    resamples: int = QUALITY_RESAMPLES  # bootstrap resamples of the probe images
     candidates: int = 5  # top concepts per unit re-scored on each resample
     heldout_fraction: float = 0.5  # share of probe images held out for the correlation
     seed: int = 0

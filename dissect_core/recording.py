@@ -24,7 +24,7 @@ from what the model is (see :func:`layer_layout`), and where that does not
 decide it the run stops with an :class:`InvalidInputError` that says how to
 declare it (``DescribeConfig.layer_layout``, CLI ``--layer_layout``).
 
-Pool modes (``POOL_MODES``) reduce a layer's positions to one value per image
+Pool modes (``catalog.POOL_MODES``) reduce a layer's positions to one value per image
 and unit: ``avg``/``max`` over spatial positions or over all tokens; ``cls``
 (the first token, ViT's class token) and ``mean`` (the mean over the other
 tokens, the patch tokens, as timm's ViT average pooling does) fit token outputs
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -43,62 +42,34 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import Permute
 
+from .catalog import POOL_MODES
 from .errors import InvalidInputError
+from .layouts import CHANNELS_FIRST, CHANNELS_LAST, FLAT, LAYOUTS, TOKENS, Layout
 from .models import get_layer
-from .registry import Registry
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a layer's output tensor is laid out (see the module docstring)."""
-
-    name: str
-    dims: int  # number of dimensions of the output, batch included
-    spatial: bool  # has a (height, width) map per unit
-    tokens: bool  # a sequence of tokens per image
-    shape: str  # the dimensions in words, for messages
-
-
-LAYOUTS: Registry[Layout] = Registry("layer layout")
-CHANNELS_FIRST = LAYOUTS.add(
-    "channels_first", Layout("channels_first", 4, True, False, "(batch, units, height, width)"),
-    "4-D maps with the units first: convolutional layers (ResNet, VGG, ...)")
-CHANNELS_LAST = LAYOUTS.add(
-    "channels_last", Layout("channels_last", 4, True, False, "(batch, height, width, units)"),
-    "4-D maps with the units last: Swin's stages, ConvNeXt's block internals")
-TOKENS = LAYOUTS.add(
-    "tokens", Layout("tokens", 3, False, True, "(batch, tokens, units)"),
-    "a sequence of tokens per image: ViT's encoder layers")
-FLAT = LAYOUTS.add(
-    "flat", Layout("flat", 2, False, False, "(batch, units)"),
-    "one value per unit: fc, logits, pooled features")
 
 
 # --------------------------------------------------------------------------- pool modes
+# The functions that ``catalog.POOL_MODES`` registers: a canonical output (see
+# :func:`canonical`) of a layout the mode fits → (batch, units).
 
-@dataclass(frozen=True)
-class PoolMode:
-    """Reduces a canonical output (see :func:`canonical`) to (batch, units)."""
-
-    pool: Callable[[torch.Tensor, Layout], torch.Tensor]
-    fits: tuple[str, ...]  # layouts it applies to; ``flat`` outputs pass through every mode
+def _positions(layout: Layout) -> tuple[int, ...]:
+    return (2, 3) if layout.spatial else (1,)
 
 
-def _over_positions(reduce: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]):
-    def pool(output: torch.Tensor, layout: Layout) -> torch.Tensor:
-        return reduce(output, (2, 3) if layout.spatial else (1,))
-    return pool
+def average_pool(output: torch.Tensor, layout: Layout) -> torch.Tensor:
+    return output.mean(dim=_positions(layout))
 
 
-POOL_MODES: Registry[PoolMode] = Registry("pool mode")
-POOL_MODES.add("avg", PoolMode(_over_positions(lambda x, d: x.mean(dim=d)), ("channels_first", "channels_last", "tokens")),
-               "mean over spatial positions or over all tokens (the reference tool's default)")
-POOL_MODES.add("max", PoolMode(_over_positions(lambda x, d: x.amax(dim=d)), ("channels_first", "channels_last", "tokens")),
-               "maximum over spatial positions or over all tokens")
-POOL_MODES.add("cls", PoolMode(lambda x, layout: x[:, 0], ("tokens",)),
-               "the first token (ViT's class token); token outputs only")
-POOL_MODES.add("mean", PoolMode(lambda x, layout: x[:, 1:].mean(dim=1), ("tokens",)),
-               "mean over the patch tokens, the class token left out; token outputs only")
+def max_pool(output: torch.Tensor, layout: Layout) -> torch.Tensor:
+    return output.amax(dim=_positions(layout))
+
+
+def class_token(output: torch.Tensor, layout: Layout) -> torch.Tensor:
+    return output[:, 0]
+
+
+def patch_token_mean(output: torch.Tensor, layout: Layout) -> torch.Tensor:
+    return output[:, 1:].mean(dim=1)
 
 
 def pool(output: torch.Tensor, layout: Layout, pool_mode: str) -> torch.Tensor:
@@ -355,20 +326,3 @@ def resolve_layouts(
     if pool_mode is not None:
         check_pool_mode(pool_mode, layouts)
     return layouts
-
-
-def parse_layer_layouts(text: str) -> dict[str, str]:
-    """``"features.7=channels_last,head=flat"`` → ``{"features.7": "channels_last", "head": "flat"}``."""
-    declared: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        layer, sep, layout = item.rpartition("=")
-        if not sep or not layer.strip():
-            raise InvalidInputError(
-                f"--layer_layout takes LAYER=LAYOUT pairs separated by commas, not {item!r} "
-                f"(layouts: {', '.join(LAYOUTS.names())})."
-            )
-        LAYOUTS.get(layout.strip())
-        declared[layer.strip()] = layout.strip()
-    return declared

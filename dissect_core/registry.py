@@ -2,21 +2,40 @@
 
 Every kind of choice a user names — probe sets, similarity functions, pool modes,
 named target models, CLIP aliases, built-in concept sets — lives in one
-:class:`Registry`, next to the code that builds it. The CLI's choices and help, the
-app's options and ``python -m dissect_core list`` are all read from these
-registries, so adding a choice is one registration in one file.
+:class:`Registry`. The CLI's choices and help, the app's options and
+``python -m dissect_core list`` are all read from these registries, so adding a
+choice is one registration in one file.
 
-This module imports nothing heavy; the registries themselves live in the modules that
-build their choices (which import torch), and ``dissect_core.catalog`` lists them all.
+Registries are declared in modules that import nothing heavy, so the CLI's help and
+``dissect list`` answer without importing torch: ``dissect_core.catalog`` declares the
+choices whose implementations need torch, naming each implementation by a
+:class:`LazyFunction`; concept sets, concept sources and layer layouts are light and
+registered beside their code.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 from .errors import InvalidInputError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LazyFunction:
+    """A function named by where it is defined, ``"dissect_core.similarity:soft_wpmi"``,
+    and imported on its first call: registering it costs no import of its module."""
+
+    path: str  # "package.module:function"
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -41,13 +41,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
+from .catalog import SIMILARITY_FUNCTIONS
 from .errors import InvalidInputError
 from .progress import ProgressFn, report
-from .registry import Registry
 
 # Tuning knobs: they change speed and memory, never the result, so they are not part
 # of the resolved params (nor of cache keys).
@@ -405,7 +405,7 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
     return -errors
 
 
-# ----------------------------------------------------------------------------- the registry
+# ----------------------------------------------------------------------------- the registered functions
 
 
 @dataclass(frozen=True)
@@ -425,39 +425,24 @@ def _normalised(image_features: torch.Tensor, text_features: torch.Tensor,
             _unit_rows("text_features", text_features.to(device)))
 
 
-# A registered function takes (image_features, text_features, activations on the device,
-# _Call) and returns the K×M scores; its defaults are the reference's constants.
-SIMILARITY_FUNCTIONS: Registry[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, _Call], torch.Tensor]] = (
-    Registry("similarity function")
-)
-SIMILARITY_FUNCTIONS.add(
-    "soft_wpmi",
-    lambda img, txt, acts, c: _pmi("soft_wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage),
-    "CLIP-Dissect's default: PMI of a concept given a unit's top images, weighted softly by rank",
-    top_k=100, a=10.0, lam=1.0, min_prob=1e-7, p_start=0.998, p_end=0.97,
-)
-SIMILARITY_FUNCTIONS.add(
-    "wpmi",
-    lambda img, txt, acts, c: _pmi("wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage),
-    "PMI of a concept given a unit's top_k images, unweighted",
-    top_k=28, a=2.0, lam=0.6, min_prob=1e-7,
-)
-SIMILARITY_FUNCTIONS.add(
-    "cos_similarity",
-    lambda img, txt, acts, c: _cosine(*_normalised(img, txt, c.device), acts, None, c.tuning, c.progress, c.stage),
-    "cosine between a unit's activations and a concept's CLIP scores over all images",
-)
-SIMILARITY_FUNCTIONS.add(
-    "cos_similarity_cubed",
-    lambda img, txt, acts, c: _cosine(*_normalised(img, txt, c.device), acts, c.params["min_norm"], c.tuning,
-                                      c.progress, c.stage),
-    "cosine of the centred, cubed activations and CLIP scores (stresses the highest)",
-    min_norm=1e-3,
-)
-SIMILARITY_FUNCTIONS.add(
-    "rank_reorder",
-    lambda img, txt, acts, c: _rank_reorder(*_normalised(img, txt, c.device), acts, c.params, c.tuning,
-                                            c.progress, c.stage),
-    "how well a concept's CLIP scores reorder a unit's top activations (seeded permutations)",
-    top_fraction=0.05, p=3.0, scale_p=0.5, seed=0,
-)
+# The functions that ``catalog.SIMILARITY_FUNCTIONS`` registers: each takes
+# (image_features, text_features, activations on the device, _Call) and returns the K×M scores.
+
+def soft_wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _pmi("soft_wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
+
+
+def wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _pmi("wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
+
+
+def cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, c.device), acts, None, c.tuning, c.progress, c.stage)
+
+
+def cubed_cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, c.device), acts, c.params["min_norm"], c.tuning, c.progress, c.stage)
+
+
+def rank_reorder_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _rank_reorder(*_normalised(img, txt, c.device), acts, c.params, c.tuning, c.progress, c.stage)

@@ -12,14 +12,11 @@ frame = app_ui.page_frame("Run CLIP-Dissect")
 app_ui.refuse_in_hosted_mode()
 
 # Imported after the hosted-mode check: a hosted demo never loads torch.
-from dissect_core.catalog import pool_modes  # noqa: E402
-from dissect_core.clip import CLIP_ALIASES  # noqa: E402
+from dissect_core.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
+                                  SIMILARITY_FUNCTIONS)
 from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
 from dissect_core.errors import DissectError  # noqa: E402
-from dissect_core.models import NAMED_MODELS  # noqa: E402
 from dissect_core.pipeline import DescribeConfig, config_from_run  # noqa: E402
-from dissect_core.probe_data import DECODERS, PROBE_SETS  # noqa: E402
-from dissect_core.similarity import SIMILARITY_FUNCTIONS  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
@@ -101,8 +98,8 @@ with new_tab:
                                         "ARCH:PRETRAINED pair, or ARCH:/path/to/checkpoint")
         similarity_fn = st.selectbox("Similarity function", SIMILARITY_FUNCTIONS.names(), key="run_similarity",
                                      help=entries_help(SIMILARITY_FUNCTIONS))
-        pool_mode = st.radio("Spatial pooling", pool_modes().names(), horizontal=True, key="run_pool",
-                             help=entries_help(pool_modes()))
+        pool_mode = st.radio("Spatial pooling", POOL_MODES.names(), horizontal=True, key="run_pool",
+                             help=entries_help(POOL_MODES))
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="run_device",
                               help="auto: the GPU when PyTorch sees one, else the CPU")
         batch_size = st.number_input("Batch size", 1, 4096, 200, key="run_batch")

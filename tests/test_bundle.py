@@ -22,7 +22,8 @@ from dissect_core.bundle import BUNDLE_FORMAT, export_bundle, import_bundle
 from dissect_core.drawing import unit_overlays
 from dissect_core.errors import DissectError, InvalidInputError
 from dissect_core.manifest import RunManifest
-from dissect_core.recording import CHANNELS_FIRST, layer_outputs
+from dissect_core.layouts import CHANNELS_FIRST
+from dissect_core.recording import layer_outputs
 from dissect_core.results import find_runs, load_run
 from dissect_core.unit_views import live_unit_views, probe_for_run, stored_unit_views, target_for_run
 

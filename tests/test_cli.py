@@ -165,6 +165,30 @@ def test_python_dash_m_entry_point(tmp_path):
         assert flag in result.stdout
 
 
+# `python -m dissect_core ARGS`, then which of torch and open_clip it imported (on stderr).
+_RUN_AND_REPORT_IMPORTS = """
+import runpy, sys
+try:
+    runpy.run_module("dissect_core", run_name="__main__")
+except SystemExit as done:
+    code = done.code
+print("imported:", *sorted({"torch", "open_clip"} & set(sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args, says", [(["--help"], "describe"), (["--version"], "dissect 0."),
+                                        (["list"], "soft_wpmi"), (["list", "--markdown"], "| probe set |"),
+                                        (["describe", "--help"], "--similarity_fn")])
+def test_help_version_and_list_answer_without_torch(args, says):
+    # Users type --help constantly: it must not wait for torch and open_clip to load (seconds).
+    result = subprocess.run([sys.executable, "-c", _RUN_AND_REPORT_IMPORTS, *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert says in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "imported:"
+
+
 def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     # The summary is built once (DescribeResult.summary); the CLI prints it as it is.
     import pandas as pd

@@ -11,6 +11,7 @@ import torchvision
 from PIL import Image
 
 from dissect_core import downloads, models
+from dissect_core.catalog import NAMED_MODELS
 from dissect_core.errors import InvalidInputError, MissingResourceError
 from dissect_core.models import get_layer, layer_names, load_target_model
 from standins import place_torchvision_weights, save_places_style_checkpoint
@@ -74,7 +75,7 @@ def test_places_offline_fails_fast_with_fix(tmp_path, monkeypatch):
     message = str(info.value)
     assert "resnet18_places365.pth.tar" in message
     assert str((tmp_path / "data" / "resnet18_places365.pth.tar").resolve()) in message
-    assert models.NAMED_MODELS.get("resnet18_places").value.weights_url in message
+    assert NAMED_MODELS.get("resnet18_places").value.weights_url in message
 
 
 def test_weights_only_loading_is_used(tmp_path, monkeypatch):

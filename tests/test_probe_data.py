@@ -17,6 +17,7 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR100
 
 from dissect_core import downloads, probe_data, small_cnn
+from dissect_core.catalog import DECODERS
 from dissect_core.errors import InvalidInputError, MissingResourceError
 from dissect_core.models import places_preprocess
 from dissect_core.probe_data import (
@@ -353,5 +354,5 @@ def test_device_decoder_refuses_a_step_it_cannot_convert(tmp_path):
 
 
 def test_decoders_are_registered():
-    assert probe_data.DECODERS.names() == ["pil", "torchvision"]
-    assert probe_data.DECODERS.get("pil").value is probe_loader
+    assert DECODERS.names() == ["pil", "torchvision"]
+    assert DECODERS.get("pil").value.resolve() is probe_loader

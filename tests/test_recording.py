@@ -9,8 +9,8 @@ from torchvision.ops.misc import Permute
 
 from dissect_core.activations import _LayerAccumulator, top_rows
 from dissect_core.errors import InvalidInputError
-from dissect_core.recording import (CHANNELS_FIRST, CHANNELS_LAST, FLAT, TOKENS, layer_outputs,
-                                    parse_layer_layouts, pool, resolve_layouts)
+from dissect_core.layouts import CHANNELS_FIRST, CHANNELS_LAST, FLAT, TOKENS, parse_layer_layouts
+from dissect_core.recording import layer_outputs, pool, resolve_layouts
 
 
 class WithAux(nn.Module):

@@ -2,20 +2,20 @@
 table, and a clear error listing the valid names for an unknown one, before heavy work."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from dissect_core import catalog, pipeline, probe_data
+from dissect_core.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
+                                  SIMILARITY_FUNCTIONS, ProbeSource)
 from dissect_core.cli import FLAGS, main
-from dissect_core.clip import CLIP_ALIASES
 from dissect_core.concepts import CONCEPT_SETS
 from dissect_core.errors import DissectError, InvalidInputError, MissingResourceError, in_words
-from dissect_core.models import NAMED_MODELS
 from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.probe_data import PROBE_SETS, ProbeSource, image_folder
-from dissect_core.registry import Entry
-from dissect_core.similarity import SIMILARITY_FUNCTIONS
+from dissect_core.probe_data import image_folder
+from dissect_core.registry import Entry, LazyFunction
 
 from standins import make_image_folder
 
@@ -55,7 +55,7 @@ def test_readme_table_is_the_registries():
 
 def test_cli_help_comes_from_the_registries(capsys):
     text = help_text("describe", capsys)
-    for registry in (PROBE_SETS, NAMED_MODELS, CLIP_ALIASES, CONCEPT_SETS, SIMILARITY_FUNCTIONS, catalog.pool_modes()):
+    for registry in (PROBE_SETS, NAMED_MODELS, CLIP_ALIASES, CONCEPT_SETS, SIMILARITY_FUNCTIONS, POOL_MODES):
         for name in registry.names():
             assert name in text
     for entry in SIMILARITY_FUNCTIONS:
@@ -64,7 +64,7 @@ def test_cli_help_comes_from_the_registries(capsys):
 
 
 @pytest.mark.parametrize("flag, value, registry", [
-    ("--similarity_fn", "softwpmi", SIMILARITY_FUNCTIONS), ("--pool_mode", "mean_max", catalog.pool_modes())])
+    ("--similarity_fn", "softwpmi", SIMILARITY_FUNCTIONS), ("--pool_mode", "mean_max", POOL_MODES)])
 def test_unknown_choice_flag_lists_the_valid_ones(flag, value, registry, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["describe", flag, value])
@@ -151,3 +151,17 @@ def test_errors_are_dissect_errors():
     for registry in catalog.registries():
         with pytest.raises(DissectError, match=registry.names()[0]):
             registry.get("no such name")
+
+
+def test_every_registered_implementation_imports():
+    # Implementations are named by "module:function" and imported on first use, so a wrong name
+    # would only show when a user picks that choice: resolve them all here.
+    for registry in (PROBE_SETS, DECODERS, NAMED_MODELS, SIMILARITY_FUNCTIONS, POOL_MODES):
+        for entry in registry:
+            value = entry.value
+            parts = ([value] if isinstance(value, LazyFunction)
+                     else [getattr(value, field.name) for field in dataclasses.fields(value)])
+            implementations = [part for part in parts if isinstance(part, LazyFunction)]
+            assert implementations, f"{registry.kind} {entry.name} names no implementation"
+            for implementation in implementations:
+                assert callable(implementation.resolve()), implementation.path

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dissect_core.errors import InvalidInputError
-from dissect_core.similarity import SIMILARITY_FUNCTIONS, resolve_params, similarity_matrix
+from dissect_core.catalog import SIMILARITY_FUNCTIONS
+from dissect_core.similarity import resolve_params, similarity_matrix
 
 # ----------------------------------------------------------------------------- naive oracles
 
