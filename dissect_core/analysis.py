@@ -227,7 +227,10 @@ def only_stable(df: pd.DataFrame, label_quality: pd.DataFrame, threshold: float)
     """The rows of units whose label's stability is at least ``threshold`` (file order kept).
 
     ``label_quality`` is a run's ``label_quality.csv`` (``layer``, ``unit``, ``stability``).
+    Layers it has no figures for (left out on loading: ``quality_files.match_descriptions``)
+    keep all their units, as runs without figures do: their stability is unknown, not low.
     """
     stable = label_quality.loc[label_quality["stability"] >= threshold, ["layer", "unit"]]
     keys = pd.MultiIndex.from_frame(stable)
-    return df[pd.MultiIndex.from_frame(df[["layer", "unit"]]).isin(keys)]
+    unknown = ~df["layer"].isin(set(label_quality["layer"]))
+    return df[pd.MultiIndex.from_frame(df[["layer", "unit"]]).isin(keys) | unknown.to_numpy()]

@@ -221,6 +221,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         for row in run.layer_quality.itertuples():
             print(f"  {row.layer}: {row.units} units, {row.stable_share:.0%} stable, mean held-out correlation "
                   f"{row.mean_correlation:.3f}, {row.distinct} distinct [{row.distinct_low}-{row.distinct_high}]")
+    for note in run.notes:  # e.g. a layer's quality figures left out because they do not fit its labels
+        print(f"Note: {note}")
     if args.class_names:
         path = Path(args.class_names)
         if not path.is_file():

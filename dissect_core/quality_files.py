@@ -9,13 +9,18 @@
 
 The readers treat the bytes as untrusted (they may come from a bundle): wrong columns,
 non-numbers, out-of-range values or mismatched arrays raise ``InvalidInputError``; the
-archive is read without unpickling.
+archive is read without unpickling. :func:`match_descriptions` then keeps only the layers
+whose figures are about the run's labels (same units, same labels): a run folder or bundle
+whose quality files disagree with its ``descriptions.csv`` keeps its labels, loses that
+layer's figures, and says so in a note.
 """
 from __future__ import annotations
 
 import io
 import zipfile
-from typing import Sequence
+import zlib
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -107,3 +112,78 @@ def read_quality_points(data: bytes, n_layers: int, name: str = QUALITY_POINTS_F
             raise InvalidInputError(f"{name}: the arrays of layer {number + 1} do not fit together.")
         layers.append((images, acts, sims))
     return layers
+
+
+def points_units(source: Union[bytes, Path], n_layers: int) -> list[Optional[int]]:
+    """Per layer of ``label_quality_points.npz``, the units its activation array holds (None:
+    missing or unreadable), from the arrays' headers alone: only their first bytes are read."""
+    units: list[Optional[int]] = [None] * n_layers
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            for number in range(n_layers):
+                try:
+                    with archive.open(f"activation_{number}.npy") as member:
+                        version = np.lib.format.read_magic(member)
+                        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0)
+                        shape = read_header(member)[0]
+                except (KeyError, ValueError):
+                    continue
+                units[number] = shape[1] if len(shape) == 2 else None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, zlib.error):  # damaged: its layers count as unreadable
+        pass
+    return units
+
+
+def match_descriptions(label_quality: Optional[pd.DataFrame], layer_quality: Optional[pd.DataFrame],
+                       points: Optional[Union[bytes, Path]], descriptions: pd.DataFrame,
+                       ) -> tuple[Optional[pd.DataFrame], Optional[pd.DataFrame], dict[str, str]]:
+    """The quality tables less the layers whose figures do not fit ``descriptions``, and why
+    each layer left out was (by layer; :func:`left_out_note` says it as a note).
+
+    A layer's figures fit when ``label_quality.csv`` has exactly the layer's units with the
+    labels of ``descriptions.csv``, ``label_quality_layers.csv`` counts those units, and the
+    scatter's arrays in ``points`` (the npz's bytes or path) hold one column per unit. The
+    labels are never touched: only figures that would describe other units or labels go.
+    """
+    expected = {layer: rows.set_index("unit")["description"] for layer, rows in descriptions.groupby("layer", sort=False)}
+    why: dict[str, str] = {}
+    if label_quality is not None:
+        for layer, rows in label_quality.groupby("layer", sort=False):
+            if layer not in expected:
+                why[layer] = "the run has no layer of that name"
+                continue
+            labels = expected[layer]
+            if set(rows["unit"]) != set(labels.index):
+                why[layer] = (f"{LABEL_QUALITY_FILE} has figures for {len(rows):,} units, where the run "
+                              f"labels {len(labels):,}")
+                continue
+            differ = int((rows["description"].to_numpy() != labels.reindex(rows["unit"]).to_numpy()).sum())
+            if differ:
+                why[layer] = (f"{LABEL_QUALITY_FILE} scores other labels than the run's for {differ:,} of "
+                              f"its {len(labels):,} units")
+    if layer_quality is not None:
+        in_points = points_units(points, len(layer_quality)) if points is not None else None
+        for number, row in enumerate(layer_quality.itertuples()):
+            if row.layer in why:
+                continue
+            if row.layer not in expected:
+                why[row.layer] = "the run has no layer of that name"
+            elif row.units != len(expected[row.layer]):
+                why[row.layer] = (f"{LAYER_QUALITY_FILE} counts {row.units:,} units, where the run labels "
+                                  f"{len(expected[row.layer]):,}")
+            elif in_points is not None and in_points[number] != row.units:
+                found = "no readable array" if in_points[number] is None else f"{in_points[number]:,} columns"
+                why[row.layer] = f"{QUALITY_POINTS_FILE} holds {found} for it, where the run labels {row.units:,} units"
+    if label_quality is not None:
+        label_quality = label_quality[~label_quality["layer"].isin(list(why))]
+    if layer_quality is not None:
+        layer_quality = layer_quality[~layer_quality["layer"].isin(list(why))]
+    return label_quality, layer_quality, why
+
+
+def left_out_note(layer: str, why: str) -> str:
+    """A run's note for a layer whose figures :func:`match_descriptions` left out (the name is
+    cut short: it comes from a file)."""
+    return (f"Label-quality figures of layer {layer[:80]} left out: {why}. Its labels are shown; recompute "
+            "the run for its figures.")

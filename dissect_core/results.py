@@ -43,8 +43,8 @@ from .files import atomic_write_bytes, atomic_write_text
 from .errors import DissectError, InvalidInputError, MissingResourceError
 from .manifest import MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
 from .quality_files import (
-    LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
-    read_quality_points,
+    LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, left_out_note, match_descriptions,
+    read_label_quality, read_layer_quality, read_quality_points,
 )
 from .registry import Registry
 from .run_tables import check_layer_name, read_side_table
@@ -307,6 +307,8 @@ class Run:
     files: tuple[Path, ...] = ()                 # the result files read (several for NetDissect)
     label_quality: Optional[pd.DataFrame] = None
     layer_quality: Optional[pd.DataFrame] = None
+    # Layers whose quality figures did not fit the labels and were left out on loading: why.
+    quality_left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def layers(self) -> list[str]:
@@ -383,11 +385,14 @@ class Run:
         path = self.path / QUALITY_POINTS_FILE
         if not path.is_file():
             return None
-        layers = list(self.layer_quality["layer"])
+        # Numbered in the file's layer order, which holds any layer left out on loading too.
+        layers = list(read_layer_quality((self.path / LAYER_QUALITY_FILE).read_bytes())["layer"])
         return read_quality_points(path.read_bytes(), len(layers))[layers.index(layer)]
 
-    def quality_absent_reason(self) -> Optional[str]:
-        """Why the run has no label-quality figures (None when it has them)."""
+    def quality_absent_reason(self, layer: Optional[str] = None) -> Optional[str]:
+        """Why the run (or its ``layer``) has no label-quality figures (None when it has them)."""
+        if layer in self.quality_left_out:
+            return f"they did not fit this layer's labels and were left out ({self.quality_left_out[layer]})."
         if self.label_quality is not None:
             return None
         if self.from_reference_tool:
@@ -527,6 +532,14 @@ def load_run(path: Union[str, Path]) -> Run:
         # Kept in args so that a bundle (which writes args.txt) carries the name and method along.
         args = {"target_model": csv_path.stem, "method": method}
     fallback = folder.name if own_folder else csv_path.stem
+    label_quality = layer_quality = None
+    left_out: dict[str, str] = {}
+    if own_folder:
+        points = folder / QUALITY_POINTS_FILE
+        label_quality, layer_quality, left_out = match_descriptions(
+            _read_optional(folder / LABEL_QUALITY_FILE, read_label_quality),
+            _read_optional(folder / LAYER_QUALITY_FILE, read_layer_quality),
+            points if points.is_file() else None, descriptions)
     return Run(
         label=run_label(args, manifest, fallback, method, descriptions),
         descriptions=descriptions,
@@ -537,10 +550,11 @@ def load_run(path: Union[str, Path]) -> Run:
         top_images=_read_optional_table(folder, TOP_IMAGES_FILE, descriptions) if own_folder else None,
         unit_stats=_read_optional_table(folder, UNIT_STATS_FILE, descriptions) if own_folder else None,
         method=method,
-        notes=list(descriptions.attrs["notes"]),
+        notes=list(descriptions.attrs["notes"]) + [left_out_note(layer, why) for layer, why in left_out.items()],
         files=(csv_path,),
-        label_quality=_read_optional(folder / LABEL_QUALITY_FILE, read_label_quality) if own_folder else None,
-        layer_quality=_read_optional(folder / LAYER_QUALITY_FILE, read_layer_quality) if own_folder else None,
+        label_quality=label_quality,
+        layer_quality=layer_quality,
+        quality_left_out=left_out,
     )
 
 

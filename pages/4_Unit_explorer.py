@@ -81,7 +81,7 @@ figures = None
 if run.label_quality is not None:
     figures = run.label_quality[(run.label_quality["layer"] == layer) & (run.label_quality["unit"] == unit)]
 if figures is None or figures.empty:
-    st.info(f"No label-quality figures: {app_ui.md(run.quality_absent_reason() or 'none for this layer.')}",
+    st.info(f"No label-quality figures: {app_ui.md(run.quality_absent_reason(layer) or 'none for this layer.')}",
             icon=":material/help:")
 else:
     figure = figures.iloc[0]

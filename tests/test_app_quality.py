@@ -125,3 +125,27 @@ def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
     pd.testing.assert_frame_equal(copy.label_quality, run.label_quality)
     pd.testing.assert_frame_equal(copy.layer_quality, run.layer_quality)
     assert np.array_equal(copy.quality_points("detect")[1], run.quality_points("detect")[1])
+
+
+def test_figures_that_do_not_fit_the_labels_are_left_out_and_the_page_says_why(planted_runs, tmp_path, monkeypatch):
+    import shutil
+
+    from dissect_core.results import find_runs
+
+    root, (trained, _) = planted_runs
+    run = next(run for run in find_runs(root / "results")[0] if run.label == trained)
+    copy = shutil.copytree(run.path, tmp_path / "doctored" / run.path.name)
+    lines = (copy / "label_quality.csv").read_text().splitlines(keepends=True)
+    (copy / "label_quality.csv").write_text("".join(lines[:-1]))  # one unit's figures lost
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "doctored")])
+    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "none"))
+    st.cache_data.clear()
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params.update({"model": trained, "layer": "detect", "unit": "1"})
+    app.switch_page("pages/4_Unit_explorer.py").run()
+    assert not app.exception
+    # The reason, as markdown (escaped): which file and how it disagrees.
+    assert any("did not fit this layer" in info.value and "has figures for 5 units" in info.value
+               and "labels 6" in info.value for info in app.info)
+    assert not [metric for metric in app.metric if metric.label == "Stability"]
+    assert any("Label-quality figures of layer detect left out" in text.value for text in app.sidebar.text)

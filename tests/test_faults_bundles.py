@@ -22,7 +22,10 @@ from dissect_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, BundleAlreadyImpo
 from dissect_core.errors import InvalidInputError, NewerFormatError
 from dissect_core.unit_views import probe_for_run, stored_unit_views, target_for_run
 from dissect_core.manifest import FORMAT_VERSION, CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
+from dissect_core.analysis import only_stable
+from dissect_core.cli import main
 from dissect_core.pipeline import config_from_run
+from dissect_core.quality_files import LAYER_COLUMNS, QUALITY_COLUMNS
 from dissect_core.results import find_runs, load_run
 
 from standins import make_image_folder
@@ -254,6 +257,90 @@ def test_a_newer_bundle_asks_for_a_newer_dissect_and_writes_nothing(results, whe
         assert text in str(error.value)
     assert "not a valid results bundle" not in str(error.value)
     assert listing(results) == before
+
+
+# --------------------------------------------------------------------------- quality files against the labels
+
+# DESCRIPTIONS' units: layer4 0 (dog), 1 (cat); fc 0 (sky). Unit 1 of layer4 is unstable.
+QUALITY_ROWS = [("layer4", 0, "dog", 0.9), ("layer4", 1, "cat", 0.3), ("fc", 0, "sky", 1.0)]
+
+
+def quality_members(rows=QUALITY_ROWS, layer_units=(("layer4", 2), ("fc", 1)), point_units=(2, 1)) -> dict:
+    units = "".join(f"{layer},{unit},{label},0.5,{stability},0.4,0.3,0.5,{label},0.1,cow,0.2,False\n"
+                    for layer, unit, label, stability in rows)
+    layers = "".join(f"{layer},{count},0.5,0.4,2,1,2\n" for layer, count in layer_units)
+    points = io.BytesIO()
+    arrays = {}
+    for number, count in enumerate(point_units):
+        arrays |= {f"images_{number}": np.arange(3), f"activation_{number}": np.ones((3, count), np.float16),
+                   f"similarity_{number}": np.ones((3, count), np.float16)}
+    np.savez_compressed(points, **arrays)
+    return {"runs/a/label_quality.csv": (",".join(QUALITY_COLUMNS) + "\n" + units).encode(),
+            "runs/a/label_quality_layers.csv": (",".join(LAYER_COLUMNS) + "\n" + layers).encode(),
+            "runs/a/label_quality_points.npz": points.getvalue()}
+
+
+def test_quality_figures_that_fit_the_labels_are_imported_whole(results):
+    (folder,) = import_bundle(upload(make_bundle({**good_members(), **quality_members()})), results / "imported")
+    run = load_run(folder)
+    assert run.notes == [] and list(run.layer_quality["layer"]) == ["layer4", "fc"]
+    assert run.quality_points("fc")[1].shape == (3, 1)
+    assert only_stable(run.descriptions, run.label_quality, 0.8)["unit"].tolist() == [0, 0]
+
+
+DOCTORED = {
+    "a unit too many": (dict(rows=[*QUALITY_ROWS, ("layer4", 2, "cow", 1.0)]),
+                        "label_quality.csv has figures for 3 units, where the run labels 2"),
+    "other labels": (dict(rows=[("layer4", 0, "dog", 0.9), ("layer4", 1, "cow", 0.3), ("fc", 0, "sky", 1.0)]),
+                     "label_quality.csv scores other labels than the run's for 1 of its 2 units"),
+    "layers file count": (dict(layer_units=(("layer4", 5), ("fc", 1))),
+                          "label_quality_layers.csv counts 5 units, where the run labels 2"),
+    "points columns": (dict(point_units=(4, 1)), "label_quality_points.npz holds 4 columns for it, where the run labels 2 units"),
+}
+
+
+@pytest.mark.parametrize("case", list(DOCTORED))
+def test_quality_figures_that_do_not_fit_the_labels_are_left_out_with_a_note(results, case):
+    changes, why = DOCTORED[case]
+    data = make_bundle({**good_members(), **quality_members(**changes)})
+    (folder,) = import_bundle(upload(data), results / "imported")
+    run = load_run(folder)
+    # Every label is there; layer4's figures are gone, fc's kept, and a note says which and why.
+    assert run.descriptions["description"].tolist() == ["dog", "cat", "sky"]
+    assert run.notes == [f"Label-quality figures of layer layer4 left out: {why}. Its labels are shown; "
+                         "recompute the run for its figures."]
+    assert set(run.label_quality["layer"]) == {"fc"} and list(run.layer_quality["layer"]) == ["fc"]
+    assert run.quality_points("layer4") is None and run.quality_points("fc")[1].shape == (3, 1)
+    assert why in run.quality_absent_reason("layer4") and run.quality_absent_reason("fc") is None
+    # Stable-only views keep layer4's units: their stability is unknown, not low.
+    assert only_stable(run.descriptions, run.label_quality, 0.8)["unit"].tolist() == [0, 1, 0]
+    runs, problems = find_runs(results)
+    assert problems == [] and len(runs) == 2
+
+
+def test_a_quality_scatter_damaged_in_a_run_folder_costs_only_the_figures(results):
+    (folder,) = import_bundle(upload(make_bundle({**good_members(), **quality_members()})), results / "imported")
+    points = folder / "label_quality_points.npz"
+    points.write_bytes(points.read_bytes()[:300])
+    run = load_run(folder)
+    assert run.descriptions["description"].tolist() == ["dog", "cat", "sky"] and run.layer_quality.empty
+    assert [note.split(":")[0] for note in run.notes] == [
+        "Label-quality figures of layer layer4 left out", "Label-quality figures of layer fc left out"]
+    assert "label_quality_points.npz holds no readable array for it" in run.notes[0]
+
+
+def test_quality_figures_of_a_layer_the_run_lacks_are_left_out(results, capsys):
+    data = make_bundle({**good_members(), **quality_members(
+        rows=[*QUALITY_ROWS, ("layer9", 0, "dog", 1.0)], layer_units=(("layer4", 2), ("fc", 1), ("layer9", 1)),
+        point_units=(2, 1, 1))})
+    run = load_run(import_bundle(upload(data), results / "imported")[0])
+    assert run.notes == ["Label-quality figures of layer layer9 left out: the run has no layer of that name. "
+                         "Its labels are shown; recompute the run for its figures."]
+    assert list(run.layer_quality["layer"]) == ["layer4", "fc"]
+    assert run.quality_points("fc")[1].shape == (3, 1)  # numbered in the file's layer order
+    assert main(["evaluate", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "  fc: 1 units" in out and "layer9:" not in out and f"Note: {run.notes[0]}" in out
 
 
 def test_bundle_labels_are_bounded(results):
