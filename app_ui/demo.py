@@ -43,8 +43,7 @@ def demo_banner() -> None:
     _, info = cached_demo()
     figures = info.get("figures", {})
     accuracy = figures.get("test_accuracy", {})
-    text, button = st.columns([5, 1], vertical_alignment="center")
-    text.info(
+    st.info(
         "**Demo.** Nothing else is loaded, so every page shows the built-in demo: a small CNN "
         f"that this project trained on Fashion-MNIST (test accuracy {accuracy.get('trained', float('nan')):.1%}) "
         f"against the same network untrained ({accuracy.get('untrained', float('nan')):.1%}), dissected over "
@@ -52,8 +51,8 @@ def demo_banner() -> None:
         "(the labelled-probe concept source). Load your own results under *Add results* in the sidebar.",
         icon=":material/school:",
     )
-    button.button("Put the demo away", key="demo_hide", on_click=_set_hidden, args=(True,),
-                  icon=":material/close:", width="stretch")
+    # Under the banner at its own width: in a narrow column beside it the label was cut ("Put the demo …").
+    st.button("Put the demo away", key="demo_hide", on_click=_set_hidden, args=(True,), icon=":material/close:")
 
 
 def offer_demo() -> None:
