@@ -7,7 +7,8 @@ requested layer's output, in canonical form, to a per-layer accumulator during
 the same forward pass, which keeps
 
 * the pooled activations (images × units), pooled by the run's pool mode;
-* for layers with spatial maps, each unit's maps on its ``top_maps`` most
+* for layers with spatial maps (``recording.spatial_maps``: convolutional maps,
+  a ViT layer's patch tokens on their grid), each unit's maps on its ``top_maps`` most
   activating images (a running top-k, float16), so that unit views and bundles
   never run the model again;
 * a fixed-size seeded sample of spatial values per unit, from which each unit's
@@ -41,7 +42,7 @@ from .layouts import Layout
 from .models import TargetModel
 from .probe_data import ProbeSet
 from .progress import ProgressFn, report
-from .recording import pool, record_layers
+from .recording import pool, record_layers, spatial_maps
 
 # Fraction of spatial positions above a unit's mask threshold (NetDissect's QUANTILE).
 MASK_QUANTILE = 0.005
@@ -140,34 +141,35 @@ class _LayerAccumulator:
 
     def __call__(self, output: torch.Tensor) -> None:
         pooled = pool(output, self.layout, self.pool_mode).float()
-        if self.layout.spatial:
-            self._sample(output)
+        maps = spatial_maps(output, self.layout)
+        if maps is not None:
+            self._sample(maps)
             if self.top_maps:
-                self._keep_top_maps(output, pooled)
+                self._keep_top_maps(maps, pooled)
         self.pooled.append(pooled)
         self.rows_seen += output.shape[0]
 
-    def _sample(self, output: torch.Tensor) -> None:
+    def _sample(self, maps: torch.Tensor) -> None:
         """A share of the batch's spatial positions (all units at each), for the mask threshold."""
-        batch, units, height, width = output.shape
+        batch, units, height, width = maps.shape
         positions = batch * height * width
         wanted = math.ceil(THRESHOLD_SAMPLES * batch / max(self.n_images, 1))
         if wanted < positions:
-            picks = torch.randperm(positions, generator=self.generator)[:wanted].to(output.device)
+            picks = torch.randperm(positions, generator=self.generator)[:wanted].to(maps.device)
             b, rest = picks // (height * width), picks % (height * width)
-            values = output[b, :, rest // width, rest % width].T  # (units, wanted)
+            values = maps[b, :, rest // width, rest % width].T  # (units, wanted)
         else:
-            values = output.permute(1, 0, 2, 3).reshape(units, -1)
+            values = maps.permute(1, 0, 2, 3).reshape(units, -1)
         self.samples.append(values.float())
 
-    def _keep_top_maps(self, output: torch.Tensor, pooled: torch.Tensor) -> None:
+    def _keep_top_maps(self, maps: torch.Tensor, pooled: torch.Tensor) -> None:
         """Merge this batch into each unit's running top-k maps, keeping ``top_rows``' order.
 
         Kept rows come from earlier batches, so they have lower rows than this batch's:
         a stable sort of [kept, batch] breaks ties by lower row, as ``top_rows`` does.
         """
-        units, kept, device = output.shape[1], self.top_maps_kept, output.device
-        batch_rows = torch.arange(self.rows_seen, self.rows_seen + output.shape[0], device=device).expand(units, -1)
+        units, kept, device = maps.shape[1], self.top_maps_kept, maps.device
+        batch_rows = torch.arange(self.rows_seen, self.rows_seen + maps.shape[0], device=device).expand(units, -1)
         values, rows = pooled.T, batch_rows
         if kept:
             values = torch.cat([self.top_values, values], dim=1)
@@ -176,12 +178,12 @@ class _LayerAccumulator:
         unit = torch.arange(units, device=device)[:, None]
         # Gather the winners from the batch and from the kept maps, then pick per slot
         # (masks of data-dependent size would make the host wait for the device).
-        maps = output[(order - kept).clamp(min=0), unit].float()
+        winners = maps[(order - kept).clamp(min=0), unit].float()
         if kept:
-            maps = torch.where((order < kept)[..., None, None], self.maps[unit, order.clamp(max=kept - 1)], maps)
+            winners = torch.where((order < kept)[..., None, None], self.maps[unit, order.clamp(max=kept - 1)], winners)
         self.top_values = values.gather(1, order)
         self.top_rows = rows.gather(1, order)
-        self.maps = maps
+        self.maps = winners
 
     @property
     def top_maps_kept(self) -> int:

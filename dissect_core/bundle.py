@@ -21,7 +21,8 @@ same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
                                      top k images (by top_images.csv) have thumbnails
     runs/<folder>/maps/<layer>.npy   float16 (units, images_per_unit, h, w): row ``u`` holds
                                      unit ``u``'s maps on its top images, in the rank order of
-                                     top_images.csv (layers with spatial maps only)
+                                     top_images.csv (layers with spatial maps only,
+                                     recording.spatial_maps)
 
 The maps are the ones the run stored (``unit_views``: the model is not run);
 only runs that stored none are run through the model again. Thumbnails and maps
@@ -307,13 +308,16 @@ class _MapGatherer:
         self.maps: Optional[np.ndarray] = None  # (units, depth, h, w), float16
 
     def __call__(self, output, layout) -> None:
-        if not layout.spatial:  # fc or transformer tokens: no map to draw
+        from .recording import spatial_maps  # torch: only where a model runs (see the module docstring)
+
+        maps = spatial_maps(output, layout)
+        if maps is None:  # fc, or patch tokens on no square grid: no map to draw
             return
         if self.maps is None:
-            self.maps = np.zeros((output.shape[1], self.depth, *output.shape[2:]), dtype=np.float16)
+            self.maps = np.zeros((maps.shape[1], self.depth, *maps.shape[2:]), dtype=np.float16)
         wanted = np.isin(self.images, self.batch_indices)
         rows = np.searchsorted(self.batch_indices, self.images[wanted])  # batch_indices is sorted
-        values = output[rows, self.units[wanted]].float().cpu().numpy()
+        values = maps[rows, self.units[wanted]].float().cpu().numpy()
         # Clip so that an extreme activation saturates instead of becoming inf in float16.
         self.maps[self.units[wanted], self.positions[wanted]] = values.clip(-_FLOAT16_MAX, _FLOAT16_MAX)
 

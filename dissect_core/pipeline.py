@@ -38,7 +38,7 @@ from .device import resolve_device
 from .drawing import view_steps
 from .errors import InvalidInputError, about
 from .files import check_room, file_sha256
-from .layouts import Layout
+from .layouts import TOKENS, Layout
 from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import ProbeSet, check_num_workers, open_probe
@@ -331,9 +331,11 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
                 get_layer(model.module, layer)
         layouts = resolve_layouts(model.module, layers, _sample_batch(probe, model), config.pool_mode,
                                   each.layer_layout)
+        # Token layers' entries from before they kept maps (patch tokens on their grid) hold
+        # none: a key part of their own keeps those entries from being served.
         parts = {layer: dict(target=model.name, weights=model.weights_id, layer=layer, pool_mode=config.pool_mode,
                              layout=layouts[layer].name, top_maps=config.top_maps, probe=probe.fingerprint,
-                             **decoding)
+                             **decoding, **({"maps": "patch grid"} if layouts[layer] is TOKENS else {}))
                  for layer in layers}
         targets.append(TargetInputs(each, model, layers, layouts, parts,
                                     {layer: cache.key("activations", **part) for layer, part in parts.items()}))
@@ -490,6 +492,10 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
     reused = stored.reused_by_model[number] + stored.reused + labels.reused
     run_dir = new_run_dir(config.result_dir, target.model.name)
     labelled = inputs.labelled is not None
+    for layer in target.layers:
+        if config.top_maps and target.layouts[layer] is TOKENS and activations[layer].maps is None:
+            log.warn(f"Layer {layer!r} of {target.model.name} gets no activation maps (heatmaps, masks): its "
+                     "patch tokens (all but the first, the class token) do not form a square grid.")
     args = {
         "clip_model": (inputs.clip_name if labelled or isinstance(config.clip_model, ClipModel)
                        else config.clip_model),

@@ -14,6 +14,9 @@ layout             the layer emits                handed on as
 ``flat``           (batch, units)                 as is
 =================  =============================  ==============================
 
+:func:`spatial_maps` gives the per-unit maps of a canonical output, the maps the
+probe pass keeps and unit views draw: a ViT layer's patch tokens on their grid.
+
 A layer that returns a tuple or list (``nn.MultiheadAttention`` returns
 ``(output, attention weights)``; GoogLeNet and Inception return their auxiliary
 logits beside the main output in training mode) is recorded by its first
@@ -34,6 +37,7 @@ under every pool mode.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
@@ -199,6 +203,27 @@ def _is_declared_family(model: nn.Module) -> bool:
 def canonical(output: torch.Tensor, layout: Layout) -> torch.Tensor:
     """The output as listed in the module docstring (channels-last becomes a permuted view)."""
     return output.permute(0, 3, 1, 2) if layout is CHANNELS_LAST else output
+
+
+def spatial_maps(output: torch.Tensor, layout: Layout) -> Optional[torch.Tensor]:
+    """The (batch, units, height, width) maps of a canonical output, or None where it has none.
+
+    Spatial layouts are already in that form (:func:`canonical` permutes channels-last).
+    Token outputs give their patch tokens, the class token (the first, as the pool modes
+    assume) left out, on a square grid in row-major order, the order in which ViT's patch
+    embedding flattens its grid; the result is a view, not a copy. None for flat outputs
+    and for patch counts that are not square (e.g. a second leading token such as DeiT's
+    distillation token): where the patches lie cannot be told from the count.
+    """
+    if layout.spatial:
+        return output
+    if layout is not TOKENS:
+        return None
+    patches = output[:, 1:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        return None
+    return patches.transpose(1, 2).unflatten(2, (side, side))
 
 
 def main_output(path: str, output) -> torch.Tensor:

@@ -7,7 +7,8 @@ pipeline stores them in the run folder, so views are drawn without the model:
                          "view": the model's resize and crop steps (drawing.view_steps)}
     maps/<layer>.npy    float16 (units, k, height, width): row ``u`` holds unit ``u``'s maps
                         on its first k images of top_images.csv, in rank order (NaN where
-                        none was kept); layers without spatial maps have no file
+                        none was kept); layers without spatial maps (recording.spatial_maps)
+                        have no file
 
 A results bundle (``dissect_core.bundle``) carries the same ``maps/<layer>.npy``
 beside ``thumbnails/`` of the images, for machines without the probe set.
@@ -191,7 +192,8 @@ def live_unit_views(
 ) -> list[UnitView]:
     """The unit's views with maps computed now, for runs that stored none.
 
-    Layers without spatial maps (``fc``, transformer tokens) get the images alone.
+    Layers without spatial maps (``recording.spatial_maps``: ``fc``, token outputs whose
+    patches form no square grid) get the images alone.
     ``layout`` declares the layer's layout where it cannot be read from the model.
     """
     originals = [probe.load_image(int(i)) for i in probe_indices]
@@ -199,13 +201,16 @@ def live_unit_views(
         return []
     import torch
 
-    from .recording import layer_outputs, resolve_layouts
+    from .layouts import FLAT
+    from .recording import layer_outputs, resolve_layouts, spatial_maps
 
     batch = torch.stack([target.preprocess(img) for img in originals])
     layouts = resolve_layouts(target.module, [layer], batch[:1], None, layout and {layer: layout})
     maps: list[Optional[np.ndarray]] = [None] * len(originals)
-    if layouts[layer].spatial:
-        maps = list(layer_outputs(target.module, layouts, batch, device)[layer][:, unit].numpy())
+    if layouts[layer] is not FLAT:  # one value per unit: no map, no need to run the model
+        unit_maps = spatial_maps(layer_outputs(target.module, layouts, batch, device)[layer], layouts[layer])
+        if unit_maps is not None:
+            maps = list(unit_maps[:, unit].numpy())
     images = [model_view(target.preprocess, original) for original in originals]
     pairs = [(int(i), float(a)) for i, a in zip(probe_indices, activations)]
     return _draw(pairs, [probe.item_label(i) for i, _ in pairs], images, maps, mask_threshold)

@@ -128,7 +128,8 @@ with images_column:
             st.warning(f"Showing the images without activation maps. {app_ui.message(gallery.no_maps)}")
             tabs = {"Images": "image"}
         elif gallery.views and gallery.views[0]["heatmap"] is None:
-            st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image).")
+            st.info(f"Layer {app_ui.md(layer)} has no spatial map to draw (one value per image, or patch "
+                    "tokens that form no square grid).")
             tabs = {"Images": "image"}
         if len(gallery.views) < count:
             st.caption(f"{len(gallery.views)} images are available for this unit: a dissection stores the "

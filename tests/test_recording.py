@@ -10,7 +10,7 @@ from torchvision.ops.misc import Permute
 from dissect_core.activations import _LayerAccumulator, top_rows
 from dissect_core.errors import InvalidInputError
 from dissect_core.layouts import CHANNELS_FIRST, CHANNELS_LAST, FLAT, TOKENS, parse_layer_layouts
-from dissect_core.recording import layer_outputs, pool, resolve_layouts
+from dissect_core.recording import layer_outputs, pool, resolve_layouts, spatial_maps
 
 
 class WithAux(nn.Module):
@@ -107,6 +107,18 @@ def test_token_outputs_pool_by_cls_mean_avg_and_max(net):
     torch.testing.assert_close(pool(out, TOKENS, "mean"), patches.mean(dim=1))
     torch.testing.assert_close(pool(out, TOKENS, "avg"), out.mean(dim=1))
     torch.testing.assert_close(pool(out, TOKENS, "max"), torch.full((2, 3), 7.0))
+
+
+def test_spatial_maps_of_every_layout(net):
+    batch = images(2)
+    layouts = resolve_layouts(net, ["conv", "last", "tokens", "fc"], batch, "avg", {"tokens": "tokens"})
+    out = layer_outputs(net, layouts, batch)
+    # Tokens holds the image's pixels in row-major order behind a class token: the grid gives the image back.
+    torch.testing.assert_close(spatial_maps(out["tokens"], TOKENS), batch)
+    torch.testing.assert_close(spatial_maps(out["last"], CHANNELS_LAST), net.last(batch).permute(0, 3, 1, 2))
+    assert spatial_maps(out["conv"], CHANNELS_FIRST) is out["conv"]
+    assert spatial_maps(out["tokens"][:, :-1], TOKENS) is None  # 15 patch tokens: no square grid
+    assert spatial_maps(out["fc"], FLAT) is None
 
 
 def test_pool_mode_that_does_not_fit_is_refused_with_the_valid_ones(net):

@@ -77,6 +77,8 @@ def test_vit_tokens_with_cls_and_mean_pooling(setup):
         assert run.units(layer)["unit"].tolist() == list(range(768))
         assert run.manifest.layouts == {layer: "tokens"}
         activations[mode] = run.top_images.sort_values(["unit", "rank"])["activation"].to_numpy()
+        # 224 px in 16 px patches: each unit's maps on its 4 images (the probe set) are the 14 × 14 patch grid.
+        assert np.load(run.path / "maps" / f"{layer}.npy").shape == (768, 4, 14, 14)
     assert not np.allclose(activations["cls"], activations["mean"])
 
 
