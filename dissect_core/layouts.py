@@ -17,7 +17,7 @@ class Layout:
 
     name: str
     dims: int  # number of dimensions of the output, batch included
-    spatial: bool  # has a (height, width) map per unit
+    spatial: bool  # positions are (height, width) dimensions (token outputs get maps too: recording.spatial_maps)
     tokens: bool  # a sequence of tokens per image
     shape: str  # the dimensions in words, for messages
 
