@@ -34,15 +34,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_activations import make_folder  # noqa: E402
-from dissect_core.catalog import DECODERS  # noqa: E402
-from dissect_core.probe_data import default_num_workers, image_folder  # noqa: E402
+from dissect_core.choices.catalog import DECODERS  # noqa: E402
+from dissect_core.engine.probe_data import default_num_workers, image_folder  # noqa: E402
 
 
 def transforms() -> dict:
     import open_clip
     import torchvision
 
-    from dissect_core.models import places_preprocess
+    from dissect_core.engine.models import places_preprocess
 
     return {
         "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms(),

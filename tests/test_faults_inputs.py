@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from dissect_core.cli import main
-from dissect_core.clip import load_clip
-from dissect_core.concepts import parse_concepts
-from dissect_core.errors import InvalidInputError
-from dissect_core.models import load_target_model
-from dissect_core.probe_data import MAX_FOLDER_DEPTH, image_folder, probe_loader, to_rgb
+from dissect_core.engine.clip import load_clip
+from dissect_core.choices.concept_sets import parse_concepts
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.models import load_target_model
+from dissect_core.engine.probe_data import MAX_FOLDER_DEPTH, image_folder, probe_loader, to_rgb
 
 from standins import make_image_folder, register_tiny_clip
 
@@ -96,7 +96,7 @@ def test_very_deep_tree_is_listed_without_recursion_and_bounded(tmp_path):
 
 
 def test_unreadable_subfolder_is_skipped_and_counted(folder, monkeypatch):
-    import dissect_core.probe_data as probe_data
+    import dissect_core.engine.probe_data as probe_data
 
     real_scandir = os.scandir
 
@@ -113,7 +113,7 @@ def test_unreadable_subfolder_is_skipped_and_counted(folder, monkeypatch):
 
 def test_skipped_listing_is_a_warning_of_the_run(tmp_path):
     from test_faults_cache import config_for  # the planted dissection
-    from dissect_core.pipeline import describe
+    from dissect_core.engine.pipeline import describe
     from planted import make_planted_probe, write_concepts
 
     make_planted_probe(tmp_path / "p" / "probe", per_colour=6)

@@ -16,11 +16,13 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR100
 
-from dissect_core import downloads, probe_data, small_cnn
-from dissect_core.catalog import DECODERS
-from dissect_core.errors import InvalidInputError, MissingResourceError
-from dissect_core.models import places_preprocess
-from dissect_core.probe_data import (
+from dissect_core.engine import downloads
+from dissect_core.engine import probe_data
+from dissect_core.engine import small_cnn
+from dissect_core.choices.catalog import DECODERS
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
+from dissect_core.engine.models import places_preprocess
+from dissect_core.engine.probe_data import (
     ProbeDataset,
     broden,
     cifar100,

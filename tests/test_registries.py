@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from dissect_core import catalog, pipeline, probe_data
-from dissect_core.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
+from dissect_core.choices import catalog
+from dissect_core.engine import pipeline
+from dissect_core.engine import probe_data
+from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
                                   SIMILARITY_FUNCTIONS, ProbeSource)
 from dissect_core.cli import FLAGS, main
-from dissect_core.concepts import CONCEPT_SETS
-from dissect_core.errors import DissectError, InvalidInputError, MissingResourceError, in_words
-from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.probe_data import image_folder
-from dissect_core.registry import Entry, LazyFunction
+from dissect_core.choices.concept_sets import CONCEPT_SETS
+from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError, in_words
+from dissect_core.engine.pipeline import DescribeConfig, describe
+from dissect_core.engine.probe_data import image_folder
+from dissect_core.common.registry import Entry, LazyFunction
 
 from standins import make_image_folder
 
