@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_core.engine.bundle_export import export_bundle
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")

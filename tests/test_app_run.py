@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_core.engine import downloads
-from dissect_core.runs.results import find_runs
+from dissect_core.runs.run_folders import find_runs
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")

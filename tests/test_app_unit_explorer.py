@@ -10,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")

@@ -19,7 +19,7 @@ import pytest
 
 from dissect_core.cli import main
 from dissect_app.host_folder import HOSTED_REQUIREMENTS
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",

@@ -113,7 +113,7 @@ def test_unpacked_wheel_runs_outside_the_checkout(wheel, tmp_path):
 import json, dissect_core
 from dissect_core.runs import demo_runs as demo
 from dissect_core.runs.categories import categorise
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 runs = [load_run(path) for path in demo.demo_runs()]
 print(json.dumps({"package": dissect_core.__file__, "runs": [run.path.name for run in runs],
                   "units": [len(run.descriptions) for run in runs], "dog": categorise("dog")}))

@@ -9,14 +9,14 @@ import pytest
 
 from dissect_core.choices import catalog
 from dissect_core.engine import pipeline
-from dissect_core.engine import probe_data
+from dissect_core.engine import probe_sets
 from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
                                   SIMILARITY_FUNCTIONS, ProbeSource)
 from dissect_core.cli import FLAGS, main
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError, in_words
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.probe_data import image_folder
+from dissect_core.engine.probe_sets import image_folder
 from dissect_core.common.registry import Entry, LazyFunction
 
 from standins import make_image_folder
@@ -137,7 +137,7 @@ def test_a_registered_probe_set_is_usable_by_name_everywhere(tmp_path, monkeypat
     make_image_folder(tmp_path / "shapes", 6)
     source = ProbeSource(lambda options: image_folder(Path(options.data_dir) / "shapes"))
     monkeypatch.setitem(PROBE_SETS._entries, "shapes", Entry("shapes", source, "six synthetic images"))
-    probe = probe_data.open_probe("shapes", data_dir=tmp_path)
+    probe = probe_sets.open_probe("shapes", data_dir=tmp_path)
     assert len(probe) == 6
     assert main(["list"]) == 0
     assert "six synthetic images" in capsys.readouterr().out
