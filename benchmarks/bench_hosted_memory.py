@@ -38,9 +38,10 @@ def bundled_run(scratch: Path) -> Path:
     """Compute a stand-in run with the CLI, export it as a bundle, import it into a fresh folder."""
     sys.path.insert(0, str(REPO / "tests"))
     sys.path.insert(0, str(REPO))
-    from dissect_core.bundle import export_bundle, import_bundle
+    from dissect_core.engine.bundle_export import export_bundle
+    from dissect_core.runs.bundle_format import import_bundle
     from dissect_core.cli import main as cli
-    from dissect_core.results import load_run
+    from dissect_core.runs.run_folders import load_run
     from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
 
     (scratch / "data").mkdir(parents=True)
@@ -86,7 +87,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(REPO))
-    from dissect_core.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)

@@ -30,8 +30,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_soft_wpmi import BRODEN, QUICK, make_data  # noqa: E402
-from dissect_core.quality import QualitySettings, layer_quality  # noqa: E402
-from dissect_core.similarity import similarity_matrix  # noqa: E402
+from dissect_core.engine.label_quality import QualitySettings, layer_quality  # noqa: E402
+from dissect_core.engine.similarity import similarity_matrix  # noqa: E402
 
 
 def run_child(args: argparse.Namespace) -> None:

@@ -61,7 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.dense_reference import dense_soft_wpmi, exact_soft_wpmi  # noqa: E402
-from dissect_core.similarity import similarity_matrix  # noqa: E402
+from dissect_core.engine.similarity import similarity_matrix  # noqa: E402
 
 PRESETS = {
     "standard": {"images": 1000, "concepts": 2000, "units": [128, 256, 512, 1000], "dim": 512},

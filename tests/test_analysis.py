@@ -1,4 +1,4 @@
-"""dissect_core.analysis on small hand-made frames with known answers, and on the reference CSVs."""
+"""dissect_core.runs.analysis on small hand-made frames with known answers, and on the reference CSVs."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from dissect_core import analysis
-from dissect_core.errors import InvalidInputError
-from dissect_core.results import load_run
+from dissect_core.runs import analysis
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.runs.run_folders import load_run
 
 
 def frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:

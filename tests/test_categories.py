@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dissect_core.categories import CATEGORIES, categorise, category_mix
+from dissect_core.runs.categories import CATEGORIES, categorise, category_mix
 
 NETDISSECT = (Path(__file__).resolve().parents[2] / "shared" / "reference" / "clip_dissect_results"
               / "Trustworthy-ML-Lab_CLIP-dissect" / "NetDissect_results")

@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from dissect_core.concepts import (
+from dissect_core.choices.concept_sets import (
     CONCEPT_SETS,
     load_concept_set,
     parse_concepts,
     read_concept_file,
 )
-from dissect_core.errors import InvalidInputError, MissingResourceError
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
 
 
 def test_blank_lines_are_dropped_before_indexing():

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from dissect_core import downloads
-from dissect_core.errors import MissingResourceError
-from dissect_core.files import file_sha256
+from dissect_core.engine import downloads
+from dissect_core.common.errors import MissingResourceError
+from dissect_core.common.files import file_sha256
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one 1 MB chunk
 

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.quality import (
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.label_quality import (
     QualitySettings, distinct_interval, fisher_interval, layer_quality, minimum_probe_images, output_layer_check, output_layers,
     quality_files, rescore_labels,
 )
-from dissect_core.quality_files import read_label_quality, read_layer_quality, read_quality_points
-from dissect_core.similarity import similarity_matrix
+from dissect_core.runs.quality_tables import read_label_quality, read_layer_quality, read_quality_points
+from dissect_core.engine.similarity import similarity_matrix
 
 N_IMAGES, N_CONCEPTS, DIM = 600, 40, 48
 SMALL = {"top_k": 20}
