@@ -46,15 +46,17 @@ for path in (REPO, REPO / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from standins import make_tiny_clip_checkpoint  # noqa: E402
+
 from benchmarks.bench_standard import make_probe  # noqa: E402
 from benchmarks.dense_reference import dense_soft_wpmi, exact_soft_wpmi  # noqa: E402
-from dissect_core.cache import FeatureCache  # noqa: E402
-from dissect_core.concepts import builtin_concept_set, parse_concepts  # noqa: E402
-from dissect_core.models import TargetModel  # noqa: E402
-from dissect_core.pipeline import DescribeConfig, describe  # noqa: E402
-from dissect_core.activations import LayerActivations  # noqa: E402
-from dissect_core.stage_results import ImageFeatures, TextFeatures  # noqa: E402
-from standins import make_tiny_clip_checkpoint  # noqa: E402
+from dissect_core.choices.concept_sets import builtin_concept_set, parse_concepts  # noqa: E402
+from dissect_core.choices.config import DescribeConfig  # noqa: E402
+from dissect_core.engine.activations import LayerActivations  # noqa: E402
+from dissect_core.engine.cache import FeatureCache  # noqa: E402
+from dissect_core.engine.models import TargetModel  # noqa: E402
+from dissect_core.engine.pipeline import describe  # noqa: E402
+from dissect_core.engine.stage_results import ImageFeatures, TextFeatures  # noqa: E402
 
 LAYERS = ("layer2", "layer3", "layer4", "fc")
 RECOMPUTED = ("similarity", "label_quality")  # the cache folders ours recomputes on each run
