@@ -276,8 +276,10 @@ def _log1p_(block: torch.Tensor, pool: Optional[ThreadPoolExecutor], threads: in
         block.log1p_()
         return
     flat = block.numpy().reshape(-1)
-    parts = np.array_split(flat, threads) if flat.size >= threads * _MIN_SLICE else [flat]
-    for _ in pool.map(lambda part: np.log1p(part, out=part), parts):
+    if threads == 1 or flat.size < threads * _MIN_SLICE:
+        np.log1p(flat, out=flat)
+        return
+    for _ in pool.map(lambda part: np.log1p(part, out=part), np.array_split(flat, threads)):
         pass
 
 
