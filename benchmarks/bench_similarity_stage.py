@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import shutil
 import sys
@@ -141,7 +142,7 @@ def main() -> None:
             print(f"  {label:<42} best {min(timings[key]):6.3f} s  (all: "
                   f"{', '.join(f'{t:.3f}' for t in timings[key])})")
         print(f"  ours / original: {min(timings['ours']) / min(timings['original']):.2f} "
-              f"(at most 1 meets the target)")
+              f"(at most 1 meets the target); load average {os.getloadavg()[0]:.1f} at the end")
 
         ours_labels = result.run.descriptions
         for layer, acts in layers.items():
