@@ -249,11 +249,38 @@ def test_dead_unit_gives_nan_cosines_as_in_the_reference():
 def test_chunk_sizes_do_not_change_the_result(name):
     image_features, text_features, activations = random_case(n_images=400, n_concepts=70, n_units=20, dim=8)
     reference = similarity_matrix(name, image_features, text_features, activations)
-    # Three images per matmul and one (rank, unit) pair at a time: the float32 sums of logs
-    # (up to about 300 here) are added in another order, so only their last bits may differ.
+    # Three images per matmul and one (rank, unit) pair at a time add each unit's float32
+    # log1p terms in another order. A float32 sum of n positive terms is within (n−1)·u·S of
+    # the exact sum S (u = 2⁻²⁴); here S is at most 60 for soft_wpmi's 100 terms and 337 for
+    # wpmi's 28. A score also carries the prior, an average of such sums, so two orders'
+    # scores differ by at most 2·2·(n−1)·u·S: 1.4e-3 and 2.2e-3.
+    n_terms, largest_sum = {"soft_wpmi": (100, 60.0), "wpmi": (28, 337.0)}[name]
+    bound = 4 * (n_terms - 1) * 2.0 ** -24 * largest_sum
     tiny = similarity_matrix(name, image_features, text_features, activations, _row_batch=3, _pair_bytes=1)
-    torch.testing.assert_close(tiny, reference, atol=1e-4, rtol=0)  # a few float32 ulps of 300
+    torch.testing.assert_close(tiny, reference, atol=bound, rtol=0)
     assert torch.equal(tiny.argmax(dim=1), reference.argmax(dim=1))
+
+
+def test_threads_split_the_work_without_losing_any():
+    """On the CPU each torch thread works through its own range of units: one thread and
+    three (more than the machine may have), with small blocks, give the same scores."""
+    image_features, text_features, activations = random_case(n_images=400, n_concepts=70, n_units=20, dim=8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = similarity_matrix("soft_wpmi", image_features, text_features, activations, _row_batch=50)
+        torch.set_num_threads(3)
+        split = similarity_matrix("soft_wpmi", image_features, text_features, activations, _row_batch=50,
+                                  _pair_bytes=1000)
+    finally:
+        torch.set_num_threads(threads)
+    # Each unit's terms are added in the same order either way; only the matmul's rounding may
+    # differ where its threads split the work differently, a few float32 ulps of sums up to
+    # 60 (4e-6 each).
+    torch.testing.assert_close(split, alone, atol=1e-5, rtol=0)
+    assert torch.equal(split.argmax(dim=1), alone.argmax(dim=1))
+    exact = naive_soft_wpmi(image_features, text_features, activations)
+    assert_close(split, exact, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["cos_similarity", "cos_similarity_cubed", "rank_reorder"])

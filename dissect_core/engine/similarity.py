@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -263,13 +265,9 @@ def similarity_matrix(
 
 
 def _log1p_(block: torch.Tensor) -> None:
-    """log1p of a contiguous block, in place.
-
-    On the CPU through numpy: torch's CPU log1p is not vectorised (it takes about twenty
-    times as long as numpy's here, and six times as long as torch's own log). It runs in
-    the calling thread: torch's idle worker thread spins on the other core for a while
-    after each parallel operation, so a second numpy thread would only compete with it.
-    """
+    """log1p of a contiguous block, in place: on the CPU through numpy, whose log1p is
+    vectorised (torch's CPU log1p is not: about twenty times as long here, and six
+    times as long as torch's own log)."""
     if block.device.type == "cpu":
         array = block.numpy()
         np.log1p(array, out=array)
@@ -290,10 +288,17 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     Only images in the union of the units' top-k sets matter. They are taken
     ``_row_batch`` at a time: one matmul gives E = exp(a·P) for those rows and one sum
     their softmax denominators Z, so Q = E/Z is never formed for the whole chunk. The
-    (rank, unit) pairs whose image is in the chunk are then handled a block of about
-    ``_pair_bytes`` at a time (small enough to stay in the CPU's cache between the
-    steps; an image can be in every unit's top set, so this also bounds memory): gather
-    their rows of E, multiply each by w_j/Z_s, log1p, and add each row into its unit's sum.
+    (rank, unit) pairs whose image is in the chunk, ordered by unit, are then handled a
+    block of about ``_pair_bytes`` at a time (small enough to stay in the CPU's cache
+    between the steps; an image can be in every unit's top set, so this also bounds
+    memory): gather their rows of E, multiply each by w_j/Z_s, log1p, and add each row
+    into its unit's sum. Each unit's rows are added in the same order however the work
+    is split, so the result does not depend on the number of threads.
+
+    On the CPU the pairs of a chunk are split at unit boundaries into one range per
+    torch thread, each worked through by a thread of its own with torch single-threaded
+    in it (:func:`_pair_workers`): torch's own threads would run the short block steps
+    one after the other, and the numpy log1p between them alone.
     """
     params, tuning, device = settings.params, settings.tuning, settings.device
     top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
@@ -316,47 +321,92 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     constant = float(offset.log().sum())
     ratio = (scale / offset).to(device)
 
-    # The (rank, unit) pairs ordered by image, so a chunk of images is a range of pairs.
-    pair_slot, order = torch.sort(slots.flatten(), stable=True)
-    pair_slot, pair_rank, pair_unit = pair_slot.to(device), (order // n_units).to(device), (order % n_units).to(device)
+    # The (rank, unit) pairs ordered by chunk of images, then by unit, then by rank, so a
+    # chunk's pairs are a range and each unit's pairs within it a range.
     row_batch = tuning["_row_batch"]
+    pair_slot = slots.flatten()  # pair p = j·K + k: rank j of unit k
+    pair_unit = torch.arange(pair_slot.numel()) % n_units
+    order = torch.sort(pair_slot // row_batch * n_units + pair_unit, stable=True).indices
+    pair_slot, pair_unit, pair_rank = pair_slot[order], pair_unit[order], order // n_units
+    bounds = torch.searchsorted(pair_slot, torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
+    units_cpu = pair_unit
+    pair_slot, pair_unit, pair_rank = pair_slot.to(device), pair_unit.to(device), pair_rank.to(device)
     pair_block = min(max(1, tuning["_pair_bytes"] // (4 * n_concepts)), ranked.numel())
-    bounds = torch.searchsorted(pair_slot.cpu(), torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
 
     sums = torch.zeros(n_units, n_concepts, device=device)  # Σ_j log1p(w_j·Q[s_j, m]) per unit
     pair_ids = torch.arange(pair_block, device=device)
     ones = torch.ones(pair_block, device=device)
     exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
-    terms = torch.empty(pair_block, n_concepts, device=device)
-    n_chunks = len(bounds) - 1
-    for number, start in enumerate(range(0, images.numel(), row_batch)):
-        chunk = exps[: min(row_batch, images.numel() - start)]
-        torch.mm(img[start:start + chunk.shape[0]], txt.T, out=chunk)
-        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
-        # a needs each row's maximum subtracted, which cancels in the softmax.
-        if a > 80:
-            chunk.sub_(chunk.amax(dim=1, keepdim=True))
-        chunk.exp_()
-        factors = ratio[pair_rank[bounds[number]:bounds[number + 1]]]
-        factors = factors.div_(chunk.sum(dim=1)[pair_slot[bounds[number]:bounds[number + 1]] - start]).float()
-        for lo in range(bounds[number], bounds[number + 1], pair_block):
-            hi = min(lo + pair_block, bounds[number + 1])
-            block = torch.index_select(chunk, 0, pair_slot[lo:hi] - start, out=terms[: hi - lo])
-            block.mul_(factors[lo - bounds[number]:hi - bounds[number]].unsqueeze(1))
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    buffers = [torch.empty(pair_block, n_concepts, device=device) for _ in range(threads)]
+
+    def add_pairs(chunk: torch.Tensor, start: int, factors: torch.Tensor, first: int, lo: int, hi: int,
+                  terms: torch.Tensor) -> None:
+        """Add the terms of pairs lo..hi (a whole number of units) into those units' sums."""
+        if lo == hi:
+            return
+        unit_lo, unit_hi = int(units_cpu[lo]), int(units_cpu[hi - 1]) + 1
+        for block_lo in range(lo, hi, pair_block):
+            block_hi = min(block_lo + pair_block, hi)
+            size = block_hi - block_lo
+            block = torch.index_select(chunk, 0, pair_slot[block_lo:block_hi] - start, out=terms[:size])
+            block.mul_(factors[block_lo - first:block_hi - first].unsqueeze(1))
             _log1p_(block)
             # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
             # faster than index_add_ on the CPU, which with two threads can take ten times as
             # long as with one. The indices are in range by construction, so torch's invariant
             # check (a scan per block) is skipped.
-            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]),
-                                             ones[: hi - lo], size=(n_units, hi - lo), check_invariants=False)
-            sums.addmm_(owners, block)
-        report(settings.progress, settings.stage, number + 1, n_chunks)
-    del exps, terms
+            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[block_lo:block_hi] - unit_lo, pair_ids[:size]]),
+                                             ones[:size], size=(unit_hi - unit_lo, size), check_invariants=False)
+            sums[unit_lo:unit_hi].addmm_(owners, block)
+
+    n_chunks = len(bounds) - 1
+    with _pair_workers(threads) as pool:
+        for number, start in enumerate(range(0, images.numel(), row_batch)):
+            chunk = exps[: min(row_batch, images.numel() - start)]
+            torch.mm(img[start:start + chunk.shape[0]], txt.T, out=chunk)
+            # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+            # a needs each row's maximum subtracted, which cancels in the softmax.
+            if a > 80:
+                chunk.sub_(chunk.amax(dim=1, keepdim=True))
+            chunk.exp_()
+            first, last = bounds[number], bounds[number + 1]
+            factors = ratio[pair_rank[first:last]].div_(chunk.sum(dim=1)[pair_slot[first:last] - start]).float()
+            # One range of whole units per thread, of about equal numbers of pairs.
+            cuts = [first] + [first + int(torch.searchsorted(units_cpu[first:last], units_cpu[first + (last - first)
+                                                                                                * part // threads]))
+                              for part in range(1, threads)] + [last]
+            if pool is None:
+                add_pairs(chunk, start, factors, first, first, last, buffers[0])
+            else:
+                list(pool.map(lambda part: add_pairs(chunk, start, factors, first, cuts[part], cuts[part + 1],
+                                                     buffers[part]), range(threads)))
+                torch.set_num_threads(threads)  # see _pair_workers
+            report(settings.progress, settings.stage, number + 1, n_chunks)
+    del exps
 
     log_likelihood = sums.double().add_(constant)
     log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - math.log(n_units)
     return log_likelihood.sub_(params["lam"] * log_prior).float()
+
+
+@contextmanager
+def _pair_workers(threads: int) -> Iterator[Optional[ThreadPoolExecutor]]:
+    """Threads in which torch runs single-threaded, or None for one thread.
+
+    ``torch.set_num_threads(1)`` in a new thread sets that thread's OpenMP and MKL thread
+    counts, and also the default that threads starting later take; the caller puts that
+    default back with ``torch.set_num_threads(threads)`` once the workers have started
+    (its own counts are unchanged by either call).
+    """
+    if threads == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        try:
+            yield pool
+        finally:
+            torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- cosine similarities
