@@ -119,7 +119,8 @@ def main() -> None:
         print(f"similarity stage: {args.images:,} images × {args.concepts:,} concepts, resnet18 "
               f"{', '.join(f'{layer} ({count})' for layer, count in units.items())} = {sum(units.values()):,} units, "
               f"tiny CLIP ({image_features.shape[1]}-d), CPU, {torch.get_num_threads()} threads, "
-              f"torch {torch.__version__}; first run's probe pass {first.timings['probe pass']:.1f} s (untimed)")
+              f"torch {torch.__version__}; the cache was filled by a first run (untimed: probe pass "
+              f"{first.timings['probe pass']:.1f} s{', reused' if 'activations layer2' in first.reused else ''})")
 
         def ours(number: int):
             cache = tmp / f"cache-{number}"

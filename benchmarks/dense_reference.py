@@ -6,10 +6,14 @@ takes its softmax over concepts, and then loops over units, taking each unit's t
 rows, their logs, and their sum with ``torch.sum(dim=0)``. :func:`dense_soft_wpmi`
 does the same, taking the rows one of two ways:
 
-* ``select="index_select"`` (the benchmarks' baseline): ``probs.index_select`` copies the
-  k rows, the fastest dense form;
+* ``select="index_select"`` (the benchmarks' baseline, the fastest dense form found):
+  ``probs.index_select`` copies the k rows, and the terms are formed in place on that copy;
 * ``select="gather"`` (the reference's own code): ``probs.gather`` over an index expanded
-  to k×M, which reads an index as large as the rows themselves.
+  to k×M, which reads an index as large as the rows themselves, and a new tensor for each
+  step of the terms.
+
+Both evaluate log(1 + w·(q − 1) + min_prob) step by step in the reference's order, so
+their scores are the same bits.
 
 It differs from the reference only in freeing P as soon as its softmax exists (``P`` is
 scaled in place), which keeps the peak at two N×M float32 matrices instead of three.
@@ -44,10 +48,10 @@ def dense_soft_wpmi(image_features: torch.Tensor, text_features: torch.Tensor, a
         for unit in range(activations.shape[1]):
             if select == "gather":
                 top = probs.gather(0, ranked[:, unit:unit + 1].expand(-1, probs.shape[1]))
-            else:
-                top = probs.index_select(0, ranked[:, unit])
-            terms = 1 + weights * (top - 1)
-            sums.append(torch.sum(torch.log(terms + min_prob), dim=0, keepdim=True))
+                terms = torch.log(1 + weights * (top - 1) + min_prob)
+            else:  # the same operations in the same order, in place on the copied rows
+                terms = probs.index_select(0, ranked[:, unit]).sub_(1).mul_(weights).add_(1).add_(min_prob).log_()
+            sums.append(torch.sum(terms, dim=0, keepdim=True))
         log_likelihood = torch.cat(sums, dim=0)
         log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - torch.log(
             log_likelihood.shape[0] * torch.ones([1]))
