@@ -271,7 +271,7 @@ def test_threads_split_the_work_without_losing_any():
         alone = similarity_matrix("soft_wpmi", image_features, text_features, activations, _row_batch=50)
         torch.set_num_threads(3)
         split = similarity_matrix("soft_wpmi", image_features, text_features, activations, _row_batch=50,
-                                  _pair_bytes=1000)
+                                  _pair_bytes=1000, _worker_terms=1)
     finally:
         torch.set_num_threads(threads)
     # Each unit's terms are added in the same order either way; only the matmul's rounding may

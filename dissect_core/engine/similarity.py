@@ -46,9 +46,8 @@ from __future__ import annotations
 import math
 import numbers
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -62,6 +61,7 @@ from dissect_core.common.progress import ProgressFn, report
 _TUNING_DEFAULTS: dict[str, int] = {
     "_row_batch": 1024,  # images whose softmax rows are computed in one matmul
     "_pair_bytes": 4 << 20,  # budget for the rows of terms formed at once
+    "_worker_terms": 1 << 24,  # terms of a chunk from which the CPU threads share it out
     "_block_bytes": 256 << 20,  # budget for one block of P in the cosine functions
 }
 
@@ -295,10 +295,10 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     into its unit's sum. Each unit's rows are added in the same order however the work
     is split, so the result does not depend on the number of threads.
 
-    On the CPU the pairs of a chunk are split at unit boundaries into one range per
-    torch thread, each worked through by a thread of its own with torch single-threaded
-    in it (:func:`_pair_workers`): torch's own threads would run the short block steps
-    one after the other, and the numpy log1p between them alone.
+    On the CPU a chunk with ``_worker_terms`` terms or more is split at unit boundaries
+    into one range of pairs per torch thread, each worked through by a thread of its own
+    with torch single-threaded in it (:func:`_pair_workers`): torch's own threads would
+    run the short block steps one after the other, and the numpy log1p between them alone.
     """
     params, tuning, device = settings.params, settings.tuning, settings.device
     top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
@@ -361,28 +361,27 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
             sums[unit_lo:unit_hi].addmm_(owners, block)
 
     n_chunks = len(bounds) - 1
-    with _pair_workers(threads) as pool:
-        for number, start in enumerate(range(0, images.numel(), row_batch)):
-            chunk = exps[: min(row_batch, images.numel() - start)]
-            torch.mm(img[start:start + chunk.shape[0]], txt.T, out=chunk)
-            # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
-            # a needs each row's maximum subtracted, which cancels in the softmax.
-            if a > 80:
-                chunk.sub_(chunk.amax(dim=1, keepdim=True))
-            chunk.exp_()
-            first, last = bounds[number], bounds[number + 1]
-            factors = ratio[pair_rank[first:last]].div_(chunk.sum(dim=1)[pair_slot[first:last] - start]).float()
-            # One range of whole units per thread, of about equal numbers of pairs.
-            cuts = [first] + [first + int(torch.searchsorted(units_cpu[first:last], units_cpu[first + (last - first)
-                                                                                                * part // threads]))
-                              for part in range(1, threads)] + [last]
-            if pool is None:
-                add_pairs(chunk, start, factors, first, first, last, buffers[0])
-            else:
-                list(pool.map(lambda part: add_pairs(chunk, start, factors, first, cuts[part], cuts[part + 1],
-                                                     buffers[part]), range(threads)))
-                torch.set_num_threads(threads)  # see _pair_workers
-            report(settings.progress, settings.stage, number + 1, n_chunks)
+    pool = _pair_workers(threads) if threads > 1 else None
+    for number, start in enumerate(range(0, images.numel(), row_batch)):
+        chunk = exps[: min(row_batch, images.numel() - start)]
+        torch.mm(img[start:start + chunk.shape[0]], txt.T, out=chunk)
+        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+        # a needs each row's maximum subtracted, which cancels in the softmax.
+        if a > 80:
+            chunk.sub_(chunk.amax(dim=1, keepdim=True))
+        chunk.exp_()
+        first, last = bounds[number], bounds[number + 1]
+        factors = ratio[pair_rank[first:last]].div_(chunk.sum(dim=1)[pair_slot[first:last] - start]).float()
+        # After each of its parallel steps torch's idle thread spins for some milliseconds,
+        # competing with the workers: they pay off for a chunk of some ten milliseconds' terms.
+        if pool is None or (last - first) * n_concepts < tuning["_worker_terms"]:
+            add_pairs(chunk, start, factors, first, first, last, buffers[0])
+        else:
+            cuts = _split_at_units(units_cpu, first, last, threads)
+            list(pool.map(lambda part: add_pairs(chunk, start, factors, first, cuts[part], cuts[part + 1],
+                                                 buffers[part]), range(threads)))
+            torch.set_num_threads(threads)  # see _pair_workers
+        report(settings.progress, settings.stage, number + 1, n_chunks)
     del exps
 
     log_likelihood = sums.double().add_(constant)
@@ -390,23 +389,29 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     return log_likelihood.sub_(params["lam"] * log_prior).float()
 
 
-@contextmanager
-def _pair_workers(threads: int) -> Iterator[Optional[ThreadPoolExecutor]]:
-    """Threads in which torch runs single-threaded, or None for one thread.
+def _split_at_units(units: torch.Tensor, first: int, last: int, parts: int) -> list[int]:
+    """Cut the pairs first..last, ordered by unit, into ``parts`` ranges of whole units
+    with about equal numbers of pairs; returns the parts+1 bounds."""
+    span = units[first:last]
+    cuts = [first + int(torch.searchsorted(span, span[(last - first) * part // parts])) for part in range(1, parts)]
+    return [first, *cuts, last]
+
+
+_pair_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pair_workers(threads: int) -> ThreadPoolExecutor:
+    """``threads`` threads in which torch runs single-threaded, started once and kept.
 
     ``torch.set_num_threads(1)`` in a new thread sets that thread's OpenMP and MKL thread
-    counts, and also the default that threads starting later take; the caller puts that
-    default back with ``torch.set_num_threads(threads)`` once the workers have started
-    (its own counts are unchanged by either call).
+    counts, and also the default that threads starting later take: the caller puts that
+    default back with ``torch.set_num_threads`` once the workers have run (its own counts
+    are unchanged by either call).
     """
-    if threads == 1:
-        yield None
-        return
-    with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        try:
-            yield pool
-        finally:
-            torch.set_num_threads(threads)
+    if threads not in _pair_pools:
+        _pair_pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="pmi-terms",
+                                                  initializer=torch.set_num_threads, initargs=(1,))
+    return _pair_pools[threads]
 
 
 # ----------------------------------------------------------------------------- cosine similarities
