@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
@@ -398,6 +399,7 @@ def _split_at_units(units: torch.Tensor, first: int, last: int, parts: int) -> l
 
 
 _pair_pools: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_pair_pools.clear)  # a forked child has none of the threads
 
 
 def _pair_workers(threads: int) -> ThreadPoolExecutor:
