@@ -194,10 +194,9 @@ def _unit_rows(label: str, features: torch.Tensor) -> torch.Tensor:
     """float32 copy with each row divided by its L2 norm (the reference's normalisation)."""
     features = features.float()
     norms = features.norm(dim=-1, keepdim=True)
-    zero = (norms == 0).nonzero()
-    if zero.numel():
+    if bool((norms == 0).any()):
         raise InvalidInputError(
-            f"{label} row {int(zero[0, 0])} is all zeros, so it has no direction to compare; "
+            f"{label} row {int((norms == 0).nonzero()[0, 0])} is all zeros, so it has no direction to compare; "
             "recompute the CLIP features."
         )
     return features / norms
@@ -339,7 +338,7 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     ones = torch.ones(pair_block, device=device)
     exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
-    buffers = [torch.empty(pair_block, n_concepts, device=device) for _ in range(threads)]
+    buffers = [torch.empty(pair_block, n_concepts, device=device)]  # one per thread that forms terms
 
     def add_pairs(chunk: torch.Tensor, start: int, factors: torch.Tensor, first: int, lo: int, hi: int,
                   terms: torch.Tensor) -> None:
@@ -379,6 +378,7 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
             add_pairs(chunk, start, factors, first, first, last, buffers[0])
         else:
             cuts = _split_at_units(units_cpu, first, last, threads)
+            buffers += [torch.empty_like(buffers[0]) for _ in range(threads - len(buffers))]
             list(pool.map(lambda part: add_pairs(chunk, start, factors, first, cuts[part], cuts[part + 1],
                                                  buffers[part]), range(threads)))
             torch.set_num_threads(threads)  # see _pair_workers
