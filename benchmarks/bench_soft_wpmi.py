@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace, units: int) -> dict:
         wall, cpu = min(r["runs"])
         walls = ", ".join(f"{w:.3g}" for w, _ in r["runs"])
         r["wall"], r["cpu"] = wall, cpu
-        print(f"  {variant:>5}: wall {wall:7.3f} s, cpu {cpu:7.3f} s (all walls: {walls}); peak RSS "
+        print(f"  {variant:>5}: wall {wall:#.4g} s, cpu {cpu:#.4g} s (all walls: {walls}); peak RSS "
               f"{r['peak'] / GB:5.2f} GB ({(r['peak'] - r['base']) / GB:5.2f} GB above the inputs)")
     speed_up = results["dense"]["wall"] / results["ours"]["wall"]
     print(f"  speed-up: {speed_up:.2f}× wall, {results['dense']['cpu'] / results['ours']['cpu']:.2f}× cpu")
