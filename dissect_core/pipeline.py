@@ -20,14 +20,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__
-from .activations import LayerActivations, TargetLayers, record_probe_pass, top_rows
+from .activations import LayerActivations, ProbePass, TargetLayers, record_probe_pass, top_rows
 from .cache import FeatureCache
 from .catalog import DECODERS, POOL_MODES, SIMILARITY_FUNCTIONS
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
@@ -127,7 +127,7 @@ def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:
     return f"{arch}:{pretrained}", pretrained
 
 
-def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
+def check_config(config: DescribeConfig) -> tuple[list[str], dict]:
     """The checks that need nothing loaded: layer list, registered names, numbers."""
     layers = [layer.strip() for layer in config.target_layers if layer.strip()]
     with about("target_layers"):
@@ -179,7 +179,7 @@ def describe_together(configs: Sequence[DescribeConfig], progress: Optional[Prog
     is decoded once and CLIP sees it once; one run folder per model, as
     :func:`describe` writes. The configs differ only in :data:`PER_MODEL_FIELDS`.
     """
-    log = _RunLog(progress)
+    log = RunLog(progress)
     inputs = check_inputs(configs, log)
     stored = look_up_cache(inputs, log)
     record_probe_images(inputs, stored, log)
@@ -195,7 +195,7 @@ def describe_together(configs: Sequence[DescribeConfig], progress: Optional[Prog
 # ----------------------------------------------------------------------------- stage results
 
 
-class _RunLog:
+class RunLog:
     """Stage timings and warnings. The stages shared by the models of one pass count
     for each model; :meth:`start_model` begins one model's own stages."""
 
@@ -285,13 +285,13 @@ class UnitLabels:
 # ----------------------------------------------------------------------------- the stages
 
 
-def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
+def check_inputs(configs: Sequence[DescribeConfig], log: RunLog) -> RunInputs:
     """Check every input and load the target models, before any heavy work."""
     if not configs:
         raise InvalidInputError("No target model given: set `target_model`.")
     config = configs[0]
     _check_shared_fields(configs)
-    layer_lists, params = zip(*(_validate(each) for each in configs))
+    layer_lists, params = zip(*(check_config(each) for each in configs))
     params = params[0]
     with about("activation_dir"):
         cache = FeatureCache(config.activation_dir, on_problem=log.warn)
@@ -356,7 +356,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
                      targets, image_key, image_parts, text_key, text_parts)
 
 
-def look_up_cache(inputs: RunInputs, log: _RunLog) -> StoredStages:
+def look_up_cache(inputs: RunInputs, log: RunLog) -> StoredStages:
     """What the cache already holds; CLIP is loaded only if something is missing."""
     cache = inputs.cache
     activations = [{layer: cache.load(LayerActivations, target.layer_keys[layer]) for layer in target.layers}
@@ -381,16 +381,20 @@ def look_up_cache(inputs: RunInputs, log: _RunLog) -> StoredStages:
     return StoredStages(activations, image_features, text_features, clip, reused, reused_by_model)
 
 
-def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> None:
+def record_probe_images(inputs: RunInputs, stored: StoredStages, log: RunLog,
+                        probe_pass: Callable[..., ProbePass] = record_probe_pass) -> Optional[ProbePass]:
     """One pass over the probe images for every missing layer of every model and the
-    missing CLIP image features, once there is room for their results."""
+    missing CLIP image features, once there is room for their results; ``probe_pass``
+    makes it (``record_probe_pass``'s arguments; ``ray_sweep`` has one on a Ray cluster).
+    Returns the pass, or None when the cache held everything."""
     config, cache = inputs.config, inputs.cache
     missing = [[layer for layer, entry in layers.items() if entry is None] for layers in stored.activations]
     need_images = stored.image_features is None
     _check_room(config, cache.root, len(inputs.probe), inputs.targets, missing, need_images,
                 0 if stored.text_features is not None else len(inputs.concepts))
+    recorded = None
     if any(missing) or need_images:
-        recorded = record_probe_pass(
+        recorded = probe_pass(
             inputs.probe,
             targets=[TargetLayers(target.model, {layer: target.layouts[layer] for layer in layers})
                      for target, layers in zip(inputs.targets, missing)],
@@ -412,9 +416,10 @@ def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -
                                                   recorded.skipped)
             cache.save(stored.image_features, inputs.image_key, inputs.image_parts)
     log.lap("probe pass")
+    return recorded
 
 
-def encode_concepts(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> None:
+def encode_concepts(inputs: RunInputs, stored: StoredStages, log: RunLog) -> None:
     """CLIP text features of the concepts, when the cache did not have them."""
     if stored.text_features is None:
         features = encode_texts(stored.clip, list(inputs.concepts.concepts), inputs.config.batch_size,
@@ -424,38 +429,35 @@ def encode_concepts(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> No
     log.lap("text encoding")
 
 
-def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunLog) -> UnitLabels:
+def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: RunLog) -> UnitLabels:
     """Similarity, descriptions and quality figures of one model, layer by layer
     (p(t) of soft-WPMI is taken over one layer's units)."""
     config, cache, concepts, target = inputs.config, inputs.cache, inputs.concepts, inputs.targets[number]
     description_rows, concept_rows, image_rows, stat_rows = [], [], [], []
     similarity_keys, reused = {}, []
-    quality_settings = QualitySettings(resamples=config.quality_resamples)
     qualities: list[LayerQuality] = []
     quality_indices: dict[str, np.ndarray] = {}
     quality_skipped: Optional[str] = None
     for done, layer in enumerate(target.layers):
-        entry = stored.activations[number][layer]
-        pooled, image_features, image_indices = _align(entry, stored.image_features)
-        similarity_parts = dict(activations=target.layer_keys[layer], images=inputs.image_key,
-                                texts=inputs.text_key, similarity_fn=config.similarity_fn, params=inputs.params)
-        similarity_keys[layer] = key = cache.key("similarity", **similarity_parts)
-        best = cache.load(BestConcepts, key, n_units=pooled.shape[1], n_concepts=len(concepts))
+        scoring = layer_scoring(inputs, stored, number, layer)
+        similarity_keys[layer] = scoring.similarity_key
+        best = scoring.cached_best(cache)
         if best is None:
-            scores = similarity_matrix(config.similarity_fn, image_features, stored.text_features.features, pooled,
-                                       device=inputs.device, progress=log.progress, **inputs.params)
-            best = BestConcepts(*torch.topk(scores, min(TOP_CONCEPTS_KEPT, scores.shape[1]), dim=1))
-            cache.save(best, key, similarity_parts)
+            best = scoring.best(log.progress)
+            cache.save(best, scoring.similarity_key, scoring.similarity_parts)
         else:
             reused.append(f"similarity {layer}")
-        _collect_rows(layer, best, concepts, pooled, image_indices, entry.mask_threshold, config.top_images,
+        _collect_rows(layer, best, concepts, scoring.pooled, scoring.image_indices,
+                      stored.activations[number][layer].mask_threshold, config.top_images,
                       description_rows, concept_rows, image_rows, stat_rows)
         if quality_skipped is None:
             try:
-                qualities.append(_label_quality(
-                    cache, key, layer, best, concepts, image_features, stored.text_features.features, pooled,
-                    config.similarity_fn, inputs.params, quality_settings, log.progress))
-                quality_indices[layer] = image_indices.numpy()
+                quality = scoring.cached_quality(cache)
+                if quality is None:
+                    quality = scoring.quality(best, log.progress)
+                    cache.save(quality, scoring.quality_key, scoring.quality_parts)
+                qualities.append(quality)
+                quality_indices[layer] = scoring.image_indices.numpy()
             except InvalidInputError as error:
                 # The labels stand without their quality figures; the run says why they are absent.
                 quality_skipped = f"Label-quality figures were not computed: {error}"
@@ -472,7 +474,8 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         similarity_keys=similarity_keys,
         reused=reused,
         quality_files=quality_files(qualities, quality_indices) if qualities else {},
-        quality_note={"skipped": quality_skipped} if quality_skipped else {"settings": asdict(quality_settings)},
+        quality_note=({"skipped": quality_skipped} if quality_skipped
+                      else {"settings": asdict(QualitySettings(resamples=config.quality_resamples))}),
         # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
         # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
         output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
@@ -481,16 +484,78 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
     return labels
 
 
+@dataclass
+class LayerScoring:
+    """The similarity and quality stages of one layer of one model: their inputs (the
+    layer's activations and the image features aligned on the same probe images), their
+    settings and their cache keys (:func:`layer_scoring`). :meth:`best` and :meth:`quality`
+    compute without the cache, wherever the object is sent (``ray_sweep`` runs them as
+    Ray tasks)."""
+
+    layer: str
+    pooled: torch.Tensor
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+    image_indices: torch.Tensor
+    concepts: Sequence[str]
+    similarity_fn: str
+    params: dict
+    quality_settings: QualitySettings
+    device: Optional[str]  # the run's device setting, resolved where the stage runs
+    similarity_parts: dict
+    similarity_key: str
+    quality_parts: dict
+    quality_key: str
+
+    def cached_best(self, cache: FeatureCache) -> Optional[BestConcepts]:
+        return cache.load(BestConcepts, self.similarity_key, n_units=self.pooled.shape[1],
+                          n_concepts=len(self.concepts))
+
+    def cached_quality(self, cache: FeatureCache) -> Optional[LayerQuality]:
+        return cache.load(LayerQuality, self.quality_key, n_units=self.pooled.shape[1])
+
+    def best(self, progress: Optional[ProgressFn] = None) -> BestConcepts:
+        scores = similarity_matrix(self.similarity_fn, self.image_features, self.text_features, self.pooled,
+                                   device=resolve_device(self.device), progress=progress, **self.params)
+        return BestConcepts(*torch.topk(scores, min(TOP_CONCEPTS_KEPT, scores.shape[1]), dim=1))
+
+    def quality(self, best: BestConcepts, progress: Optional[ProgressFn] = None) -> LayerQuality:
+        """The layer's quality figures (dissect_core.quality); InvalidInputError where they do not apply."""
+        descriptions = pd.DataFrame({"unit": range(self.pooled.shape[1]),
+                                     "description": [self.concepts[i] for i in best.indices[:, 0].tolist()],
+                                     "similarity": best.values[:, 0].numpy()})
+        return layer_quality(self.layer, descriptions, best.values, best.indices, self.concepts, self.image_features,
+                             self.text_features, self.pooled, self.similarity_fn, self.params,
+                             self.quality_settings, progress)
+
+
+def layer_scoring(inputs: RunInputs, stored: StoredStages, number: int, layer: str) -> LayerScoring:
+    """The similarity and quality stages of ``layer`` of model ``number``, once its activations,
+    the image features and the text features are at hand."""
+    config, cache, target = inputs.config, inputs.cache, inputs.targets[number]
+    pooled, image_features, image_indices = _align(stored.activations[number][layer], stored.image_features)
+    similarity_parts = dict(activations=target.layer_keys[layer], images=inputs.image_key,
+                            texts=inputs.text_key, similarity_fn=config.similarity_fn, params=inputs.params)
+    similarity_key = cache.key("similarity", **similarity_parts)
+    settings = QualitySettings(resamples=config.quality_resamples)
+    quality_parts = dict(similarity=similarity_key, settings=asdict(settings))
+    return LayerScoring(layer, pooled, image_features, stored.text_features.features, image_indices,
+                        inputs.concepts.concepts, config.similarity_fn, inputs.params, settings,
+                        str(inputs.device), similarity_parts, similarity_key, quality_parts,
+                        cache.key("label_quality", **quality_parts))
+
+
 def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, labels: UnitLabels,
-                     log: _RunLog) -> DescribeResult:
-    """One model's run folder: maps first, then the tables, the manifest last."""
+                     log: RunLog, run_dir: Optional[Path] = None) -> DescribeResult:
+    """One model's run folder: maps first, then the tables, the manifest last. It is a new
+    folder in ``result_dir`` unless ``run_dir`` (an empty folder) is given."""
     target, probe, concepts = inputs.targets[number], inputs.probe, inputs.concepts
     config = target.config
     activations = stored.activations[number]
     skipped = sorted(set(activations[target.layers[0]].skipped) | set(stored.image_features.skipped))
     skipped_labels = [probe.item_label(i) for i in skipped]
     reused = stored.reused_by_model[number] + stored.reused + labels.reused
-    run_dir = new_run_dir(config.result_dir, target.model.name)
+    run_dir = new_run_dir(config.result_dir, target.model.name) if run_dir is None else run_dir
     labelled = inputs.labelled is not None
     for layer in target.layers:
         if config.top_maps and target.layouts[layer] is TOKENS and activations[layer].maps is None:
@@ -699,26 +764,6 @@ def _plain_settings(config: DescribeConfig) -> dict:
     given as objects are recorded in their own manifest fields)."""
     settings = {k: v for k, v in vars(config).items() if k not in ("concept_set", "target_model", "clip_model")}
     return json.loads(json.dumps(settings, default=str))
-
-
-def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: BestConcepts, concepts: ConceptSet,
-                   image_features: torch.Tensor, text_features: torch.Tensor, pooled: torch.Tensor,
-                   similarity_fn: str, params: dict, settings: QualitySettings,
-                   progress: Optional[ProgressFn]) -> LayerQuality:
-    """The layer's quality figures (dissect_core.quality), cached beside its similarity."""
-    parts = dict(similarity=similarity_key, settings=asdict(settings))
-    key = cache.key("label_quality", **parts)
-    cached = cache.load(LayerQuality, key, n_units=pooled.shape[1])
-    if cached is not None:
-        return cached
-    names = concepts.concepts
-    descriptions = pd.DataFrame({"unit": range(pooled.shape[1]),
-                                 "description": [names[i] for i in best.indices[:, 0].tolist()],
-                                 "similarity": best.values[:, 0].numpy()})
-    quality = layer_quality(layer, descriptions, best.values, best.indices, names, image_features,
-                            text_features, pooled, similarity_fn, params, settings, progress)
-    cache.save(quality, key, parts)
-    return quality
 
 
 def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:
