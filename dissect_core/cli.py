@@ -118,6 +118,14 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     extra.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def describe_parser() -> argparse.ArgumentParser:
+    """A parser of describe's options alone that raises ``argparse.ArgumentError`` instead of
+    exiting: a sweep spec's values go through it (``dissect_core.sweep``)."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} describe", add_help=False, exit_on_error=False)
+    _add_describe_arguments(parser)
+    return parser
+
+
 def _similarity_params(pairs: Sequence[str]) -> dict:
     """``["top_k=50", "a=5"]`` → ``{"top_k": 50, "a": 5.0}`` (checked later by the library)."""
     params: dict = {}
@@ -193,6 +201,49 @@ def _run_describe(args: argparse.Namespace) -> int:
         for line in result.summary():
             print(f"warning: {line.text}" if line.warning else line.text,
                   file=sys.stderr if line.warning else sys.stdout)
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC.toml",
+                        help="the sweep: a [setup] table and one [[model]] table per model, with describe's "
+                             "option names as keys (docs/sweeps.md)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run on a Ray cluster: auto (the running cluster), ray://HOST:PORT, or nothing "
+                             "for a local Ray on this machine (needs pip install 'dissect-core[ray]')")
+    parser.add_argument("--ray_workers", type=int, default=None, metavar="N",
+                        help="with --ray: actors recording the probe images (default: one per GPU of the "
+                             "cluster; without GPUs, half its CPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from .progress import TqdmProgress
+    from .sweep import run_sweep
+
+    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    engine = None
+    try:
+        if args.ray is not None:
+            from .ray_sweep import RayEngine
+
+            engine = RayEngine(None if args.ray == "local" else args.ray, workers=args.ray_workers)
+        result = run_sweep(args.spec, progress, engine)
+    finally:
+        if engine is not None:
+            engine.close()
+        if progress is not None:
+            progress.close()
+    for run in result.runs:
+        state = ("computed" if run.entry.folder in result.computed else "kept") if run.run else run.missing
+        print(f"{run.entry.folder}: {state}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{len(result.computed)} run(s) computed, {len(result.kept)} kept; {result.probe_passes} pass(es) over "
+          f"the probe images ({result.images_decoded} images decoded, {result.clip_batches} CLIP image batches)")
     return 0
 
 
@@ -393,6 +444,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
         "concepts, into OUT (seconds on a CPU; no downloads). Open them from a checkout of the "
         "repository with streamlit run streamlit_app.py -- --results OUT.",
+    ),
+    "sweep": Subcommand(
+        "describe many models or checkpoints from one spec, on this machine or a Ray cluster",
+        _add_sweep_arguments, _run_sweep,
+        "Describe every model of SPEC.toml with one setup: one run folder each in its result_dir, the probe "
+        "images decoded once and CLIP run once for all of them. Run again, it computes only the runs that "
+        "are missing. With --ray, on a Ray cluster, with the same results.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",
