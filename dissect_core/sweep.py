@@ -50,7 +50,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 
 from .cache import stable_hash
 from .config import DescribeConfig
-from .errors import DissectError, InvalidInputError
+from .errors import DissectError, InvalidInputError, name_settings
 from .files import atomic_write_text, file_sha256
 from .progress import ProgressFn, report
 from .results import DESCRIPTIONS_FILE, Run, load_run
@@ -107,6 +107,9 @@ class SpecProblems:
         self.items: list[tuple[int, str]] = []
 
     def add(self, line: int, message: str) -> None:
+        # Settings named in library messages (`pool_mode`) are said as the spec's keys.
+        message = name_settings(message, {field.name: _spec_key(field.name)
+                                          for field in dataclasses.fields(DescribeConfig)})
         if (line, message) not in self.items:  # a [setup] problem is found once per model
             self.items.append((line, message))
 
@@ -218,7 +221,8 @@ def _read_spec(path: Path) -> tuple[SweepSpec, SpecProblems]:
     parser, defaults = _describe_defaults()
     known = set(defaults) - set(LEFT_OUT)
     checked_setup = _checked_keys(setup, SETUP, setup_lines, known, problems)
-    models: list[SweepModel] = []
+    models: list[SweepModel] = []  # the runs without a problem
+    listed: list[SweepModel] = []  # and with, for the checks between runs
     layer_keys = ("layer_rule", "target_layers")
     if all(key in setup for key in layer_keys):
         problems.add(setup_lines.get("layer_rule", 1), "give target_layers or layer_rule, not both.")
@@ -232,8 +236,10 @@ def _read_spec(path: Path) -> tuple[SweepSpec, SpecProblems]:
             continue
         if own:  # a model's own choice of layers replaces [setup]'s
             keys.pop(layer_keys[1 - layer_keys.index(own[0])], None)
-        models += _expand(number, line, keys, key_lines, parser, defaults, problems)
-    _check_distinct(models, problems)
+        runs, failed = _expand(number, line, keys, key_lines, parser, defaults, problems)
+        listed += runs
+        models += [] if failed else runs
+    _check_distinct(listed, problems)
     result_dir = Path(models[0].config.result_dir if models else defaults["result_dir"])  # set in [setup] only
     for model in models:
         model.identity = _identity(model)
@@ -267,8 +273,9 @@ def _checked_keys(table: dict, where: str, lines: dict[str, int], known: set[str
 
 
 def _expand(number: int, line: int, keys: dict[str, Any], key_lines: dict[str, int], parser, defaults,
-            problems: SpecProblems) -> list[SweepModel]:
-    """The runs of one [[model]] table: one, or one per checkpoint its glob matches."""
+            problems: SpecProblems) -> tuple[list[SweepModel], bool]:
+    """The runs of one [[model]] table (one, or one per checkpoint its glob matches), and
+    whether a problem was found in it."""
     from .cli import configs_from_args
 
     sweep_keys = {key: keys.pop(key) for key in list(keys) if key in SWEEP_KEYS}
@@ -308,20 +315,20 @@ def _expand(number: int, line: int, keys: dict[str, Any], key_lines: dict[str, i
             config = configs_from_args(args)[0]
         except DissectError as error:
             problems.add(key_lines.get(error.setting or "", line), str(error))
-            return []
+            return runs, True
         if rule is not None:
             config.target_layers = ()
         label = name.replace("{step}", str(step)) if name and step is not None else name
         if label and step is not None and "{step}" not in name:
             problems.add(key_lines.get("name", line), "with a glob of checkpoints, put {step} in name so that "
                                                       "each checkpoint's run has its own name.")
-            return []
+            return runs, True
         config.run_name = label
         folder = label or (config.target_model + (f"_{Path(checkpoint).stem}" if checkpoint else ""))
         runs.append(SweepModel(number, _folder_name(folder), config, rule, step, line,
                                {**key_lines, "target_model": key_lines.get("target_model", line)}))
     _check_rules_and_names(runs, problems)
-    return [] if failed else runs
+    return runs, failed
 
 
 def _folder_name(name: str) -> str:
@@ -378,6 +385,7 @@ def _check_rules_and_names(models: Sequence[SweepModel], problems: SpecProblems)
 
 
 def _spec_key(setting: Optional[str]) -> Optional[str]:
+    """The spec key of a DescribeConfig field."""
     return "similarity_param" if setting == "similarity_params" else setting
 
 
@@ -582,15 +590,14 @@ def _plan(spec: SweepSpec, problems: SpecProblems, progress: Optional[ProgressFn
             problems.add(model.line, f"the same weights as line {other.line}: list each network once.")
         try:
             if model.layer_rule is not None:
-                with about("layer_rule"):
-                    resolved = resolve_rule(model.layer_rule, loaded.module, loaded.name)
+                resolved = resolve_rule(model.layer_rule, loaded.module, loaded.name)
             else:
                 resolved = [layer.strip() for layer in config.target_layers if layer.strip()]
                 with about("target_layers"):
                     for layer in resolved:
                         get_layer(loaded.module, layer)
         except DissectError as error:
-            problems.add(model.line_of(error.setting), f"{model.folder}: {error}")
+            problems.add(model.line_of(error.setting or "layer_rule"), f"{model.folder}: {error}")
             continue
         model.config = dataclasses.replace(config, target_model=loaded, target_layers=tuple(resolved))
         layers[model.folder] = resolved
