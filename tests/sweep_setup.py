@@ -1,6 +1,6 @@
 """A sweep on stand-ins, shared by tests/test_sweep.py and tests/test_sweep_ray.py: a random
-ResNet18 (torchvision's weight file, placed where torchvision keeps it) with its layers
-picked by a rule, and three checkpoints of the demo's small CNN named by training step,
+ShuffleNet V2 ×0.5 (torchvision's weight file, placed where torchvision keeps it; a network
+with stages that is cheap at 224 px) with its layers picked by a rule, and three checkpoints of the demo's small CNN named by training step,
 over 30 synthetic images with a tiny CLIP."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from standins import make_image_folder, make_tiny_clip_checkpoint, place_torchvi
 
 STEPS = (0, 50, 100)  # the file names sort as 0, 100, 50: the sweep must order them by step
 N_IMAGES, BATCH = 30, 8
-FOLDERS = ["resnet18"] + [f"small_cnn_step_{step}" for step in STEPS]
+STAGED = "shufflenet_v2_x0_5"
+FOLDERS = [STAGED] + [f"small_cnn_step_{step}" for step in STEPS]
 
 
 def make_sweep_inputs(root: Path) -> str:
@@ -22,7 +23,7 @@ def make_sweep_inputs(root: Path) -> str:
 
     make_image_folder(root / "probe", N_IMAGES, size=(40, 40))
     (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\nwater\n")
-    place_torchvision_weights("resnet18")
+    place_torchvision_weights(STAGED)
     (root / "checkpoints").mkdir()
     for step in STEPS:
         torch.manual_seed(step)
@@ -40,12 +41,12 @@ def write_spec(root: Path, clip: str, name: str, models: str = "", out: Path | N
         "d_probe": f'"{root / "probe"}"', "concept_set": f'"{root / "concepts.txt"}"', "clip_model": f'"{clip}"',
         "device": '"cpu"', "batch_size": str(BATCH), "num_workers": "0", "top_images": "5", "top_maps": "3",
         "activation_dir": f'"{out / (name + "-cache")}"', "result_dir": f'"{out / name}"',
-        "similarity_param": "{top_k = 5}",
+        "similarity_param": "{top_k = 5}", "quality_resamples": "2",
         **setup,
     }
     models = models or f'''
 [[model]]
-target_model = "resnet18"
+target_model = "{STAGED}"
 layer_rule = "stage_ends"
 
 [[model]]

@@ -28,7 +28,7 @@ from dissect_core.recording import resolve_layouts
 from dissect_core.results import find_runs, load_run
 from dissect_core.sweep import ENTRY_FILE, STAGING_PREFIX, read_spec, read_sweep, run_sweep
 
-from sweep_setup import BATCH, FOLDERS, N_IMAGES, STEPS, make_sweep_inputs, write_spec
+from sweep_setup import BATCH, FOLDERS, N_IMAGES, STAGED, STEPS, make_sweep_inputs, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,10 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def swept(inputs):
-    """The reference sweep, by the CLI. Tests that change anything work on copies."""
+    """The reference sweep and its result. Tests that change anything work on copies."""
     root, clip = inputs
     spec = write_spec(root, clip, "swept")
-    assert main(["sweep", str(spec), "--quiet"]) == 0
-    return spec
+    return spec, run_sweep(spec)
 
 
 def files_of(folder):
@@ -59,9 +58,9 @@ def test_a_sweep_writes_each_models_run_in_order_with_its_resolved_layers(inputs
     # Checkpoints of the glob come in training-step order (their file names sort as 0, 100, 50).
     assert [run.entry.folder for run in runs] == FOLDERS
     assert [run.entry.step for run in runs] == [None, *STEPS]
-    resnet = runs[0]
-    assert resnet.entry.layer_rule == "stage_ends"
-    assert resnet.entry.layers == resnet.run.manifest.layers == ["layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    staged = runs[0]
+    assert staged.entry.layer_rule == "stage_ends"
+    assert staged.entry.layers == staged.run.manifest.layers == ["stage2.3", "stage3.7", "stage4.3"]
     for run in runs[1:]:
         assert run.run.layers == ["conv1", "conv3", "fc"]
         assert run.run.label == run.entry.folder  # name = "small_cnn_step_{step}"
@@ -71,28 +70,13 @@ def test_a_sweep_writes_each_models_run_in_order_with_its_resolved_layers(inputs
     assert sorted(run.path.name for run in found) == sorted(FOLDERS) and problems == []
 
 
-def test_the_probe_images_are_decoded_once_and_clip_runs_once_for_the_whole_sweep(inputs, tmp_path):
-    root, clip = inputs
-    result = run_sweep(write_spec(root, clip, "counted", out=tmp_path, models=COUNTED_MODELS.format(root=root)))
+def test_the_probe_images_are_decoded_once_and_clip_runs_once_for_the_whole_sweep(swept):
+    _, result = swept
     # Four models, one pass: each image decoded once, CLIP over each batch once, the concepts once.
-    assert result.computed == ["a", "b", "c", "d"]
+    assert result.computed == FOLDERS and result.kept == []
     assert (result.probe_passes, result.images_decoded) == (1, N_IMAGES)
     assert result.clip_batches == math.ceil(N_IMAGES / BATCH)
     assert result.text_batches == 1
-
-
-COUNTED_MODELS = "".join(f'''
-[[model]]
-target_model = "small_cnn"
-target_checkpoint = "{{root}}/checkpoints/step_{step}.pt"
-name = "{name}"
-target_layers = "conv2"
-''' for step, name in zip(STEPS, "abc")) + '''
-[[model]]
-target_model = "resnet18"
-target_layers = "layer4"
-name = "d"
-'''
 
 
 def test_a_sweeps_run_is_the_run_describe_writes(inputs, swept, tmp_path):
@@ -102,6 +86,7 @@ def test_a_sweeps_run_is_the_run_describe_writes(inputs, swept, tmp_path):
                  "--target_layers", "conv1,conv3,fc", "--clip_model", clip, "--d_probe", str(root / "probe"),
                  "--concept_set", str(root / "concepts.txt"), "--device", "cpu", "--batch_size", str(BATCH),
                  "--num_workers", "0", "--top_images", "5", "--top_maps", "3", "--similarity_param", "top_k=5",
+                 "--quality_resamples", "2",
                  "--activation_dir", str(tmp_path / "cache"), "--result_dir", str(tmp_path / "runs"),
                  "--quiet"]) == 0
     described = load_run(next((tmp_path / "runs").iterdir()))
@@ -113,6 +98,7 @@ def test_a_sweeps_run_is_the_run_describe_writes(inputs, swept, tmp_path):
 
 def test_a_restarted_sweep_computes_nothing_finished(inputs, swept, capsys):
     root, _ = inputs
+    swept, _ = swept
     before = files_of(root / "swept"), files_of(root / "swept-cache")
     capsys.readouterr()
     assert main(["sweep", str(swept), "--quiet"]) == 0
@@ -143,15 +129,15 @@ def test_an_interrupted_sweep_leaves_no_half_written_run_and_resumes(inputs, tmp
     with pytest.raises(type(failure)):
         run_sweep(spec)
     result_dir = tmp_path / "interrupted"
-    assert sorted(path.name for path in result_dir.iterdir()) == ["resnet18", "small_cnn_step_0", "sweep.json"]
+    assert sorted(path.name for path in result_dir.iterdir()) == sorted([*FOLDERS[:2], "sweep.json"])
     found, problems = find_runs(result_dir)
     assert len(found) == 2 and problems == []
-    kept = files_of(result_dir / "resnet18")
+    kept = files_of(result_dir / FOLDERS[0])
 
     monkeypatch.setattr(pipeline, "write_run", real_write_run)
     result = run_sweep(spec)
     assert result.computed == FOLDERS[2:] and result.kept == FOLDERS[:2]
-    assert files_of(result_dir / "resnet18") == kept
+    assert files_of(result_dir / FOLDERS[0]) == kept
     for folder in FOLDERS:
         fresh, reference = load_run(result_dir / folder), load_run(root / "swept" / folder)
         pd.testing.assert_frame_equal(fresh.descriptions, reference.descriptions)
@@ -159,10 +145,11 @@ def test_an_interrupted_sweep_leaves_no_half_written_run_and_resumes(inputs, tmp
 
 def test_a_killed_sweeps_staging_folder_is_removed_by_the_next(inputs, swept, tmp_path):
     root, _ = inputs
+    swept, _ = swept
     shutil.copytree(root / "swept", tmp_path / "swept")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid names a process that is gone
-    leftover = tmp_path / "swept" / f"{STAGING_PREFIX}{dead.pid}-resnet18"
+    leftover = tmp_path / "swept" / f"{STAGING_PREFIX}{dead.pid}-{FOLDERS[0]}"
     (leftover / "maps").mkdir(parents=True)
     spec = tmp_path / "spec.toml"
     spec.write_text(swept.read_text().replace(str(root / "swept") + '"', str(tmp_path / "swept") + '"'))
@@ -227,7 +214,7 @@ def test_every_problem_of_a_spec_is_reported_at_once_with_its_line(inputs, tmp_p
     root, clip = inputs
     spec = write_spec(root, clip, "bad", out=tmp_path, pool_mode='"median"', targt_layers='"conv1"', models=f'''
 [[model]]
-target_model = "resnet18"
+target_model = "{STAGED}"
 layer_rule = "stage_end"
 
 [[model]]
@@ -287,7 +274,7 @@ target_checkpoint = "{root}/checkpoints/step_0.pt"
 layer_rule = "stage_ends"
 
 [[model]]
-target_model = "resnet18"
+target_model = "{STAGED}"
 target_layers = "layer9"
 ''')
     text = spec.read_text().splitlines()
@@ -301,7 +288,7 @@ target_layers = "layer9"
             f"checkpoint cannot be loaded: {tmp_path / 'broken.pt'} is a text file") in message
     assert (f"line {line('stage_ends')}: small_cnn_step_0: layer_rule 'stage_ends' matches no layer "
             "of small_cnn") in message
-    assert f"line {line('layer9')}: resnet18: target_layers: The model has no layer 'layer9'" in message
+    assert f"line {line('layer9')}: {STAGED}: target_layers: The model has no layer 'layer9'" in message
     assert not (tmp_path / "unloadable").exists() and not (tmp_path / "unloadable-cache").exists()
 
 
@@ -314,6 +301,7 @@ def test_a_run_folder_made_with_other_settings_is_not_taken_for_finished(inputs,
 
 
 def test_without_ray_the_ray_option_says_how_to_install_it(inputs, swept, monkeypatch, capsys):
+    swept, _ = swept
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
     assert main(["sweep", str(swept), "--ray", "--quiet"]) == 2
     assert "pip install 'dissect-core[ray]'" in capsys.readouterr().err
@@ -321,6 +309,7 @@ def test_without_ray_the_ray_option_says_how_to_install_it(inputs, swept, monkey
 
 def test_a_sweep_entry_records_the_run_it_belongs_to(inputs, swept):
     root, _ = inputs
+    swept, _ = swept
     entry = json.loads((root / "swept" / "small_cnn_step_100" / ENTRY_FILE).read_text())
     assert (entry["position"], entry["step"], entry["layers"]) == (1, 100, ["conv1", "conv3", "fc"])
     assert entry["identity"] == read_spec(swept).models[3].identity
