@@ -80,10 +80,10 @@ def connect(address: Optional[str]) -> bool:
     (``address`` None), or ``address``. Returns whether a connection was made here (and is
     to be closed by the caller)."""
     ray = _ray()
-    if ray.is_initialized():
-        return False
     if address not in (None, "auto"):
         _check_answers(address)
+    if ray.is_initialized():
+        return False
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  configure_logging=True)
