@@ -23,9 +23,9 @@ if label_a == label_b:
 run_a, run_b = frame.runs[label_a], frame.runs[label_b]
 stable_only = dissect_app.stable_toggle([run_a, run_b])
 df_a, df_b = dissect_app.descriptions_for(run_a, stable_only), dissect_app.descriptions_for(run_b, stable_only)
-st.caption(dissect_app.md(f"Labels of A by {run_a.method}, of B by {run_b.method}.")
+st.caption(dissect_app.md(f"Labels of A by {run_a.method_name}, of B by {run_b.method_name}.")
            + (" Concepts match only where both methods name them the same way."
-              if run_a.method != run_b.method else ""))
+              if run_a.method_name != run_b.method_name else ""))
 
 common, only_a, only_b = analysis.compare_layers(df_a, df_b)
 for label, missing in ((label_a, only_a), (label_b, only_b)):

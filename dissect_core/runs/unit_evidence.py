@@ -69,6 +69,7 @@ class TopLabelCounts:
     """The labels of a unit's top images, beside the unit's own label."""
 
     label: str  # the unit's label
+    label_is_class: bool  # False: the run's concepts are other texts (formulas over the classes)
     top_k: Optional[int]  # how many top images the label was chosen from; None: all probe images
     counted: int  # the unit's top images counted: those the run lists, at most top_k
     unknown: int  # of those, images whose name is not known here (not counted in ``counts``)
@@ -88,13 +89,13 @@ class TopLabelCounts:
 
 def top_label_counts(run: Run, layer: str, unit: int,
                      name_of: Callable[[int], Optional[str]]) -> Optional[TopLabelCounts]:
-    """The labels among the unit's top images, for a labelled run whose labels are its probe's
-    class sub-folders; None for other runs, or when the run lists no top images.
+    """The labels among the unit's top images, for a labelled run whose probe labels are its
+    class sub-folders (no labels CSV); None for other runs, or when the run lists no top images.
 
     ``name_of`` gives a probe image's relative path (None when unknown). Counted are the
     unit's top images as ``top_images.csv`` lists them, at most ``Run.similarity_top_k``.
     """
-    if not run.labelled or run.manifest.concept_set.source != FOLDER_LABELS or run.top_images is None:
+    if not run.labelled or run.manifest.config.get("probe_labels") or run.top_images is None:
         return None
     label_rows = run.descriptions[(run.descriptions["layer"] == layer) & (run.descriptions["unit"] == unit)]
     if label_rows.empty:
@@ -109,6 +110,7 @@ def top_label_counts(run: Run, layer: str, unit: int,
     counts = known.value_counts().rename_axis("label").reset_index(name="images")
     counts = counts.sort_values(["images", "label"], ascending=[False, True], kind="stable").reset_index(drop=True)
     return TopLabelCounts(
-        label=str(label_rows["description"].iloc[0]), top_k=top_k, counted=len(listed),
+        label=str(label_rows["description"].iloc[0]), label_is_class=run.manifest.concept_set.source == FOLDER_LABELS,
+        top_k=top_k, counted=len(listed),
         unknown=len(listed) - len(known), counts=counts,
     )
