@@ -117,3 +117,10 @@ def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
     assert "built-in demo" in reasons and "probe images' labels" in reasons
     assert "No run computed by this app or the CLI" not in reasons
     assert not at.main.expander  # in plain sight
+
+
+def test_model_differences_names_the_label_score():
+    at = open_app("pages/3_Model_differences.py")
+    links = [plain(link.proto.label) for link in at.get("page_link") if "best unit" in link.proto.label]
+    assert links and all("label score (soft_wpmi)" in link and "similarity" not in link for link in links), links
+    assert any(plain(c.value).startswith(f"Labels of A by {PROBE_LABELS}") for c in at.caption)
