@@ -46,6 +46,7 @@ from dissect_app.sources import (
 from dissect_app.quality_panels import (
     STABLE_KEY, absent_notes, count_moves, descriptions_for, output_checks, quality_table, stable_toggle,
 )
+from dissect_app.sweep_view import open_differences, sweep_points
 from dissect_app.text import md, message, safe_filename
 from dissect_app.unit_gallery import UnitGallery, unit_gallery
 
@@ -58,5 +59,5 @@ __all__ = [
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
     "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
-    "stable_toggle",
+    "stable_toggle", "open_differences", "sweep_points",
 ]
