@@ -1,7 +1,7 @@
 """Build the built-in demo (dissect_core/demo_data/) from Fashion-MNIST.
 
     apt-get install dataset-fashion-mnist      # Debian's copy of the data set (MIT)
-    flock /work/bench.lock python scripts/build_demo.py
+    python scripts/build_demo.py               # alone on the machine: it times itself
 
 Seeded, on the CPU, in a few minutes: trains ``small_cnn`` on the Fashion-MNIST
 training images, keeps the same network at its initial (untrained) weights as the

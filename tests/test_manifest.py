@@ -66,6 +66,9 @@ def test_an_unreadable_manifest_is_an_error(run_copy, damage, words):
     (lambda record: record.update(layers="layer4"), ["layers should be a list"]),
     (lambda record: record["probe"].update(n_images="120"), ["probe: n_images should be int"]),
     (lambda record: record.update(surprise=1), ["unknown field(s) surprise"]),
+    (lambda record: record["probe"].update(surprise=1), ["probe has unknown field(s) surprise"]),
+    (lambda record: record.update(timings_s={"load": "slow"}), ["timings_s (a value) should be float, not str"]),
+    (lambda record: record.update(target_checkpoint=3), ["target_checkpoint should be str or null, not int"]),
 ])
 def test_a_wrong_manifest_says_what_is_wrong(run_copy, change, words):
     _rewrite(run_copy, change)

@@ -40,7 +40,6 @@ folder, and imported runs are marked read-only (see ``import_bundle``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -56,6 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Optional, Union
 
+import msgspec
 import numpy as np
 
 from dissect_core.common.errors import InvalidInputError, NewerFormatError
@@ -279,7 +279,7 @@ def _pid_alive(pid: int) -> bool:
 def _mark_imported(run_dir: Path, imported: dict) -> None:
     """Record in the run's manifest that it came from a bundle (see import_bundle)."""
     if (run_dir / MANIFEST_FILE).is_file():
-        dataclasses.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
+        msgspec.structs.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
 
 
 def _refuse(what: str, problem: str) -> InvalidInputError:
