@@ -84,7 +84,7 @@ class MergeClock:
     """Seconds spent in PassPart.merge on the driver, and the size of one pickled batch part."""
 
     def __init__(self):
-        from dissect_core.activations import PassPart
+        from dissect_core.engine.activations import PassPart
 
         self.seconds, self.part_bytes, self.real = 0.0, 0, PassPart.merge
         clock = self
@@ -100,13 +100,13 @@ class MergeClock:
 
 
 def run(spec: Path, engine=None) -> tuple[float, object, MergeClock]:
-    from dissect_core.sweep import run_sweep
+    from dissect_core.engine.sweep import run_sweep
 
     clock = MergeClock()
     start = time.perf_counter()
     result = run_sweep(spec, engine=engine)
     seconds = time.perf_counter() - start
-    from dissect_core.activations import PassPart
+    from dissect_core.engine.activations import PassPart
     PassPart.merge = clock.real
     return seconds, result, clock
 
@@ -122,8 +122,8 @@ def stage_end_shapes(name: str) -> list[tuple[int, int]]:
     import torch
     import torchvision
 
-    from dissect_core.layer_rules import stage_ends
-    from dissect_core.models import _imagenet_weights
+    from dissect_core.engine.layer_rules import stage_ends
+    from dissect_core.engine.models import _imagenet_weights
 
     size = _imagenet_weights(name).meta["min_size"]
     kwargs = {"init_weights": False, "aux_logits": False} if name in ("googlenet", "inception_v3") else {}
@@ -170,8 +170,8 @@ def on_paper(gpu_tflops: float, cores_per_gpu: int) -> None:
     import torch
     from PIL import Image
 
-    from dissect_core.activations import LayerPart, PassPart
-    from dissect_core.models import _imagenet_weights, torchvision_model_names
+    from dissect_core.engine.activations import LayerPart, PassPart
+    from dissect_core.engine.models import _imagenet_weights, torchvision_model_names
 
     names = torchvision_model_names()
     weights = {name: _imagenet_weights(name) for name in names}
@@ -262,8 +262,8 @@ def main() -> None:
     import ray
     import torch
 
-    from dissect_core.ray_sweep import RayEngine
-    from dissect_core.results import load_run
+    from dissect_core.engine.ray_sweep import RayEngine
+    from dissect_core.runs.run_folders import load_run
     from standins import register_tiny_clip
 
     register_tiny_clip()

@@ -19,7 +19,7 @@ FOLDERS = [STAGED] + [f"small_cnn_step_{step}" for step in STEPS]
 def make_sweep_inputs(root: Path) -> str:
     """Probe images, concepts, checkpoints and weights under ``root`` (set TORCH_HOME to
     ``root / "torch_home"`` first); returns the CLIP name."""
-    from dissect_core.small_cnn import SmallCNN
+    from dissect_core.engine.small_cnn import SmallCNN
 
     make_image_folder(root / "probe", N_IMAGES, size=(40, 40))
     (root / "concepts.txt").write_text("dog\ncat\nstripes\nsky\nwater\n")

@@ -17,16 +17,18 @@ import pandas as pd
 import pytest
 import torch
 
-from dissect_core import pipeline
-from dissect_core.activations import ProbeRecorder, TargetLayers, record_probe_pass
 from dissect_core.cli import main
-from dissect_core.errors import InvalidInputError
-from dissect_core.layer_rules import resolve_rule, stage_ends
-from dissect_core.models import load_target_model
-from dissect_core.probe_data import image_folder, probe_loader
-from dissect_core.recording import resolve_layouts
-from dissect_core.results import find_runs, load_run
-from dissect_core.sweep import ENTRY_FILE, STAGING_PREFIX, read_spec, read_sweep, run_sweep
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine import pipeline
+from dissect_core.engine.activations import ProbeRecorder, TargetLayers, record_probe_pass
+from dissect_core.engine.layer_rules import resolve_rule, stage_ends
+from dissect_core.engine.models import load_target_model
+from dissect_core.engine.probe_loading import probe_loader
+from dissect_core.engine.probe_sets import image_folder
+from dissect_core.engine.recording import resolve_layouts
+from dissect_core.engine.sweep import STAGING_PREFIX, read_spec, run_sweep
+from dissect_core.runs.run_folders import find_runs, load_run
+from dissect_core.runs.sweep_index import ENTRY_FILE, read_sweep
 
 from sweep_setup import BATCH, FOLDERS, N_IMAGES, STAGED, STEPS, make_sweep_inputs, write_spec
 
@@ -244,11 +246,11 @@ name = "same"
 
     message = spec_problems(spec)
     expected = [
-        (line("pool_mode"), "pool_mode: invalid choice: 'median'"),
+        (line("pool_mode"), "pool_mode: Unknown pool mode 'median': use one of avg, max, cls, mean"),
         (line("targt_layers"), "unknown key 'targt_layers'. Did you mean target_layers?"),
         (line("layer_rule"), "unknown layer_rule 'stage_end': use one of stage_ends, blocks"),
         (line("nothing_*"), "matches no file"),
-        (line('"eight"'), "batch_size: invalid int value: 'eight'"),
+        (line('"eight"'), "batch_size is a whole number, not 'eight'"),
         (line("elsewhere"), "result_dir is shared by the whole sweep: set it in [setup]"),
         (line("[[model]]", line("step_100") - 3), "would both be 'same': give them different names"),
     ]

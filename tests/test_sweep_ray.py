@@ -18,8 +18,8 @@ import socket
 import pytest
 import torch
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.sweep import run_sweep
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.sweep import run_sweep
 
 from sweep_setup import FOLDERS, make_sweep_inputs, write_spec
 
@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diss
 psutil = pytest.importorskip("psutil")  # comes with Ray
 pytestmark = pytest.mark.ray
 
-from dissect_core.ray_sweep import RayEngine  # noqa: E402  (needs ray)
+from dissect_core.engine.ray_sweep import RayEngine  # noqa: E402  (needs ray)
 
 # Files of a run folder that say where and when it was made (paths, time, device, timings).
 CIRCUMSTANTIAL = {"manifest.json", "args.txt"}
