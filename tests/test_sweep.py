@@ -60,6 +60,7 @@ def test_a_sweep_writes_each_models_run_in_order_with_its_resolved_layers(inputs
     # Checkpoints of the glob come in training-step order (their file names sort as 0, 100, 50).
     assert [run.entry.folder for run in runs] == FOLDERS
     assert [run.entry.step for run in runs] == [None, *STEPS]
+    assert [run.entry.position for run in runs] == [0, 1, 2, 3]
     staged = runs[0]
     assert staged.entry.layer_rule == "stage_ends"
     assert staged.entry.layers == staged.run.manifest.layers == ["stage2.3", "stage3.7", "stage4.3"]
@@ -78,7 +79,7 @@ def test_the_probe_images_are_decoded_once_and_clip_runs_once_for_the_whole_swee
     assert result.computed == FOLDERS and result.kept == []
     assert (result.probe_passes, result.images_decoded) == (1, N_IMAGES)
     assert result.clip_batches == math.ceil(N_IMAGES / BATCH)
-    assert result.text_batches == 1
+    assert result.concept_encodings == 1
 
 
 def test_a_sweeps_run_is_the_run_describe_writes(inputs, swept, tmp_path):
@@ -313,6 +314,6 @@ def test_a_sweep_entry_records_the_run_it_belongs_to(inputs, swept):
     root, _ = inputs
     swept, _ = swept
     entry = json.loads((root / "swept" / "small_cnn_step_100" / ENTRY_FILE).read_text())
-    assert (entry["position"], entry["step"], entry["layers"]) == (1, 100, ["conv1", "conv3", "fc"])
+    assert (entry["position"], entry["step"], entry["layers"]) == (3, 100, ["conv1", "conv3", "fc"])
     assert entry["identity"] == read_spec(swept).models[3].identity
     assert os.path.isabs(json.loads((root / "swept" / "sweep.json").read_text())["spec"])

@@ -84,7 +84,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 class SweepModel:
     """One run of the sweep, as the spec gives it (before its model is loaded)."""
 
-    position: int  # 0-based, in the spec's order (checkpoints of a glob in step order)
+    position: int  # 0-based, in sweep order (the spec's, a glob's checkpoints by step)
     folder: str  # the run folder's name in result_dir
     config: DescribeConfig  # target_layers is () where layer_rule picks them
     layer_rule: Optional[str]
@@ -249,6 +249,8 @@ def _read_spec(path: Path) -> tuple[SweepSpec, SpecProblems]:
         runs, failed = _expand(number, line, keys, key_lines, problems)
         listed += runs
         models += [] if failed else runs
+    for position, model in enumerate(listed):  # sweep order: the tables', a glob's checkpoints by step
+        model.position = position
     _check_distinct(listed, problems)
     result_dir = Path(models[0].config.result_dir if models else _FIELDS["result_dir"])  # set in [setup] only
     for model in models:
@@ -471,7 +473,7 @@ class SweepResult:
     probe_passes: int = 0  # passes over the probe images (one per group of models that share settings)
     images_decoded: int = 0
     clip_batches: int = 0  # batches of probe images CLIP encoded
-    text_batches: int = 0  # concept lists CLIP encoded (one per pass whose text features were not cached)
+    concept_encodings: int = 0  # concept lists CLIP encoded (one per pass whose text features were not cached)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -572,7 +574,7 @@ def _run_group(group: Sequence[SweepModel], entries: dict[str, SweepEntry], resu
         result.probe_passes += 1
         result.images_decoded += recorded.images_decoded
         result.clip_batches += recorded.clip_batches
-    result.text_batches += stored.text_features is None
+    result.concept_encodings += stored.text_features is None
     encode_concepts(inputs, stored, log)
     engine.score_layers(inputs, stored, log)
     for number, model in enumerate(group):
