@@ -9,8 +9,9 @@ tests/clip_configs (random weights), five concepts, soft-WPMI, over N synthetic 
 JPEGs (benchmarks/bench_standard.py writes them). Each path has its own fresh cache and
 result folder; both start from the same files.
 
-Reported for each path: wall seconds of ``run_sweep`` (the Ray path's cluster start-up,
-``ray.init``, apart), the probe passes, images decoded and CLIP image batches the sweep
+Reported for each path: the load average when it started, wall seconds of ``run_sweep``
+and to its first recorded batch (the Ray path's cluster start-up, ``ray.init``, apart; its
+actors' start-up in), the probe passes, images decoded and CLIP image batches the sweep
 counted (decoded once for the four models: N, not 4 N), the seconds the driver spent
 merging the workers' parts, and the bytes of one batch's part as a worker hands it over.
 Then whether the two paths wrote the same labels. Timings on a shared machine are noisy.
@@ -28,6 +29,7 @@ throughput is an assumption (``--gpu_tflops``), as is the CPU count per GPU node
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import shutil
 import sys
@@ -100,16 +102,22 @@ class MergeClock:
         PassPart.merge = timed
 
 
-def run(spec: Path, engine=None) -> tuple[float, object, MergeClock]:
+def run(spec: Path, engine=None) -> tuple[float, float, object, MergeClock]:
+    """Wall seconds of the sweep and to its first recorded batch, its result, its merge clock."""
+    from dissect_core.engine.activations import PassPart
     from dissect_core.engine.sweep import run_sweep
 
-    clock = MergeClock()
+    clock, first = MergeClock(), []
     start = time.perf_counter()
-    result = run_sweep(spec, engine=engine)
+
+    def note_first_batch(stage: str, done: int, total: int) -> None:
+        if stage.startswith("probe images") and done and not first:
+            first.append(time.perf_counter() - start)
+
+    result = run_sweep(spec, progress=note_first_batch, engine=engine)
     seconds = time.perf_counter() - start
-    from dissect_core.engine.activations import PassPart
     PassPart.merge = clock.real
-    return seconds, result, clock
+    return seconds, first[0], result, clock
 
 
 BRODEN = 63_305
@@ -284,24 +292,27 @@ def main() -> None:
     print(f"{MODELS} × {MODEL} (layer_rule stage_ends), tiny CLIP, {args.images} images of 224 px, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
 
-    local_s, local, local_clock = run(write_spec(root, clip, "local", args.batch_size))
+    local_load = os.getloadavg()[0]
+    local_s, local_first, local, local_clock = run(write_spec(root, clip, "local", args.batch_size))
     start = time.perf_counter()
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - start
     engine = RayEngine(workers=args.workers)
     try:
-        ray_s, remote, ray_clock = run(write_spec(root, clip, "ray", args.batch_size), engine)
+        ray_load = os.getloadavg()[0]
+        ray_s, ray_first, remote, ray_clock = run(write_spec(root, clip, "ray", args.batch_size), engine)
     finally:
         engine.close()
         ray.shutdown()
 
-    print(f"{'path':<34} {'wall s':>7} {'passes':>6} {'decoded':>8} {'CLIP batches':>12} "
-          f"{'merge s':>8} {'part MB':>8}")
-    for label, seconds, result, clock in (
-            ("one machine", local_s, local, local_clock),
-            (f"Ray, {args.workers} actors on {args.ray_cpus} CPUs", ray_s, remote, ray_clock)):
-        print(f"{label:<34} {seconds:>7.1f} {result.probe_passes:>6} {result.images_decoded:>8} "
-              f"{result.clip_batches:>12} {clock.seconds:>8.2f} {clock.part_bytes / 1e6:>8.2f}")
+    print(f"{'path':<34} {'load':>5} {'wall s':>7} {'1st batch s':>11} {'passes':>6} {'decoded':>8} "
+          f"{'CLIP batches':>12} {'merge s':>8} {'part MB':>8}")
+    for label, load, seconds, first, result, clock in (
+            ("one machine", local_load, local_s, local_first, local, local_clock),
+            (f"Ray, {args.workers} actors on {args.ray_cpus} CPUs", ray_load, ray_s, ray_first, remote, ray_clock)):
+        print(f"{label:<34} {load:>5.1f} {seconds:>7.1f} {first:>11.1f} {result.probe_passes:>6} "
+              f"{result.images_decoded:>8} {result.clip_batches:>12} {clock.seconds:>8.2f} "
+              f"{clock.part_bytes / 1e6:>8.2f}")
     print(f"Ray cluster start (ray.init): {init_s:.1f} s; Ray path overhead: {ray_s - local_s:+.1f} s "
           f"({ray_s / local_s:.2f}×)")
     print(f"Decoded once: {local.images_decoded} images for {MODELS} models (per-model passes would decode "
