@@ -42,6 +42,11 @@ def _choices(registry) -> str:
     return ", ".join(registry.names())
 
 
+def _source_default(source: str, setting: str) -> str:
+    """A concept source's default for ``setting`` (``concept_sources.CONCEPT_SOURCES``)."""
+    return str(CONCEPT_SOURCES.get(source).defaults[setting])
+
+
 def _entries_help(registry) -> str:
     """'name: description (defaults)' for each entry: argparse help for a registered choice."""
     parts = []
@@ -70,17 +75,23 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
                            help="comma-separated module paths, e.g. layer2,layer3,layer4 or layer4.1.conv2")
     reference.add_argument("--d_probe", default=default["d_probe"],
                            help=f"probe images: one of {_choices(PROBE_SETS)}, or a folder of images")
-    reference.add_argument("--concept_set", default=default["concept_set"],
+    reference.add_argument("--concept_set", default=None,
                            help="text file with one concept per line, or a built-in set: "
-                                f"{_choices(CONCEPT_SETS)}")
+                                f"{_choices(CONCEPT_SETS)} (default: {_source_default('clip', 'concept_set')}). "
+                                "With --concept_source labels: default the labels themselves; a file gives "
+                                "labels and formulas over them, one per line, e.g. 'Sandal OR Sneaker' or "
+                                "'Shirt AND NOT T-shirt or top' (operators AND, OR, NOT in capitals, labels "
+                                "exactly as named, parentheses allowed); the cached activations are reused")
     reference.add_argument("--batch_size", type=int, default=default["batch_size"])
     reference.add_argument("--device", default=REFERENCE_DEVICE, help="cuda, cpu or auto")
     reference.add_argument("--activation_dir", default=default["activation_dir"], help="cache folder")
     reference.add_argument("--result_dir", default=default["result_dir"], help="where run folders are written")
     reference.add_argument("--pool_mode", default=default["pool_mode"], choices=POOL_MODES.names(),
                            help=_entries_help(POOL_MODES))
-    reference.add_argument("--similarity_fn", default=default["similarity_fn"],
-                           choices=SIMILARITY_FUNCTIONS.names(), help=_entries_help(SIMILARITY_FUNCTIONS))
+    reference.add_argument("--similarity_fn", default=None, choices=SIMILARITY_FUNCTIONS.names(),
+                           help=_entries_help(SIMILARITY_FUNCTIONS)
+                           + f" (default: {_source_default('clip', 'similarity_fn')}; with --concept_source "
+                             f"labels: {_source_default('labels', 'similarity_fn')})")
 
     extra = parser.add_argument_group("additional flags")
     extra.add_argument("--similarity_param", action="append", default=[], metavar="KEY=VALUE",
@@ -221,6 +232,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         for row in run.layer_quality.itertuples():
             print(f"  {row.layer}: {row.units} units, {row.stable_share:.0%} stable, mean held-out correlation "
                   f"{row.mean_correlation:.3f}, {row.distinct} distinct [{row.distinct_low}-{row.distinct_high}]")
+    majority = run.manifest.majority_check if run.manifest else []
+    if majority:
+        print("Agreement with the top images' majority label (labelled probe):")
+        for check in majority:
+            print(f"  {check.layer}: {check.agreeing} of {check.units} units ({check.share:.0%}) are labelled with "
+                  f"the label most of their top {check.top_k} images carry")
     for note in run.notes:  # e.g. a layer's quality figures left out because they do not fit its labels
         print(f"Note: {note}")
     if args.class_names:

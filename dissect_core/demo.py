@@ -90,12 +90,15 @@ def demo_info(demo_dir: Path = DEMO_DIR) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def dissect(demo_dir: Path, work_dir: Path, progress: Optional[ProgressFn] = None) -> list["DescribeResult"]:
+def dissect(demo_dir: Path, work_dir: Path, progress: Optional[ProgressFn] = None,
+            similarity_fn: Optional[str] = None, similarity_params: Optional[dict] = None) -> list["DescribeResult"]:
     """Dissect both demo networks over the demo's probe images, labels as concepts.
 
     Run folders go to ``work_dir``, the stage cache to ``work_dir/saved_activations``.
     The classifier ``fc`` is included: with the class names as concepts, a trained
     network's output unit k should be labelled with class k (the output-layer check).
+    ``similarity_fn`` None is the labelled probes' default (the demo's); the others are
+    for comparing scores (benchmarks/compare_label_scores.py).
     """
     from .pipeline import DescribeConfig, describe
 
@@ -107,7 +110,8 @@ def dissect(demo_dir: Path, work_dir: Path, progress: Optional[ProgressFn] = Non
             target_layers=LAYERS,
             d_probe=str(demo_dir / PROBE_DIR),
             concept_source="labels",
-            similarity_fn="soft_wpmi",
+            similarity_fn=similarity_fn,
+            similarity_params=dict(similarity_params or {}),
             device="cpu",
             batch_size=250,
             top_images=TOP_IMAGES,

@@ -31,15 +31,17 @@ from .activations import LayerActivations, TargetLayers, record_probe_pass, top_
 from .cache import FeatureCache
 from .catalog import DECODERS, POOL_MODES, SIMILARITY_FUNCTIONS
 from .clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
-from .concept_sources import CONCEPT_SOURCES, LabelledProbe
+from .concept_sources import CONCEPT_SOURCES, LabelledProbe, formula_probe, is_own_labels
 from .concepts import ConceptSet, imagenet_class_names, load_concept_set
-from .config import DescribeConfig
+from .config import DescribeConfig, with_source_defaults
 from .device import resolve_device
 from .drawing import view_steps
 from .errors import InvalidInputError, about
 from .files import check_room, file_sha256
+from .label_scores import MAJORITY_TOP_K, check_concept_source, majority_check
+from .label_scores import check_probe_size as check_label_probe_size
 from .layouts import TOKENS, Layout
-from .manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
+from .manifest import CacheKeys, ConceptSetRecord, MajorityCheck, ProbeRecord, RunManifest
 from .models import TargetModel, check_model_name, get_layer, load_target_model
 from .probe_data import ProbeSet, check_num_workers, open_probe
 from .progress import ProgressFn, report, report_warning
@@ -71,7 +73,10 @@ class DescribeResult:
         shows them (warnings stand out in both)."""
         lines = [SummaryLine(f"Wrote {self.run_dir / DESCRIPTIONS_FILE}")]
         counts = self.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
-        lines += [SummaryLine(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts")
+        majority = {check.layer: check for check in (self.run.manifest.majority_check if self.run.manifest else [])}
+        lines += [SummaryLine(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts"
+                              + (f"; {majority[layer].agreeing} labels are the majority label of their top "
+                                 f"{majority[layer].top_k} images" if layer in majority else ""))
                   for layer, row in counts.iterrows()]
         if self.reused:
             lines.append(SummaryLine("Reused from the cache: " + ", ".join(self.reused)))
@@ -106,13 +111,11 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
     manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
     settings = {key: value for key, value in manifest.config.items() if key in known}
+    labelled = settings.get("concept_source", "clip") != "clip"
+    # A labelled run's concepts are its labels (None), or a list of formulas over them.
+    own_labels = labelled and is_own_labels(manifest.concept_set.source)
     settings.update(target_layers=tuple(manifest.layers), target_model=manifest.target_model,
-                    clip_model=manifest.clip_model, concept_set=manifest.concept_set.source)
-    if settings.get("concept_source") == "labels" and "concept_set" in overrides:
-        raise InvalidInputError(
-            f"{run.label} takes its concepts from its probe images' labels, so it cannot be given a concept "
-            "set: run a new dissection with the CLIP concept source instead."
-        )
+                    clip_model=manifest.clip_model, concept_set=None if own_labels else manifest.concept_set.source)
     settings.update(overrides)
     return DescribeConfig(**settings)
 
@@ -143,6 +146,7 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
         POOL_MODES.get(config.pool_mode)
     with about("similarity_fn"):
         SIMILARITY_FUNCTIONS.get(config.similarity_fn)
+        check_concept_source(config.similarity_fn, config.concept_source)
     with about("decoder"):
         DECODERS.get(config.decoder)
     with about("similarity_params"):
@@ -180,7 +184,7 @@ def describe_together(configs: Sequence[DescribeConfig], progress: Optional[Prog
     :func:`describe` writes. The configs differ only in :data:`PER_MODEL_FIELDS`.
     """
     log = _RunLog(progress)
-    inputs = check_inputs(configs, log)
+    inputs = check_inputs([with_source_defaults(config) for config in configs], log)
     stored = look_up_cache(inputs, log)
     record_probe_images(inputs, stored, log)
     encode_concepts(inputs, stored, log)
@@ -280,6 +284,7 @@ class UnitLabels:
     quality_files: dict[str, bytes]
     quality_note: dict  # the manifest's label_quality record: settings, or why skipped
     output_checks: list
+    majority_checks: list[MajorityCheck]  # labelled runs only
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -319,6 +324,13 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
     if concept_source is not None:
         with about("probe_labels"):
             labelled = concept_source(probe, config.probe_labels)
+        if config.concept_set is not None:
+            with about("concept_set"):
+                formulas = (config.concept_set if isinstance(config.concept_set, ConceptSet)
+                            else load_concept_set(config.concept_set))
+                labelled = formula_probe(labelled, formulas)
+        for warning in labelled.warnings:
+            log.warn(warning)
         # No CLIP model: the manifest names the source in its place.
         concepts, clip_name, clip_weights = labelled.concepts, "labels", labelled.fingerprint
     # Pixels decoded another way differ slightly, so their entries are kept apart
@@ -340,6 +352,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
         targets.append(TargetInputs(each, model, layers, layouts, parts,
                                     {layer: cache.key("activations", **part) for layer, part in parts.items()}))
     check_probe_size(config.similarity_fn, len(probe), params)
+    check_label_probe_size(config.similarity_fn, len(probe), params)
 
     precision = "fp16" if device.type == "cuda" else "fp32"
     if labelled is None:
@@ -434,6 +447,8 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
     qualities: list[LayerQuality] = []
     quality_indices: dict[str, np.ndarray] = {}
     quality_skipped: Optional[str] = None
+    majority_checks: list[MajorityCheck] = []
+    indicator = inputs.labelled.indicator() if inputs.labelled is not None else None
     for done, layer in enumerate(target.layers):
         entry = stored.activations[number][layer]
         pooled, image_features, image_indices = _align(entry, stored.image_features)
@@ -450,6 +465,9 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
             reused.append(f"similarity {layer}")
         _collect_rows(layer, best, concepts, pooled, image_indices, entry.mask_threshold, config.top_images,
                       description_rows, concept_rows, image_rows, stat_rows)
+        if indicator is not None:
+            majority_checks.append(majority_check(layer, indicator[image_indices], pooled, best.indices[:, 0],
+                                                  concepts.concepts, MAJORITY_TOP_K))
         if quality_skipped is None:
             try:
                 qualities.append(_label_quality(
@@ -476,6 +494,7 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
         # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
         output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
+        majority_checks=majority_checks,
     )
     log.lap("label quality")
     return labels
@@ -551,6 +570,7 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
         layouts={layer: target.layouts[layer].name for layer in target.layers},
         label_quality=labels.quality_note,
         output_check=[asdict(check) for check in labels.output_checks],
+        majority_check=labels.majority_checks,
     )
     if config.top_maps:  # before the run files: a run is listed once descriptions.csv exists
         layer_maps = {layer: (entry.maps, entry.map_images) for layer, entry in activations.items()

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dissect_core import downloads
-from dissect_core.cli import build_parser, main
+from dissect_core.cli import build_parser, configs_from_args, main
+from dissect_core.config import with_source_defaults
 from dissect_core.results import load_run
 
 from standins import (add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights,
@@ -49,10 +50,20 @@ def reference_command(root: Path, clip: str) -> list[str]:
 
 def test_defaults_are_the_reference_tools():
     args = build_parser().parse_args(["describe"])
-    assert (args.clip_model, args.target_model, args.target_layers, args.d_probe, args.concept_set) == (
-        "ViT-B/16", "resnet50", "conv1,layer1,layer2,layer3,layer4", "broden", "data/20k.txt")
-    assert (args.batch_size, args.device, args.activation_dir, args.result_dir, args.pool_mode,
-            args.similarity_fn) == (200, "cuda", "saved_activations", "results", "avg", "soft_wpmi")
+    (config,) = [with_source_defaults(config) for config in configs_from_args(args)]
+    assert (config.clip_model, config.target_model, config.target_layers, config.d_probe, config.concept_set) == (
+        "ViT-B/16", "resnet50", ("conv1", "layer1", "layer2", "layer3", "layer4"), "broden", "data/20k.txt")
+    assert (config.batch_size, config.device, config.activation_dir, config.result_dir, config.pool_mode,
+            config.similarity_fn) == (200, "cuda", "saved_activations", "results", "avg", "soft_wpmi")
+
+
+def test_labelled_probes_default_to_their_labels_and_auprc():
+    # docs/labelled_scores.md: auprc keeps labels on held-out images best on the demo.
+    args = build_parser().parse_args(["describe", "--concept_source", "labels"])
+    (config,) = [with_source_defaults(config) for config in configs_from_args(args)]
+    assert (config.concept_set, config.similarity_fn) == (None, "auprc")
+    args = build_parser().parse_args(["describe", "--concept_source", "labels", "--similarity_fn", "soft_wpmi"])
+    assert with_source_defaults(configs_from_args(args)[0]).similarity_fn == "soft_wpmi"
 
 
 def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
