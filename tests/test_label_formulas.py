@@ -108,6 +108,10 @@ def test_cli_redescribes_a_labelled_run_with_formulas_from_the_cache(tmp_path, c
     # Shirt, Trouser and Bag outputs on their classes.
     assert [labels[unit] for unit in (5, 7, 9)] == ["Sandal OR Sneaker OR Ankle boot"] * 3
     assert (labels[6], labels[1], labels[8]) == ("Shirt AND NOT T-shirt or top", "Trouser", "Bag")
+    (check,) = run.manifest.majority_check
+    assert main(["evaluate", str(run.path)]) == 0
+    assert (f"fc: {check.agreeing} of 10 units ({check.share:.0%}) are labelled with the label most of their "
+            "top 100 images carry") in capsys.readouterr().out
 
     formulas.write_text("Sandal OR\nsandal\n")
     assert main([*command, "--concept_set", str(formulas)]) == 2
