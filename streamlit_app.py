@@ -2,7 +2,7 @@
 
 The pages are ``overview.py`` (the home page) and ``pages/``. This file only makes
 the server: an ``st.App`` that starts warming the app in the background as it
-starts (``app_ui.warm_up``), so the first visitor does not wait for imports.
+starts (``dissect_app.warm_up``), so the first visitor does not wait for imports.
 """
 import threading
 from contextlib import asynccontextmanager
@@ -11,7 +11,7 @@ import streamlit as st
 
 
 def _warm_up() -> None:
-    from app_ui.warm_up import warm_up  # imported here: importing app_ui is part of the work
+    from dissect_app.warm_up import warm_up  # imported here: importing dissect_app is part of the work
 
     warm_up()
 

@@ -1,6 +1,6 @@
 """Activation extraction on the CPU: images per second and peak memory.
 
-Measures ``dissect_core.activations.record_probe_pass`` over a synthetic folder of
+Measures ``dissect_core.engine.activations.record_probe_pass`` over a synthetic folder of
 JPEGs (224×224 after the models' own preprocessing) with
 
 * resnet18 (random weights), layers layer2, layer3, layer4 recorded in one pass;
@@ -53,11 +53,11 @@ def measure(kind: str, folder: str, clip_file: str, batch_size: int, workers: in
     import torch
     import torchvision
 
-    from dissect_core.activations import TargetLayers, record_probe_pass
-    from dissect_core.clip import load_clip
-    from dissect_core.models import TargetModel
-    from dissect_core.probe_data import image_folder
-    from dissect_core.recording import resolve_layouts
+    from dissect_core.engine.activations import TargetLayers, record_probe_pass
+    from dissect_core.engine.clip import load_clip
+    from dissect_core.engine.models import TargetModel
+    from dissect_core.engine.probe_sets import image_folder
+    from dissect_core.engine.recording import resolve_layouts
 
     probe = image_folder(folder)
     target = clip = None

@@ -83,7 +83,7 @@ def browser_visits(results_dir: str) -> dict[str, tuple[float, float]]:
     """The first and a second visitor of a fresh server, each as ``(banner s, charts s)``.
 
     The first request goes out as soon as the server answers its health check, so the
-    server's start-up warm-up (``app_ui.warm_up``) overlaps the browser loading the frontend,
+    server's start-up warm-up (``dissect_app.warm_up``) overlaps the browser loading the frontend,
     as when ``streamlit run`` opens a newcomer's browser.
     """
     import socket

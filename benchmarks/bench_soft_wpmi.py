@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.dense_reference import dense_soft_wpmi, exact_soft_wpmi  # noqa: E402
-from dissect_core.similarity import similarity_matrix  # noqa: E402
+from dissect_core.engine.similarity import similarity_matrix  # noqa: E402
 
 BRODEN = {"images": 63305, "concepts": 20000, "units": 512, "dim": 512}
 QUICK = {"images": 6000, "concepts": 2000, "units": 128, "dim": 512}

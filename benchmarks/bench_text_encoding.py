@@ -5,7 +5,7 @@
 
 * **before**: what ``encode_texts`` did until the trimming, every concept at the full
   77-token context, in batches of ``--batch_size`` in the list's order.
-* **after**: ``dissect_core.clip.encode_texts`` (batches sorted by token count, each
+* **after**: ``dissect_core.engine.clip.encode_texts`` (batches sorted by token count, each
   cut to its longest concept).
 
 The model is a random-weight ViT-B-16 (open_clip's architecture, saved to a file and
@@ -30,8 +30,8 @@ if str(REPO) not in sys.path:
 
 import open_clip  # noqa: E402
 
-from dissect_core.clip import encode_texts, load_clip  # noqa: E402
-from dissect_core.concepts import builtin_concept_set  # noqa: E402
+from dissect_core.engine.clip import encode_texts, load_clip  # noqa: E402
+from dissect_core.choices.concept_sets import builtin_concept_set  # noqa: E402
 
 
 def full_context(clip, words: list[str], batch_size: int) -> torch.Tensor:

@@ -24,8 +24,8 @@ def main() -> None:
     import torch
     import torchvision
 
-    from dissect_core.activations import _LayerAccumulator
-    from dissect_core.recording import record_layers, resolve_layouts
+    from dissect_core.engine.activations import _LayerAccumulator
+    from dissect_core.engine.recording import record_layers, resolve_layouts
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=6)

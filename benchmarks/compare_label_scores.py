@@ -39,12 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dissect_core import demo  # noqa: E402
-from dissect_core.activations import LayerActivations  # noqa: E402
-from dissect_core.cache import FeatureCache  # noqa: E402
-from dissect_core.concept_sources import labelled_probe  # noqa: E402
-from dissect_core.probe_data import image_folder  # noqa: E402
-from dissect_core.quality import QualitySettings, layer_quality  # noqa: E402
+from dissect_core.engine.activations import LayerActivations  # noqa: E402
+from dissect_core.engine.cache import FeatureCache  # noqa: E402
+from dissect_core.engine.concept_sources import labelled_probe  # noqa: E402
+from dissect_core.engine.demo_build import dissect  # noqa: E402
+from dissect_core.engine.label_quality import QualitySettings, layer_quality  # noqa: E402
+from dissect_core.engine.probe_sets import image_folder  # noqa: E402
+from dissect_core.runs import demo_runs as demo  # noqa: E402
 
 SCORINGS = [
     ("soft_wpmi, λ = 1 (the method's)", "soft_wpmi", {}),
@@ -137,11 +138,11 @@ def main(argv=None) -> int:
     results: dict[str, dict[str, dict]] = {}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        demo.dissect(demo.DEMO_DIR, Path(scratch))  # the activations, into the cache
+        dissect(demo.DEMO_DIR, Path(scratch))  # the activations, into the cache
         cache = FeatureCache(Path(scratch) / "saved_activations")
         for label, name, params in SCORINGS:
             started = time.perf_counter()
-            runs = demo.dissect(demo.DEMO_DIR, Path(scratch), similarity_fn=name, similarity_params=params)
+            runs = dissect(demo.DEMO_DIR, Path(scratch), similarity_fn=name, similarity_params=params)
             seconds[label] = time.perf_counter() - started
             for key, result in zip(demo.MODELS, runs):
                 results.setdefault(key, {})[label] = layer_rows(result.run, cache, args.seeds)

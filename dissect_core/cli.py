@@ -5,7 +5,7 @@ The reference's documented commands work after swapping the program name
 (``python describe_neurons.py …`` → ``dissect describe …``), with the same flag names
 and defaults. Extra flags are added for what the reference hard-coded (data folder, own
 checkpoints, ImageNet location, downloads). Choices, defaults and help come from the
-registries (``dissect_core.catalog``), so a new probe set or model shows up here by itself.
+registries (``dissect_core.choices.catalog``), so a new probe set or model shows up here by itself.
 
 Each subcommand is a pair of functions (add its arguments, run it) in :data:`SUBCOMMANDS`;
 adding one is one more row there.
@@ -19,13 +19,14 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import __version__, catalog
-from .catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS, SIMILARITY_FUNCTIONS
-from .concept_sources import CONCEPT_SOURCES
-from .concepts import CONCEPT_SETS
-from .config import DescribeConfig
-from .errors import DissectError, InvalidInputError, in_words
-from .layouts import LAYOUTS, parse_layer_layouts
+from dissect_core import __version__
+from dissect_core.choices import catalog
+from dissect_core.choices.catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS, SIMILARITY_FUNCTIONS
+from dissect_core.engine.concept_sources import CONCEPT_SOURCES
+from dissect_core.choices.concept_sets import CONCEPT_SETS
+from dissect_core.choices.config import DescribeConfig
+from dissect_core.common.errors import DissectError, InvalidInputError, in_words
+from dissect_core.choices.layouts import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
 # How the CLI says each DescribeConfig field: as its flag (the reference's flag names are
@@ -188,8 +189,8 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
 
 
 def _run_describe(args: argparse.Namespace) -> int:
-    from .pipeline import describe_together
-    from .progress import TqdmProgress
+    from dissect_core.engine.pipeline import describe_together
+    from dissect_core.common.progress import TqdmProgress
 
     configs = configs_from_args(args)
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
@@ -220,8 +221,8 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .quality import read_class_names, run_output_checks
-    from .results import load_run
+    from dissect_core.engine.label_quality import read_class_names, run_output_checks
+    from dissect_core.runs.run_folders import load_run
 
     run = load_run(args.run_dir)
     print(run.label)
@@ -277,8 +278,8 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import write_demo
-    from .progress import TqdmProgress
+    from dissect_core.engine.demo_build import write_demo
+    from dissect_core.common.progress import TqdmProgress
 
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
     try:
@@ -294,17 +295,17 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from .progress import TqdmProgress
+    from dissect_core.common.progress import TqdmProgress
 
     progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
     try:
         if args.what in PROBE_SETS:
-            from .probe_data import download_dataset
+            from dissect_core.engine.probe_sets import download_dataset
 
             folder = download_dataset(args.what, args.data_dir, progress)
             print(f"{args.what} ready in {folder}")
         else:
-            from .models import load_target_model
+            from dissect_core.engine.models import load_target_model
 
             model = load_target_model(args.what, weights_dir=args.data_dir, progress=progress)
             print(f"{args.what} weights ready: {model.source}")
@@ -329,10 +330,10 @@ def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bundle import export_bundle
-    from .files import atomic_write_bytes
-    from .progress import TqdmProgress
-    from .results import load_runs
+    from dissect_core.engine.bundle_export import export_bundle
+    from dissect_core.common.files import atomic_write_bytes
+    from dissect_core.common.progress import TqdmProgress
+    from dissect_core.runs.run_folders import load_runs
 
     runs = load_runs(args.runs)
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
@@ -361,8 +362,8 @@ def _add_host_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_host(args: argparse.Namespace) -> int:
-    from .hosting import DEFAULT_TITLE, write_host_folder
-    from .progress import TqdmProgress
+    from dissect_app.host_folder import DEFAULT_TITLE, write_host_folder
+    from dissect_core.common.progress import TqdmProgress
 
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
     try:

@@ -6,17 +6,17 @@ only the concepts' text encoding and the similarity step.
 """
 import streamlit as st
 
-import app_ui
+import dissect_app
 
-frame = app_ui.page_frame("Run CLIP-Dissect")
-app_ui.refuse_in_hosted_mode()
+frame = dissect_app.page_frame("Run CLIP-Dissect")
+dissect_app.refuse_in_hosted_mode()
 
 # Imported after the hosted-mode check: a hosted demo never loads torch.
-from dissect_core.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
+from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
                                   SIMILARITY_FUNCTIONS)
-from dissect_core.concepts import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
-from dissect_core.errors import DissectError  # noqa: E402
-from dissect_core.pipeline import DescribeConfig, config_from_run  # noqa: E402
+from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
+from dissect_core.common.errors import DissectError  # noqa: E402
+from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
@@ -61,14 +61,14 @@ def concept_picker(prefix: str):
         else:
             concepts = builtin_concept_set(choice)
     except DissectError as exc:
-        st.error(app_ui.md(exc), icon=":material/error:")
+        st.error(dissect_app.md(exc), icon=":material/error:")
         return None
     notes = [f"{len(concepts):,} concepts"]
     if concepts.duplicates_dropped:
         notes.append(f"{concepts.duplicates_dropped} duplicate(s) dropped")
     if concepts.blank_lines_dropped:
         notes.append(f"{concepts.blank_lines_dropped} blank line(s) dropped")
-    st.caption(f"{app_ui.md(concepts.name)}: " + ", ".join(notes))
+    st.caption(f"{dissect_app.md(concepts.name)}: " + ", ".join(notes))
     return concepts
 
 
@@ -114,30 +114,29 @@ with new_tab:
                 target_model=model, target_checkpoint=checkpoint or None,
                 target_layers=tuple(layers.split(",")), clip_model=clip_model, d_probe=probe,
                 concept_set=concepts, similarity_fn=similarity_fn, pool_mode=pool_mode,
-                batch_size=int(batch_size), device=device, activation_dir=str(app_ui.cache_dir()),
-                result_dir=str(app_ui.results_dir()), data_dir=data_dir, download=download, decoder=decoder,
+                batch_size=int(batch_size), device=device, activation_dir=str(dissect_app.cache_dir()),
+                result_dir=str(dissect_app.results_dir()), data_dir=data_dir, download=download, decoder=decoder,
             ) for model in models]
-            if app_ui.run_dissection(configs, f"Dissecting {', '.join(models)}", WIDGETS) is not None:
+            if dissect_app.run_dissection(configs, f"Dissecting {', '.join(models)}", WIDGETS) is not None:
                 st.success("Finished. The new runs are added to the model picker on every page.")
 
 with concepts_tab:
-    blockers = {run.label: app_ui.redescribe_blocker(run) for run in frame.runs.values()}
+    blockers = {run.label: dissect_app.redescribe_blocker(run) for run in frame.runs.values()}
     finished = [run for run in frame.runs.values() if blockers[run.label] is None]
-    if len(finished) < len(frame.runs):
-        with st.expander(f"{len(frame.runs) - len(finished)} loaded run(s) cannot be re-described here"):
-            for label, why in blockers.items():
-                if why is not None:
-                    st.text(f"{label}: {why}")
-    if not finished:
-        st.info("No run computed by this app or the CLI is loaded yet: runs imported from CSVs have no "
-                "cached activations to re-describe.")
-    else:
+    # Each run that cannot take new concepts says why, in plain sight (an expander hid the reasons).
+    blocked = [f"- **{dissect_app.md(label)}**: {dissect_app.message(why)}" for label, why in blockers.items()
+               if why is not None]
+    if blocked:
+        heading = ("No loaded run can be described with new concepts here:" if not finished
+                   else "These loaded runs cannot be described with new concepts here:")
+        st.info("\n".join([heading, *blocked]), icon=":material/info:")
+    if finished:
         labels = [run.label for run in finished]
         label = st.selectbox("Finished run", labels, key="redescribe_run")
         concepts = concept_picker("redescribe")
         if st.button("Describe with these concepts", type="primary", key="redescribe_start",
                      disabled=concepts is None):
             run = frame.runs[label]
-            config = config_from_run(run, concept_set=concepts, result_dir=str(app_ui.results_dir()))
-            if app_ui.run_dissection([config], f"Describing {run.target_model} with {concepts.name}", WIDGETS):
+            config = config_from_run(run, concept_set=concepts, result_dir=str(dissect_app.results_dir()))
+            if dissect_app.run_dissection([config], f"Describing {run.target_model} with {concepts.name}", WIDGETS):
                 st.success("Finished. The new run is added to the model picker on every page.")

@@ -1,7 +1,7 @@
 """Build the built-in demo (dissect_core/demo_data/) from Fashion-MNIST.
 
     apt-get install dataset-fashion-mnist      # Debian's copy of the data set (MIT)
-    flock /work/bench.lock python scripts/build_demo.py
+    python scripts/build_demo.py               # alone on the machine: it times itself
 
 Seeded, on the CPU, in a few minutes: trains ``small_cnn`` on the Fashion-MNIST
 training images, keeps the same network at its initial (untrained) weights as the
@@ -34,8 +34,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, without installing the package
 
-from dissect_core import demo, small_cnn  # noqa: E402
-from dissect_core.bundle import export_bundle, import_bundle  # noqa: E402
+from dissect_core.runs import demo_runs as demo  # noqa: E402
+from dissect_core.engine import demo_build  # noqa: E402
+from dissect_core.engine import small_cnn  # noqa: E402
+from dissect_core.engine.bundle_export import export_bundle  # noqa: E402
+from dissect_core.runs.bundle_format import import_bundle  # noqa: E402
 
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
@@ -194,7 +197,7 @@ def write_runs(out: Path) -> float:
     layout, with the label-quality files) to ``out/runs``; returns the dissection's seconds."""
     with tempfile.TemporaryDirectory() as scratch:
         dissect_started = time.perf_counter()
-        results = demo.dissect(out, Path(scratch))
+        results = demo_build.dissect(out, Path(scratch))
         seconds = round(time.perf_counter() - dissect_started, 1)
         bundle = export_bundle([result.run for result in results], images_per_unit=demo.IMAGES_PER_UNIT,
                                thumbnail_px=small_cnn.IMAGE_SIZE)

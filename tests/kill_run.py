@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dissect_core import files  # noqa: E402
-from dissect_core.pipeline import DescribeConfig, describe  # noqa: E402
+from dissect_core.common import files  # noqa: E402
+from dissect_core.engine.pipeline import DescribeConfig, describe  # noqa: E402
 from planted import planted_clip, planted_target  # noqa: E402
 
 

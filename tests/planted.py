@@ -18,8 +18,8 @@ from torch import nn
 from torchvision import transforms
 from torchvision.ops.misc import Permute
 
-from dissect_core.clip import ClipModel
-from dissect_core.models import TargetModel
+from dissect_core.engine.clip import ClipModel
+from dissect_core.engine.models import TargetModel
 
 COLOURS = {
     "red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1),

@@ -1,4 +1,4 @@
-"""dissect_core.analysis on small hand-made frames with known answers, and on the reference CSVs."""
+"""dissect_core.runs.analysis on small hand-made frames with known answers, and on the reference CSVs."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from dissect_core import analysis
-from dissect_core.errors import InvalidInputError
-from dissect_core.results import load_run
+from dissect_core.runs import analysis
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.runs.run_folders import load_run
 
 
 def frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:
@@ -151,12 +151,11 @@ REFERENCE_RUNS = "clip_dissect_results/ashishsubedi_TML25_A4_27"
 @pytest.fixture
 def reference_pair(reference_dir):
     folder = reference_dir / REFERENCE_RUNS
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not present")
     return (load_run(folder / "resnet18_25_07_16_18_08").descriptions,
             load_run(folder / "resnet18_places_25_07_16_17_57").descriptions)
 
 
+@pytest.mark.reference
 def test_reference_unique_counts(reference_pair) -> None:
     imagenet, places = reference_pair
     assert analysis.unique_concept_counts(imagenet) == analysis.ConceptCounts(
@@ -166,6 +165,7 @@ def test_reference_unique_counts(reference_pair) -> None:
     assert analysis.layer_summary(imagenet)["units"].tolist() == [128, 256, 512]
 
 
+@pytest.mark.reference
 def test_reference_model_comparison(reference_pair) -> None:
     """The numbers of clip_dissect_reference.md §2 (shared labels, Jaccard, same unit and label)."""
     jaccard = analysis.jaccard_by_layer(*reference_pair)

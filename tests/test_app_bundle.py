@@ -10,9 +10,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core.bundle import export_bundle
-from dissect_core.results import find_runs, load_run
+import dissect_app
+from dissect_core.engine.bundle_export import export_bundle
+from dissect_core.runs.run_folders import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")
@@ -34,7 +34,7 @@ def bundle(computed_run, tmp_path_factory) -> bytes:
 @pytest.fixture
 def app(tmp_path, monkeypatch) -> AppTest:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "results"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "results"))
     st.cache_data.clear()
     st.cache_resource.clear()
     app = AppTest.from_file(APP, default_timeout=120)
@@ -68,13 +68,13 @@ def test_share_builds_a_bundle_of_the_selected_models(computed_run, monkeypatch)
     import zipfile
 
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(computed_run["results"]))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(computed_run["results"]))
     st.cache_data.clear()
     app = AppTest.from_file(APP, default_timeout=300).run()
     assert app.multiselect(key="models").value  # the computed run is picked by default
     app.button(key="bundle_build").click().run()
     assert not app.exception
-    data = app.session_state[app_ui.BUNDLE_KEY]
+    data = app.session_state[dissect_app.BUNDLE_KEY]
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = json.loads(archive.read("bundle.json"))
         assert [entry["label"] for entry in manifest["runs"]] == app.multiselect(key="models").value

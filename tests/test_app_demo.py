@@ -8,17 +8,17 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core import analysis
-from dissect_core.demo import demo_runs
-from dissect_core.results import load_run
+import dissect_app
+from dissect_core.runs import analysis
+from dissect_core.runs.demo_runs import demo_runs
+from dissect_core.runs.run_folders import load_run
 from tests.test_app_pages import open_app
 
 
 @pytest.fixture(autouse=True)
 def nothing_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "no_runs_yet"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "no_runs_yet"))
     st.cache_data.clear()
 
 

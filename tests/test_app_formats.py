@@ -10,7 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
+import dissect_app
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")
@@ -25,7 +25,7 @@ MILAN = "m_base_resnet18_places365 · conv1–layer4 · MILAN"
 @pytest.fixture(autouse=True)
 def no_result_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "no_runs_computed_yet"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "no_runs_computed_yet"))
     st.cache_data.clear()
 
 
@@ -41,6 +41,7 @@ def table(at: AppTest, index: int) -> list[tuple]:
             for row in at.dataframe[index].value.itertuples(index=False)]
 
 
+@pytest.mark.reference
 def test_shared_netdissect_and_milan_files_compare_with_clip_dissect(reference_dir: Path, monkeypatch) -> None:
     folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(folder)])
@@ -85,7 +86,7 @@ def test_upload_netdissect_layers_at_once_and_files_with_notes() -> None:
         ("vgg_conv4.csv", (NETDISSECT_HEADER + "1,object,car,0.1,,1,2,3,0.0\n2,scene,bar-s,0.3,,1,2,3,0.3\n").encode()),
         ("excel.csv", b"\xef\xbb\xbflayer,unit,description,similarity,top_images\nconv4,0,dog,0.5,a.jpg\n"),
     ]
-    at.sidebar.file_uploader(key=app_ui.UPLOAD_KEY).set_value([(n, d, "text/csv") for n, d in files])
+    at.sidebar.file_uploader(key=dissect_app.UPLOAD_KEY).set_value([(n, d, "text/csv") for n, d in files])
     run(at)
     assert not at.sidebar.error
     picker = at.sidebar.multiselect(key="models")

@@ -13,8 +13,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from app_ui import hosting
+import dissect_app
+from dissect_app import hosted_mode
 from tests.test_app_bundle import bundle  # noqa: F401  (module fixture: a bundle of the computed run)
 from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, open_app, write_run
 
@@ -32,7 +32,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "broken").mkdir()
     (root / "broken" / "descriptions.csv").write_text("not,a,result\n1,2,3\n")
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(root), "--hosted"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "server_own_results"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "server_own_results"))
     st.cache_data.clear()
     return root
 
@@ -56,37 +56,37 @@ def rendered_text(at: AppTest) -> str:
 
 
 def test_hosted_flag_from_the_environment_or_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(hosting.HOSTED_ENV, raising=False)
-    assert not hosting.hosted(["--results", "x"])
-    assert hosting.hosted(["--results", "x", "--hosted"])
-    monkeypatch.setenv(hosting.HOSTED_ENV, "1")
-    assert hosting.hosted([])
+    monkeypatch.delenv(hosted_mode.HOSTED_ENV, raising=False)
+    assert not hosted_mode.hosted(["--results", "x"])
+    assert hosted_mode.hosted(["--results", "x", "--hosted"])
+    monkeypatch.setenv(hosted_mode.HOSTED_ENV, "1")
+    assert hosted_mode.hosted([])
 
 
 def test_hide_paths_keeps_only_the_last_part() -> None:
-    assert hosting.hide_paths("File /srv/app/results/run/descriptions.csv: bad") == "File descriptions.csv: bad"
-    assert hosting.hide_paths(r"in C:\data\runs\x.csv here") == "in x.csv here"
-    assert hosting.hide_paths("ratio 1/2 of layer4/unit") == "ratio 1/2 of layer4/unit"
+    assert hosted_mode.hide_paths("File /srv/app/results/run/descriptions.csv: bad") == "File descriptions.csv: bad"
+    assert hosted_mode.hide_paths(r"in C:\data\runs\x.csv here") == "in x.csv here"
+    assert hosted_mode.hide_paths("ratio 1/2 of layer4/unit") == "ratio 1/2 of layer4/unit"
 
 
 def test_no_run_page_and_no_server_path(served: Path) -> None:
     at = open_app()
     links = [link.proto.page for link in at.get("page_link")]
-    assert app_ui.RUN_PAGE.removeprefix("pages/").removesuffix(".py").split("_", 1)[1] not in " ".join(links)
+    assert dissect_app.RUN_PAGE.removeprefix("pages/").removesuffix(".py").split("_", 1)[1] not in " ".join(links)
     assert not [b for b in at.get("button") if b.key == "bundle_build"]  # no bundle building either
     shown = rendered_text(at)
     assert "broken/descriptions.csv" in shown  # the damaged file is named...
     assert str(served) not in shown and str(served.parent) not in shown  # ...without the server's folders
-    run_page = open_app(app_ui.RUN_PAGE)
+    run_page = open_app(dissect_app.RUN_PAGE)
     assert "read-only demo" in run_page.info[0].value
     assert not run_page.get("button") or all(b.key != "run_start" for b in run_page.get("button"))
 
 
 def test_a_bundle_stays_in_the_visitors_session_and_goes_with_it(served: Path, bundle, tmp_path: Path) -> None:  # noqa: F811
     at = open_app()
-    at.sidebar.file_uploader(key=app_ui.BUNDLE_UPLOAD_KEY).set_value(("demo.zip", bundle, "application/zip")).run()
+    at.sidebar.file_uploader(key=dissect_app.BUNDLE_UPLOAD_KEY).set_value(("demo.zip", bundle, "application/zip")).run()
     assert not at.exception and not at.error
-    holder = at.session_state[hosting.SESSION_FOLDER_KEY]
+    holder = at.session_state[hosted_mode.SESSION_FOLDER_KEY]
     session_dir = Path(holder.name)
     assert any(session_dir.rglob("descriptions.csv"))
     assert not (tmp_path / "server_own_results").exists()  # nothing in the server's result folder
@@ -95,26 +95,26 @@ def test_a_bundle_stays_in_the_visitors_session_and_goes_with_it(served: Path, b
     other = open_app()
     assert len(other.sidebar.multiselect(key="models").options) == 2
     # The folder goes when the session's state does.
-    del at.session_state[hosting.SESSION_FOLDER_KEY]
+    del at.session_state[hosted_mode.SESSION_FOLDER_KEY]
     del holder
     gc.collect()
     assert not session_dir.exists()
 
 
 def test_uploads_are_bounded_with_clear_messages(served: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hosting, "MAX_CSV_FILES", 2)
+    monkeypatch.setattr(hosted_mode, "MAX_CSV_FILES", 2)
     at = open_app()
     files = [(f"m{i}.csv", descriptions_csv(IMAGENET_ROWS[:i + 1]).encode(), "text/csv") for i in range(3)]
-    at.sidebar.file_uploader(key=app_ui.UPLOAD_KEY).set_value(files).run()
+    at.sidebar.file_uploader(key=dissect_app.UPLOAD_KEY).set_value(files).run()
     assert not at.exception
     (error,) = at.sidebar.error
     assert "at most 2 uploaded CSVs" in error.value
     assert sum(option.endswith(" · uploaded") for option in at.sidebar.multiselect(key="models").options) == 2
 
-    monkeypatch.setattr(hosting, "MAX_CSV_MB", 0.001)  # 1 KB
+    monkeypatch.setattr(hosted_mode, "MAX_CSV_MB", 0.001)  # 1 KB
     at = open_app()
     big = descriptions_csv([("layer2", "dotted", list(range(100)))]).encode()
-    at.sidebar.file_uploader(key=app_ui.UPLOAD_KEY).set_value([("big.csv", big, "text/csv")]).run()
+    at.sidebar.file_uploader(key=dissect_app.UPLOAD_KEY).set_value([("big.csv", big, "text/csv")]).run()
     assert "CSV files of at most" in at.sidebar.error[0].value
     assert not any(option.endswith(" · uploaded") for option in at.sidebar.multiselect(key="models").options)
 
@@ -141,12 +141,12 @@ print(json.dumps({"exceptions": exceptions, "torch": "torch" in sys.modules, "op
 
 def test_browsing_in_hosted_mode_imports_no_torch(served: Path, bundle, tmp_path: Path) -> None:  # noqa: F811
     """In a fresh interpreter (other tests import torch): every page, and a bundled unit's heatmaps."""
-    from dissect_core.bundle import import_bundle
+    from dissect_core.runs.bundle_format import import_bundle
 
     import_bundle(bundle, served / "bundled")  # a bundle shipped with the hosted app
-    env = {**os.environ, hosting.HOSTED_ENV: "1", app_ui.RESULTS_ENV: str(tmp_path / "none")}
+    env = {**os.environ, hosted_mode.HOSTED_ENV: "1", dissect_app.RESULTS_ENV: str(tmp_path / "none")}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(["overview.py", *PAGES, app_ui.RUN_PAGE])],
+        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(["overview.py", *PAGES, dissect_app.RUN_PAGE])],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

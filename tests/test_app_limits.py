@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core import charts
+import dissect_app
+from dissect_app import charts
 from tests.test_app_pages import (  # noqa: F401  (results: the autouse --results folder)
     APP, DIFFERENCES, IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, SHARED, descriptions_csv, open_app, rerun,
     results, table, upload,
@@ -31,7 +31,7 @@ def explorer_with_link(**params: str) -> AppTest:
 
 @pytest.mark.parametrize("unit_text", ["٣", "1e30", "9" * 30, "-1", "3 ", "1_0"])
 def test_a_unit_that_is_not_plain_ascii_digits_is_refused(unit_text: str) -> None:
-    link = app_ui.parse_unit_link({"model": "m", "layer": "l", "unit": unit_text})
+    link = dissect_app.parse_unit_link({"model": "m", "layer": "l", "unit": unit_text})
     assert link.unit is None and "is not a whole number" in link.problems[0]
 
 
@@ -60,7 +60,7 @@ def test_a_good_deep_link_opens_the_unit_without_a_warning() -> None:
 # --------------------------------------------------------------------------- bounded pages
 
 def test_a_run_over_the_layer_limit_is_refused_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_ui.sources, "MAX_LAYERS", 2)
+    monkeypatch.setattr(dissect_app.sources, "MAX_LAYERS", 2)
     at = open_app()
     upload(at, ("wide.csv", descriptions_csv(IMAGENET_ROWS + [("layer4", "x", [0])]).encode()))
     assert "it has 3 layers; the app shows runs with at most 2 layers" in at.sidebar.error[0].value.replace("\\", "")
@@ -86,7 +86,7 @@ def test_a_layer_named_overall_is_counted_like_any_other() -> None:
 def test_csv_downloads_neutralise_formula_cells() -> None:
     frame = pd.DataFrame({"concept": ["=cmd|' /C calc'!A0", "+1", "-s", "@SUM(A1)", "\tx", "\rx", "dog"],
                           "similarity": [-0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
-    safe = app_ui.spreadsheet_safe(frame)
+    safe = dissect_app.spreadsheet_safe(frame)
     assert safe["concept"].tolist() == ["'=cmd|' /C calc'!A0", "'+1", "'-s", "'@SUM(A1)", "'\tx", "'\rx", "dog"]
     assert safe["similarity"].tolist() == frame["similarity"].tolist()  # numbers untouched
     assert frame["concept"][0].startswith("=")  # the shown table is not changed
@@ -141,7 +141,7 @@ def test_a_renamed_run_keeps_its_name_and_stays_picked(tmp_path) -> None:
     picker = at.sidebar.multiselect(key="models")
     assert "ImageNet baseline" in picker.options and IMAGENET not in picker.options
     assert picker.value == ["ImageNet baseline", PLACES]
-    names = json.loads((app_ui.results_dir() / "names.json").read_text())
+    names = json.loads((dissect_app.results_dir() / "names.json").read_text())
     assert list(names.values()) == ["ImageNet baseline"]
     assert "ImageNet baseline" in open_app().sidebar.multiselect(key="models").options  # a new session too
 

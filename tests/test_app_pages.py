@@ -1,4 +1,4 @@
-"""AppTest of the Overview, Shared concepts and Model differences pages and of app_ui.
+"""AppTest of the Overview, Shared concepts and Model differences pages and of dissect_app.
 
 Runs come from a temporary ``--results`` folder (``sys.argv`` is monkeypatched)
 holding reference-format runs (``descriptions.csv`` + ``args.txt``) with known
@@ -17,8 +17,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core.results import Run
+import dissect_app
+from dissect_core.runs.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")
@@ -73,7 +73,7 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_run(root / "resnet18_25_07_16_18_08", "resnet18", IMAGENET_ROWS)
     write_run(root / "nested" / "deeper" / "resnet18_places_25_07_16_17_57", "resnet18_places", PLACES_ROWS)
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(root)])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "no_runs_computed_yet"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "no_runs_computed_yet"))
     st.cache_data.clear()
     return root
 
@@ -142,7 +142,7 @@ def test_overview_defaults_to_the_resnet_pair_and_shows_counts() -> None:
     assert [b.label for b in at.download_button] == ["CSV", "PNG", "SVG"] * 3  # counts, similarity, categories
     # Imported CSVs have no quality figures: the page says why instead of showing zeros.
     (absent,) = [c.value for c in at.caption if "no label-quality figures: imported from a result file" in c.value]
-    assert absent.startswith(f"{app_ui.md(IMAGENET)}; {app_ui.md(PLACES)}: ")  # one line for both
+    assert absent.startswith(f"{dissect_app.md(IMAGENET)}; {dissect_app.md(PLACES)}: ")  # one line for both
     categories = table(at, 2)
     assert {row[2] for row in categories} <= {"colour", "texture", "material", "part", "object", "scene", "other"}
 
@@ -204,8 +204,8 @@ def test_shared_concepts_slider_tables_and_charts() -> None:
     assert table(at, 1) == [(PLACES, "bathroom", 4, [0, 1, 2, 3])]
     assert table(at, 2) == [(PLACES, "lobby", 4, [0, 1, 2, 3])]
     assert [i.value for i in at.info] == [
-        f"{app_ui.md(IMAGENET)}: no concept labels 4 or more units here.",
-        f"{app_ui.md(IMAGENET)} has no layer layer4.",
+        f"{dissect_app.md(IMAGENET)}: no concept labels 4 or more units here.",
+        f"{dissect_app.md(IMAGENET)} has no layer layer4.",
     ]
     assert len(at.get("vega_lite_chart")) == 4
     assert chart_rows(at, 1) == [{"concept": "dotted", "n_units": 5, "units": "0, 1, 2, 3, 4"}]
@@ -283,7 +283,7 @@ def test_model_differences_needs_two_models() -> None:
 # --------------------------------------------------------------------------- uploads
 
 def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
-    at.sidebar.file_uploader(key=app_ui.UPLOAD_KEY).set_value([(name, data, "text/csv") for name, data in files])
+    at.sidebar.file_uploader(key=dissect_app.UPLOAD_KEY).set_value([(name, data, "text/csv") for name, data in files])
     return rerun(at)
 
 
@@ -382,17 +382,17 @@ def test_hostile_names_are_shown_as_literal_text() -> None:
         joined = "\n".join(page_texts)
         for raw in (*HOSTILE, "<b>deep</b>", label):
             assert raw not in joined
-    assert app_ui.md(label) in "\n".join(shared_texts)
+    assert dissect_app.md(label) in "\n".join(shared_texts)
     assert r"\<b\>deep\<\/b\>" in "\n".join(shared_texts)
 
 
-# --------------------------------------------------------------------------- app_ui helpers
+# --------------------------------------------------------------------------- dissect_app helpers
 
 def test_md_escapes_markdown_and_html() -> None:
-    assert app_ui.md("**bold** [link](x) <img src=x> $x$ :red[a]") == (
+    assert dissect_app.md("**bold** [link](x) <img src=x> $x$ :red[a]") == (
         r"\*\*bold\*\* \[link\]\(x\) \<img src\=x\> \$x\$ \:red\[a\]"
     )
-    assert app_ui.md("plain text 42") == "plain text 42"
+    assert dissect_app.md("plain text 42") == "plain text 42"
 
 
 def test_default_selection_prefers_a_places_run_with_the_same_setup() -> None:
@@ -401,30 +401,30 @@ def test_default_selection_prefers_a_places_run_with_the_same_setup() -> None:
 
     runs = [run("x", "vgg16", "20k.txt"), run("p10", "resnet18_places", "10k.txt"),
             run("i20", "resnet18", "20k.txt"), run("p20", "resnet18_places365", "20k.txt")]
-    assert app_ui.default_selection(runs) == ["i20", "p20"]
-    assert app_ui.default_selection(runs[:2]) == ["x", "p10"]
-    assert app_ui.default_selection([]) == []
+    assert dissect_app.default_selection(runs) == ["i20", "p20"]
+    assert dissect_app.default_selection(runs[:2]) == ["x", "p10"]
+    assert dissect_app.default_selection([]) == []
 
 
 def test_cli_results_dirs() -> None:
-    assert app_ui.cli_results_dirs(["--results", "a", "--server.port", "1", "--results=b"]) == ["a", "b"]
-    assert app_ui.cli_results_dirs(["-k", "x"]) == []
-    assert app_ui.cli_results_dirs(["--results"]) == []
+    assert dissect_app.cli_results_dirs(["--results", "a", "--server.port", "1", "--results=b"]) == ["a", "b"]
+    assert dissect_app.cli_results_dirs(["-k", "x"]) == []
+    assert dissect_app.cli_results_dirs(["--results"]) == []
 
 
 def test_unit_link_round_trip() -> None:
-    params = app_ui.unit_link_params("resnet18 · broden · 20k", "layer4", 7)
-    assert app_ui.parse_unit_link(params) == app_ui.UnitLink("resnet18 · broden · 20k", "layer4", 7)
-    assert app_ui.parse_unit_link({"unit": "x"}).target == (None, None, None)
-    assert app_ui.unit_link_url("m&n", "layer4", 7) == "Unit_explorer?model=m%26n&layer=layer4&unit=7"
+    params = dissect_app.unit_link_params("resnet18 · broden · 20k", "layer4", 7)
+    assert dissect_app.parse_unit_link(params) == dissect_app.UnitLink("resnet18 · broden · 20k", "layer4", 7)
+    assert dissect_app.parse_unit_link({"unit": "x"}).target == (None, None, None)
+    assert dissect_app.unit_link_url("m&n", "layer4", 7) == "Unit_explorer?model=m%26n&layer=layer4&unit=7"
 
 
 def test_select_after_rerun_adds_a_computed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the Run page does after writing a run into the result folder."""
     computed = tmp_path / "computed"
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(computed))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(computed))
     at = open_app()
     write_run(computed / "resnet50_26_01_01_00_00_abc123", "resnet50", IMAGENET_ROWS)
-    at.session_state[app_ui.PENDING_SELECT_KEY] = [str((computed / "resnet50_26_01_01_00_00_abc123").resolve())]
+    at.session_state[dissect_app.PENDING_SELECT_KEY] = [str((computed / "resnet50_26_01_01_00_00_abc123").resolve())]
     rerun(at)
     assert at.sidebar.multiselect(key="models").value == [IMAGENET, PLACES, "resnet50 · layer2, layer3 · broden · 20k"]

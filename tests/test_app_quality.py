@@ -11,9 +11,9 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.results import load_run
+import dissect_app
+from dissect_core.engine.pipeline import DescribeConfig, describe
+from dissect_core.runs.run_folders import load_run
 from planted import make_planted_probe, planted_clip, planted_target, write_concepts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def planted_runs(tmp_path_factory):
 def app(planted_runs, monkeypatch):
     root, _ = planted_runs
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(root / "imported")])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(root / "results"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(root / "results"))
     st.cache_data.clear()
     return AppTest.from_file(APP, default_timeout=120)
 
@@ -74,14 +74,14 @@ def test_stable_toggle_shows_how_the_numbers_move(app, planted_runs):
     _, (trained, untrained) = planted_runs
     select(app, [trained, untrained])
     app.switch_page("pages/2_Shared_concepts.py").run()
-    app.toggle(key=app_ui.STABLE_KEY).set_value(True).run()
+    app.toggle(key=dissect_app.STABLE_KEY).set_value(True).run()
     assert not app.exception
     moves = next(frame.value for frame in app.dataframe if "distinct_stable" in frame.value.columns)
     trained_row = moves.set_index("model").loc[trained]
     assert (trained_row["units"], trained_row["stable_units"]) == (6, 6)
     app.switch_page("pages/3_Model_differences.py").run()
     assert not app.exception
-    assert app.toggle(key=app_ui.STABLE_KEY).value  # the choice follows the user across pages
+    assert app.toggle(key=dissect_app.STABLE_KEY).value  # the choice follows the user across pages
 
 
 def test_unit_explorer_shows_figures_scatter_and_filters(app, planted_runs):
@@ -114,8 +114,9 @@ def test_imported_csv_says_why_it_has_no_figures(app):
 
 
 def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
-    from dissect_core.bundle import export_bundle, import_bundle
-    from dissect_core.results import find_runs
+    from dissect_core.engine.bundle_export import export_bundle
+    from dissect_core.runs.bundle_format import import_bundle
+    from dissect_core.runs.run_folders import find_runs
 
     root, (trained, _) = planted_runs
     runs, _ = find_runs(root / "results")
@@ -130,7 +131,7 @@ def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
 def test_figures_that_do_not_fit_the_labels_are_left_out_and_the_page_says_why(planted_runs, tmp_path, monkeypatch):
     import shutil
 
-    from dissect_core.results import find_runs
+    from dissect_core.runs.run_folders import find_runs
 
     root, (trained, _) = planted_runs
     run = next(run for run in find_runs(root / "results")[0] if run.label == trained)
@@ -138,7 +139,7 @@ def test_figures_that_do_not_fit_the_labels_are_left_out_and_the_page_says_why(p
     lines = (copy / "label_quality.csv").read_text().splitlines(keepends=True)
     (copy / "label_quality.csv").write_text("".join(lines[:-1]))  # one unit's figures lost
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "doctored")])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(tmp_path / "none"))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "none"))
     st.cache_data.clear()
     app = AppTest.from_file(APP, default_timeout=120)
     app.query_params.update({"model": trained, "layer": "detect", "unit": "1"})

@@ -9,9 +9,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core import downloads
-from dissect_core.results import find_runs
+import dissect_app
+from dissect_core.engine import downloads
+from dissect_core.runs.run_folders import find_runs
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")
@@ -33,8 +33,8 @@ def results(computed_run, tmp_path, monkeypatch):
     manifest["config"]["activation_dir"] = str(cache)  # re-describing reuses the run's own cache
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(results))
-    monkeypatch.setenv(app_ui.CACHE_ENV, str(cache))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(results))
+    monkeypatch.setenv(dissect_app.CACHE_ENV, str(cache))
     monkeypatch.setattr(downloads, "is_reachable", lambda *a, **k: pytest.fail("network was checked"))
     st.cache_data.clear()
     return results
@@ -64,7 +64,7 @@ def test_new_dissection_from_the_form(results, computed_run):
     fill_new_dissection(app, computed_run, ["resnet18_places"])
     app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
     app.file_uploader(key="run_concepts_file").set_value(("mine.txt", b"dog\ncat\n\ndog\nsky\n", "text/plain")).run()
-    assert app.caption[0].value == f"{app_ui.md('mine.txt')}: 3 concepts, 1 duplicate(s) dropped, 1 blank line(s) dropped"
+    assert app.caption[0].value == f"{dissect_app.md('mine.txt')}: 3 concepts, 1 duplicate(s) dropped, 1 blank line(s) dropped"
     app.button(key="run_start").click().run()
 
     assert not app.exception
@@ -90,7 +90,7 @@ def test_two_models_from_the_form_are_dissected_in_one_pass(results, computed_ru
 
     assert not app.exception
     assert [status.state for status in app.status] == ["complete"]  # one status box: one pass for both
-    assert {f"**{app_ui.md(name)}**" for name in ("resnet18_places", "resnet18")} <= {m.value for m in app.markdown}
+    assert {f"**{dissect_app.md(name)}**" for name in ("resnet18_places", "resnet18")} <= {m.value for m in app.markdown}
     runs, _ = find_runs(results)
     assert sorted(run.target_model for run in runs) == ["resnet18", "resnet18_places", "resnet18_places"]
 
@@ -99,7 +99,7 @@ def test_unusable_concept_list_is_refused(results):
     app = open_run_page()
     app.selectbox(key="run_concept_choice").set_value("upload a .txt list").run()
     app.file_uploader(key="run_concepts_file").set_value(("bad.txt", b"caf\xe9\n", "text/plain")).run()
-    assert app_ui.md("bad.txt: not UTF-8 text (byte 3 is 0xe9)") in app.error[0].value
+    assert dissect_app.md("bad.txt: not UTF-8 text (byte 3 is 0xe9)") in app.error[0].value
     assert app.button(key="run_start").disabled
     assert len(find_runs(results)[0]) == 1
 
@@ -123,7 +123,7 @@ def test_errors_name_the_widgets(results, computed_run):
     app.button(key="run_start").click().run()
     assert not app.exception
     message = app.error[0].value
-    assert message.startswith(app_ui.md("“Layers”: The model has no layer 'layer9'"))
+    assert message.startswith(dissect_app.md("“Layers”: The model has no layer 'layer9'"))
     assert "target_layers" not in message
 
 
@@ -151,5 +151,7 @@ def test_bundled_runs_are_not_offered_for_new_concepts(results, computed_run):
     app = open_run_page()
     offered = app.selectbox(key="redescribe_run").options
     assert len(offered) == 1  # the computed run, not its bundled copy
-    reasons = [t.value for t in app.text if "read-only" in t.value]
-    assert len(reasons) == 1 and "bundle" in reasons[0]
+    # The reason is in plain sight, beside the run's name: not in a collapsed expander.
+    reasons = [line for info in app.info for line in info.value.replace("\\", "").split("\n") if "read-only" in line]
+    assert len(reasons) == 1 and "bundle" in reasons[0] and "bundled_copy" in reasons[0]
+    assert not app.main.expander

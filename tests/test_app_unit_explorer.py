@@ -9,8 +9,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import app_ui
-from dissect_core.results import load_run
+import dissect_app
+from dissect_core.runs.run_folders import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "overview.py")
@@ -24,7 +24,7 @@ def app(computed_run, tmp_path, monkeypatch):
     (imported / "descriptions.csv").write_text(
         "layer,unit,description,similarity\nlayer2,0,red,0.26\nlayer2,1,dotted,0.21\nlayer2,2,<b>x</b>,0.3\n")
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(tmp_path / "imported")])
-    monkeypatch.setenv(app_ui.RESULTS_ENV, str(computed_run["results"]))
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(computed_run["results"]))
     st.cache_data.clear()
     return AppTest.from_file(APP, default_timeout=120)
 
@@ -79,7 +79,7 @@ def test_imported_csv_shows_labels_and_says_why_no_images(app):
     assert not app.exception
     # A hostile concept name is escaped, not rendered as HTML.
     heading = app.subheader[0].value
-    assert heading == f"layer2 · unit 2: {app_ui.md('<b>x</b>')}" and "<b>" not in heading
+    assert heading == f"layer2 · unit 2: {dissect_app.md('<b>x</b>')}" and "<b>" not in heading
     assert any("labels only" in info.value for info in app.info)
     ranking = app.dataframe[1].value
     assert ranking["unit"].tolist() == [2, 0, 1]  # most interpretable first

@@ -32,8 +32,9 @@ try:
 except ImportError:  # the chromium fixture skips (or, under CI, fails) with the reason
     expect = None
 
-import app_ui
-from dissect_core.results import Run, load_run
+import dissect_app
+from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import load_run
 from test_app_pages import IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, write_run
 
 pytestmark = pytest.mark.browser
@@ -115,7 +116,7 @@ def serve(cli_results: Path, computed: Path, scratch: Path) -> Iterator[str]:
         "--", "--results", str(cli_results),
     ]
     # The computed run is only read; anything the app would compute goes to scratch.
-    env = {**os.environ, app_ui.RESULTS_ENV: str(computed), app_ui.CACHE_ENV: str(scratch / "cache")}
+    env = {**os.environ, dissect_app.RESULTS_ENV: str(computed), dissect_app.CACHE_ENV: str(scratch / "cache")}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -340,7 +341,7 @@ def loaded_images(locator) -> int:
 def test_unit_explorer_deep_link_shows_images_and_next_moves_on(page, run_folders) -> None:
     run = run_folders[2]
     # Opened cold, in a new session, straight from the link other pages write.
-    open_page(page, "/" + app_ui.unit_link_url(run.label, "layer4", 3), "Unit explorer")
+    open_page(page, "/" + dissect_app.unit_link_url(run.label, "layer4", 3), "Unit explorer")
     main = page.get_by_test_id("stMain")
     heading = f"layer4 · unit 3: {concept_of(run, 'layer4', 3)}"
     assert main.get_by_role("heading", name=heading, exact=True).count() == 1
@@ -366,7 +367,7 @@ def test_unit_explorer_deep_link_shows_images_and_next_moves_on(page, run_folder
 
 
 def test_unit_explorer_deep_link_to_an_imported_csv_shows_the_label_only(page) -> None:
-    open_page(page, "/" + app_ui.unit_link_url(IMAGENET, "layer3", 3), "Unit explorer")
+    open_page(page, "/" + dissect_app.unit_link_url(IMAGENET, "layer3", 3), "Unit explorer")
     main = page.get_by_test_id("stMain")
     assert main.get_by_role("heading", name="layer3 · unit 3: grid", exact=True).count() == 1
     assert main.get_by_text("No images for this run.").count() == 1

@@ -3,7 +3,6 @@ on "another machine" (the probe images gone, other folders) and draw the unit vi
 the stored thumbnails and maps; bad bundles are refused without touching the destination."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import shutil
@@ -11,21 +10,24 @@ import struct
 import zipfile
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from dissect_core import bundle
-from dissect_core.bundle import BUNDLE_FORMAT, export_bundle, import_bundle
-from dissect_core.drawing import unit_overlays
-from dissect_core.errors import DissectError, InvalidInputError
-from dissect_core.manifest import RunManifest
-from dissect_core.layouts import CHANNELS_FIRST
-from dissect_core.recording import layer_outputs
-from dissect_core.results import find_runs, load_run
-from dissect_core.unit_views import live_unit_views, probe_for_run, stored_unit_views, target_for_run
+from dissect_core.engine.bundle_export import export_bundle
+from dissect_core.runs import bundle_format
+from dissect_core.runs.bundle_format import BUNDLE_FORMAT, import_bundle
+from dissect_core.runs.unit_images import unit_overlays
+from dissect_core.common.errors import DissectError, InvalidInputError
+from dissect_core.runs.manifest import RunManifest
+from dissect_core.choices.layouts import CHANNELS_FIRST
+from dissect_core.engine.recording import layer_outputs
+from dissect_core.runs.run_folders import find_runs, load_run
+from dissect_core.engine.unit_views import live_unit_views, probe_for_run, target_for_run
+from dissect_core.runs.unit_images import stored_unit_views
 
 REFERENCE_CSV = (
     "layer,unit,description,similarity\n"
@@ -107,14 +109,14 @@ def test_import_gives_the_same_runs_in_a_new_folder(shared):
         imported = by_folder[folder]
         pd.testing.assert_frame_equal(imported.descriptions, original.descriptions)
         # An imported run's manifest is marked so; apart from that the files are the same.
-        unmarked = imported.manifest and dataclasses.replace(imported.manifest, imported=None)
+        unmarked = imported.manifest and msgspec.structs.replace(imported.manifest, imported=None)
         assert unmarked == original.manifest
         assert imported.imported == (original.manifest is not None) and imported.args == original.args
         assert imported.label == original.label
     computed = load_run(shared["folders"][0])
     pd.testing.assert_frame_equal(computed.top_images, shared["originals"][0].top_images)
     assert computed.manifest.imported["bundle"] == "demo.zip"
-    assert dataclasses.replace(computed.manifest, imported=None) == RunManifest.from_json(json.dumps(shared["manifest"]))
+    assert msgspec.structs.replace(computed.manifest, imported=None) == RunManifest.from_json(json.dumps(shared["manifest"]))
 
 
 def test_stored_views_match_the_live_ones_without_the_probe_images(shared, computed_run):
@@ -167,7 +169,7 @@ def test_layers_without_maps_and_runs_without_thumbnails(shared):
 
 
 def test_export_draws_on_the_stored_maps_without_the_model(computed_run, monkeypatch):
-    from dissect_core import unit_views
+    from dissect_core.engine import unit_views
 
     monkeypatch.setattr(unit_views, "target_for_run", lambda manifest: pytest.fail("the model was loaded"))
     data = export_bundle([load_run(computed_run["run_dir"])])
@@ -263,7 +265,7 @@ def test_bad_bundles_are_refused_and_change_nothing(case, tmp_path):
 
 
 def test_too_many_members_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle, "MAX_MEMBERS", 3)
+    monkeypatch.setattr(bundle_format, "MAX_MEMBERS", 3)
     data = make_zip({**GOOD, "runs/a/x": "1", "runs/a/y": "2"}, index("a"))
     with pytest.raises(InvalidInputError, match="holds 4 files, more than the 3"):
         import_bundle(data, tmp_path / "new")
@@ -277,7 +279,8 @@ def test_a_minimal_bundle_imports_into_a_folder_made_for_it(tmp_path):
 
 
 def test_other_methods_keep_their_method_and_category_through_a_bundle(tmp_path):
-    from dissect_core.results import NETDISSECT, runs_from_files
+    from dissect_core.runs.formats import NETDISSECT
+    from dissect_core.runs.run_folders import runs_from_files
 
     header = "unit,category,label,score\n"
     files = [("vgg_conv4.csv", (header + "1,scene,bar-s,0.2\n2,color,red-c,0.3\n").encode()),

@@ -1,10 +1,11 @@
-"""dissect_core.charts: chart specs built from analysis frames, and offline PNG/SVG export."""
+"""dissect_app.charts: chart specs built from analysis frames, and offline PNG/SVG export."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from dissect_core import analysis, charts
+from dissect_core.runs import analysis
+from dissect_app import charts
 
 
 def frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:

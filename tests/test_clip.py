@@ -13,8 +13,8 @@ from huggingface_hub import constants as hf_constants
 from open_clip.transformer import QuickGELU
 from PIL import Image
 
-from dissect_core import downloads
-from dissect_core.clip import (
+from dissect_core.engine import downloads
+from dissect_core.engine.clip import (
     causal_text_tower,
     check_context_length,
     encode_images,
@@ -22,7 +22,7 @@ from dissect_core.clip import (
     load_clip,
     parse_clip_name,
 )
-from dissect_core.errors import InvalidInputError, MissingResourceError
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from standins import CLIP_CONFIG_DIR, TINY_CLIP_ARCH, make_tiny_clip_checkpoint, place_in_hf_cache
 
 # Concepts of 1 to 12 words, shuffled so that sorting by length reorders them.

@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from dissect_core.concepts import (
+from dissect_core.choices.concept_sets import (
     CONCEPT_SETS,
     load_concept_set,
     parse_concepts,
     read_concept_file,
 )
-from dissect_core.errors import InvalidInputError, MissingResourceError
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
 
 
 def test_blank_lines_are_dropped_before_indexing():
@@ -70,6 +70,7 @@ def test_builtin_sets_need_no_download():
     assert len(imagenet) == 1000
 
 
+@pytest.mark.reference
 def test_reference_lists_parse_as_documented(reference_dir: Path):
     data = reference_dir / "clip_dissect_data"
     assert len(load_concept_set(data / "20k.txt")) == 20_000

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dissect_core import demo
+from dissect_core.runs import demo_runs as demo
+from dissect_core.engine import demo_build
 from dissect_core.cli import main
-from dissect_core.manifest import FORMAT_VERSION
-from dissect_core.results import load_run
+from dissect_core.runs.manifest import FORMAT_VERSION
+from dissect_core.runs.run_folders import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def test_built_runs_show_heatmaps_without_the_model(tiny_demo):
 def test_built_runs_match_a_rerun_of_the_pipeline(tiny_demo, tmp_path):
     root, _ = tiny_demo
     out = root / "demo_data"
-    rerun = demo.dissect(out, tmp_path)
+    rerun = demo_build.dissect(out, tmp_path)
     for stored, result in zip(demo.demo_runs(out), rerun):
         expected = load_run(stored).descriptions
         assert result.run.descriptions["description"].tolist() == expected["description"].tolist()
@@ -153,7 +154,7 @@ def test_trained_units_are_labelled_with_what_their_top_images_show(committed):
 
 
 def test_reading_the_demo_imports_no_torch():
-    code = ("import sys; from dissect_core.demo import demo_runs, demo_info; from dissect_core.results import "
+    code = ("import sys; from dissect_core.runs.demo_runs import demo_runs, demo_info; from dissect_core.runs.run_folders import "
             "load_run; [load_run(p) for p in demo_runs()]; demo_info(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dissect_core import bundle
-from dissect_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, BundleAlreadyImported, import_bundle
-from dissect_core.errors import InvalidInputError, NewerFormatError
-from dissect_core.unit_views import probe_for_run, stored_unit_views, target_for_run
-from dissect_core.manifest import FORMAT_VERSION, CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
-from dissect_core.analysis import only_stable
+from dissect_core.runs import bundle_format
+from dissect_core.runs.bundle_format import BUNDLE_FORMAT, BUNDLE_VERSION, BundleAlreadyImported, import_bundle
+from dissect_core.common.errors import InvalidInputError, NewerFormatError
+from dissect_core.engine.unit_views import probe_for_run, target_for_run
+from dissect_core.runs.unit_images import stored_unit_views
+from dissect_core.runs.manifest import FORMAT_VERSION, CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
+from dissect_core.runs.analysis import only_stable
 from dissect_core.cli import main
-from dissect_core.pipeline import config_from_run
-from dissect_core.quality_files import LAYER_COLUMNS, QUALITY_COLUMNS
-from dissect_core.results import find_runs, load_run
+from dissect_core.engine.pipeline import config_from_run
+from dissect_core.runs.quality_tables import LAYER_COLUMNS, QUALITY_COLUMNS
+from dissect_core.runs.run_folders import find_runs, load_run
 
 from standins import make_image_folder
 
@@ -350,7 +351,7 @@ def test_bundle_labels_are_bounded(results):
 
 
 def test_an_expansion_ratio_bomb_is_refused_from_its_declared_sizes(results, monkeypatch):
-    monkeypatch.setattr(bundle, "RATIO_FLOOR_BYTES", 1024**2)
+    monkeypatch.setattr(bundle_format, "RATIO_FLOOR_BYTES", 1024**2)
     members = {**good_members(), "runs/a/top_images.csv": TOP_IMAGES.encode() + b" " * (8 * 1024**2)}
     data = make_bundle(members)
     assert len(data) < 100_000
@@ -452,7 +453,7 @@ def test_an_interrupted_import_is_listed_as_incomplete_and_removed_by_the_next(r
 
 
 def test_a_run_folder_being_written_is_listed_as_incomplete(results):
-    from dissect_core.results import INCOMPLETE_FILE
+    from dissect_core.runs.run_folders import INCOMPLETE_FILE
 
     (results / "resnet18_old" / INCOMPLETE_FILE).touch()
     runs, problems = find_runs(results)

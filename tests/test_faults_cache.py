@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dissect_core import cache as cache_module
-from dissect_core.cache import FeatureCache
-from dissect_core.errors import InvalidInputError
-from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.probe_data import image_folder
+from dissect_core.engine import cache as cache_module
+from dissect_core.engine.cache import FeatureCache
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.pipeline import DescribeConfig, describe
+from dissect_core.engine.probe_sets import image_folder
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
 
@@ -200,7 +200,7 @@ def test_images_rewritten_in_place_with_same_size_and_mtime_get_new_labels(plant
 
 
 def test_second_fingerprint_reads_no_image_file(tmp_path, monkeypatch):
-    from dissect_core import files
+    from dissect_core.common import files
 
     make_planted_probe(tmp_path / "probe", per_colour=3)
     first = image_folder(tmp_path / "probe", index_dir=tmp_path / "cache")
@@ -215,7 +215,7 @@ def test_second_fingerprint_reads_no_image_file(tmp_path, monkeypatch):
 
 
 def test_a_damaged_fingerprint_index_is_ignored_and_rebuilt(tmp_path):
-    from dissect_core import files
+    from dissect_core.common import files
 
     make_planted_probe(tmp_path / "probe", per_colour=3)
     first = image_folder(tmp_path / "probe", index_dir=tmp_path / "cache")

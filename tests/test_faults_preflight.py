@@ -8,9 +8,9 @@ from collections import namedtuple
 
 import pytest
 
-from dissect_core import files
-from dissect_core.errors import InvalidInputError
-from dissect_core.pipeline import describe
+from dissect_core.common import files
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.pipeline import describe
 
 from test_faults_cache import config_for, planted  # noqa: F401  (the planted dissection's fixture)
 

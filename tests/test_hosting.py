@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dissect_core.cli import main
-from dissect_core.hosting import HOSTED_REQUIREMENTS
-from dissect_core.results import find_runs, load_run
+from dissect_app.host_folder import HOSTED_REQUIREMENTS
+from dissect_core.runs.run_folders import find_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
@@ -52,7 +52,7 @@ def hosted(tmp_path_factory) -> dict:
 
 
 def test_bundle_command_writes_an_importable_bundle(hosted: dict) -> None:
-    from dissect_core.bundle import import_bundle
+    from dissect_core.runs.bundle_format import import_bundle
 
     (folder,) = import_bundle((hosted["root"] / "demo.zip").read_bytes(), hosted["root"] / "imported")
     assert load_run(folder).label == "resnet18 · layer4 · broden · 20k"
@@ -60,7 +60,7 @@ def test_bundle_command_writes_an_importable_bundle(hosted: dict) -> None:
 
 def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) -> None:
     site: Path = hosted["site"]
-    for name in (*PAGES, "pages/5_Run.py", "app_ui/__init__.py", "dissect_core/__init__.py"):
+    for name in (*PAGES, "pages/5_Run.py", "dissect_app/__init__.py", "dissect_core/__init__.py"):
         assert (site / name).is_file(), name
     assert not list(site.rglob("__pycache__")) and not (site / "tests").exists()
     assert (site / "requirements.txt").read_text() == (REPO / HOSTED_REQUIREMENTS).read_text()
@@ -94,8 +94,8 @@ def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) 
 
 
 def test_host_refuses_bad_targets_and_leaves_nothing(hosted: dict, tmp_path: Path) -> None:
-    from dissect_core.errors import InvalidInputError
-    from dissect_core.hosting import write_host_folder
+    from dissect_core.common.errors import InvalidInputError
+    from dissect_app.host_folder import write_host_folder
 
     with pytest.raises(InvalidInputError, match="not an empty folder"):
         write_host_folder(hosted["site"], hosted["runs"])
@@ -123,8 +123,8 @@ def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
                 at.switch_page(page).run()
             assert not at.exception, (page, [e.value for e in at.exception])
             assert at.title and len(at.dataframe) > 0, page  # runs shown, not the how-to hint
-        import app_ui
-        assert app_ui.__file__.startswith(sys.path[0]), app_ui.__file__  # the folder's copy
+        import dissect_app
+        assert dissect_app.__file__.startswith(sys.path[0]), dissect_app.__file__  # the folder's copy
         print("torch" in sys.modules, "open_clip" in sys.modules)
     """)
     env = {**os.environ, "DISSECT_HOSTED": "1", "PYTHONPATH": str(hosted["site"])}

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dissect_core import demo
+from dissect_core.choices.concept_sets import ConceptSet, parse_concepts
 from dissect_core.cli import main
-from dissect_core.concept_sources import LabelledProbe, formula_probe
-from dissect_core.concepts import ConceptSet, parse_concepts
-from dissect_core.errors import InvalidInputError
-from dissect_core.label_formulas import parse_formula, parse_formulas
-from dissect_core.results import load_run
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.concept_sources import LabelledProbe, formula_probe
+from dissect_core.engine.label_formulas import parse_formula, parse_formulas
+from dissect_core.runs import demo_runs as demo
+from dissect_core.runs.run_folders import load_run
 
 LABELS = list(demo.CLASSES)  # Fashion-MNIST's: "T-shirt or top" holds a space and the word "or"
 

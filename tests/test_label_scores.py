@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.label_scores import LabelPairs, label_score_matrix, majority_check
-from dissect_core.quality import layer_quality, rescore_labels
-from dissect_core.similarity import similarity_matrix
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.label_quality import layer_quality, rescore_labels
+from dissect_core.engine.label_scores import LabelPairs, label_score_matrix, majority_check
+from dissect_core.engine.similarity import similarity_matrix
 
 
 def labelled_features(indicator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dissect_core.errors import NewerFormatError
-from dissect_core.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
-from dissect_core.results import find_runs, load_run
+from dissect_core.common.errors import NewerFormatError
+from dissect_core.runs.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
+from dissect_core.runs.run_folders import find_runs, load_run
 
 
 @pytest.fixture
@@ -66,6 +66,9 @@ def test_an_unreadable_manifest_is_an_error(run_copy, damage, words):
     (lambda record: record.update(layers="layer4"), ["layers should be a list"]),
     (lambda record: record["probe"].update(n_images="120"), ["probe: n_images should be int"]),
     (lambda record: record.update(surprise=1), ["unknown field(s) surprise"]),
+    (lambda record: record["probe"].update(surprise=1), ["probe has unknown field(s) surprise"]),
+    (lambda record: record.update(timings_s={"load": "slow"}), ["timings_s (a value) should be float, not str"]),
+    (lambda record: record.update(target_checkpoint=3), ["target_checkpoint should be str or null, not int"]),
 ])
 def test_a_wrong_manifest_says_what_is_wrong(run_copy, change, words):
     _rewrite(run_copy, change)
@@ -115,7 +118,7 @@ def test_a_version_2_manifest_still_reads_with_or_without_the_quality_fields(run
 def test_a_real_version_2_run_reads_with_its_quality_figures():
     # A copy of the demo's trained run as committed before format 3 (its run files less the
     # points, maps and thumbnails): a real version-2 manifest with the quality fields.
-    folder = Path(__file__).parent / "fixtures" / "format2_demo_run"
+    folder = Path(__file__).parent / "data" / "format2_demo_run"
     assert json.loads((folder / MANIFEST_FILE).read_text())["format"] == "dissect_core-run/2"
     run = load_run(folder)
     assert run.manifest.format_version == 2 and "settings" in run.manifest.label_quality

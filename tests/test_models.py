@@ -10,10 +10,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from dissect_core import downloads, models
-from dissect_core.catalog import NAMED_MODELS
-from dissect_core.errors import InvalidInputError, MissingResourceError
-from dissect_core.models import get_layer, layer_names, load_target_model
+from dissect_core.engine import downloads
+from dissect_core.engine import models
+from dissect_core.choices.catalog import NAMED_MODELS
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
+from dissect_core.engine.models import get_layer, layer_names, load_target_model
 from standins import place_torchvision_weights, save_places_style_checkpoint
 
 

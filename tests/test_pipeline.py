@@ -1,4 +1,4 @@
-"""End to end through dissect_core.pipeline.describe on a dissection with a known answer."""
+"""End to end through dissect_core.engine.pipeline.describe on a dissection with a known answer."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.probe_data import open_probe_spec
-from dissect_core.results import load_run
-from dissect_core.run_tables import check_layer_name
-from dissect_core.unit_views import stored_unit_views, write_stored_maps
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.engine.pipeline import DescribeConfig, describe
+from dissect_core.engine.probe_sets import open_probe_spec
+from dissect_core.runs.run_folders import load_run
+from dissect_core.runs.side_tables import check_layer_name
+from dissect_core.runs.unit_images import stored_unit_views, write_stored_maps
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
 
@@ -202,9 +202,9 @@ def test_stored_maps_and_masks_cover_the_planted_squares(planted, tmp_path, chan
 
 
 def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
-    from dissect_core.concepts import parse_concepts
-    from dissect_core.pipeline import config_from_run
-    from dissect_core.results import load_run
+    from dissect_core.choices.concept_sets import parse_concepts
+    from dissect_core.engine.pipeline import config_from_run
+    from dissect_core.runs.run_folders import load_run
 
     run = load_run(computed_run["run_dir"])
     new_concepts = parse_concepts("zebra\nwheel\nsky\n", "mine.txt")
@@ -221,8 +221,8 @@ def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
 
 
 def test_imported_csv_cannot_be_redescribed(tmp_path):
-    from dissect_core.pipeline import config_from_run
-    from dissect_core.results import load_run
+    from dissect_core.engine.pipeline import config_from_run
+    from dissect_core.runs.run_folders import load_run
 
     (tmp_path / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer4,0,cat,0.1\n")
     with pytest.raises(InvalidInputError, match="imported from a CSV"):
@@ -287,8 +287,8 @@ def test_output_layer_check_on_a_planted_classifier(planted, tmp_path):
 
 
 def test_two_models_share_one_probe_pass_and_match_separate_runs(planted, tmp_path, monkeypatch):
-    from dissect_core.pipeline import describe_together
-    from dissect_core.probe_data import ProbeSet
+    from dissect_core.engine.pipeline import describe_together
+    from dissect_core.engine.probe_sets import ProbeSet
 
     root, _, concepts = planted
     decoded = []
@@ -323,7 +323,7 @@ def test_two_models_share_one_probe_pass_and_match_separate_runs(planted, tmp_pa
 
 
 def test_models_described_together_must_share_the_rest(planted, tmp_path):
-    from dissect_core.pipeline import describe_together
+    from dissect_core.engine.pipeline import describe_together
 
     root, _, concepts = planted
     fewer = write_concepts(tmp_path / "fewer.txt", ["red", "green", "blue"])

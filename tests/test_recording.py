@@ -1,4 +1,4 @@
-"""Recording layer outputs (dissect_core.recording): layouts read from the model or declared,
+"""Recording layer outputs (dissect_core.engine.recording): layouts read from the model or declared,
 tuple and token outputs, pool modes that fit, and the probe pass's running top-k maps."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torchvision.ops.misc import Permute
 
-from dissect_core.activations import _LayerAccumulator, top_rows
-from dissect_core.errors import InvalidInputError
-from dissect_core.layouts import CHANNELS_FIRST, CHANNELS_LAST, FLAT, TOKENS, parse_layer_layouts
-from dissect_core.recording import layer_outputs, pool, resolve_layouts, spatial_maps
+from dissect_core.engine.activations import _LayerAccumulator, top_rows
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.choices.layouts import CHANNELS_FIRST, CHANNELS_LAST, FLAT, TOKENS, parse_layer_layouts
+from dissect_core.engine.recording import layer_outputs, pool, resolve_layouts, spatial_maps
 
 
 class WithAux(nn.Module):

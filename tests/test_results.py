@@ -3,16 +3,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.results import (
-    CLIP_DISSECT,
-    MILAN,
-    NETDISSECT,
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.runs.formats import CLIP_DISSECT, MILAN, NETDISSECT, read_descriptions
+from dissect_core.runs.run_folders import (
     find_runs,
     format_similarity,
     load_run,
     new_run_dir,
-    read_descriptions,
     runs_from_files,
     write_run,
 )
@@ -96,6 +93,7 @@ def test_find_runs_reports_bad_files_and_keeps_the_rest(tmp_path):
     assert len(problems) == 1 and problems[0][0].parent == bad
 
 
+@pytest.mark.reference
 def test_reads_every_reference_csv(reference_dir: Path):
     runs, problems = find_runs(reference_dir / "clip_dissect_results")
     by_folder = {run.path.name: run for run in runs}
@@ -181,6 +179,7 @@ def test_uploaded_netdissect_files_of_one_model_form_one_run():
     assert [name for name, _ in problems] == ["broken_conv1.csv"]
 
 
+@pytest.mark.reference
 def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
     folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
     runs, problems = find_runs(folder)
@@ -207,7 +206,7 @@ def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
 
 
 def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: Path):
-    from dissect_core.results import load_runs
+    from dissect_core.runs.run_folders import load_runs
 
     layers = tmp_path / "netdissect"
     layers.mkdir()
@@ -229,7 +228,7 @@ def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: 
 
 
 def test_runs_of_one_name_are_told_apart_by_what_differs(tmp_path: Path):
-    from dissect_core.results import Run, make_labels_unique
+    from dissect_core.runs.run import Run, make_labels_unique
 
     frame = read_descriptions(GOOD)
     smaller = frame.head(2)

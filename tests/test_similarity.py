@@ -1,4 +1,4 @@
-"""Tests for dissect_core.similarity against naive loops written from the formulas.
+"""Tests for dissect_core.engine.similarity against naive loops written from the formulas.
 
 The oracles below work on Python floats (double precision) with plain loops over
 units, ranks, images and concepts, so they share no code with the chunked
@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from dissect_core.errors import InvalidInputError
-from dissect_core.catalog import SIMILARITY_FUNCTIONS
-from dissect_core.similarity import resolve_params, similarity_matrix
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.choices.catalog import SIMILARITY_FUNCTIONS
+from dissect_core.engine.similarity import resolve_params, similarity_matrix
 
 # ----------------------------------------------------------------------------- naive oracles
 

@@ -12,10 +12,11 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-from dissect_core.models import TargetModel
-from dissect_core.pipeline import DescribeConfig, describe
-from dissect_core.probe_data import open_probe_spec
-from dissect_core.unit_views import live_unit_views, stored_unit_views
+from dissect_core.engine.models import TargetModel
+from dissect_core.engine.pipeline import DescribeConfig, describe
+from dissect_core.engine.probe_sets import open_probe_spec
+from dissect_core.engine.unit_views import live_unit_views
+from dissect_core.runs.unit_images import stored_unit_views
 
 from planted import make_planted_probe, planted_clip, write_concepts
 

@@ -7,39 +7,39 @@ import subprocess
 import sys
 from pathlib import Path
 
-import app_ui
-from app_ui.warm_up import browsing_pages
+import dissect_app
+from dissect_app.warm_up import browsing_pages
 
 REPO = Path(__file__).resolve().parents[1]
 
 WARM_UP_SCRIPT = r"""
 import json, sys
 before = set(sys.modules)
-from app_ui.warm_up import warm_up
+from dissect_app.warm_up import warm_up
 warm_up()
-import app_ui.demo
+import dissect_app.demo_banner
 def refuse(*args, **kwargs):
     raise AssertionError("the demo was read again")
-app_ui.demo.load_run = refuse  # from here on, only the warmed cache can answer
-runs, info = app_ui.demo.cached_demo()
+dissect_app.demo_banner.load_run = refuse  # from here on, only the warmed cache can answer
+runs, info = dissect_app.demo_banner.cached_demo()
 print(json.dumps({"imported": sorted(set(sys.modules) - before), "demo_runs": len(runs),
                   "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules}))
 """
 
 
 def test_warm_up_imports_what_the_pages_import_and_reads_the_demo(tmp_path: Path) -> None:
-    env = {**os.environ, app_ui.HOSTED_ENV: "1", app_ui.RESULTS_ENV: str(tmp_path / "none")}
+    env = {**os.environ, dissect_app.HOSTED_ENV: "1", dissect_app.RESULTS_ENV: str(tmp_path / "none")}
     done = subprocess.run([sys.executable, "-c", WARM_UP_SCRIPT], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"pandas", "altair", "dissect_core.analysis", "dissect_core.charts",
-            "dissect_core.categories"} <= set(result["imported"])
+    assert {"pandas", "altair", "dissect_core.runs.analysis", "dissect_app.charts",
+            "dissect_core.runs.categories"} <= set(result["imported"])
     assert result["demo_runs"] == 2
     assert not result["torch"] and not result["open_clip"]  # the Run page is not warmed
 
 
 def test_warm_up_covers_every_page_but_the_run_page() -> None:
     warmed = {path.relative_to(REPO).as_posix() for path in browsing_pages()}
-    assert warmed == {path for path, _, _ in app_ui.PAGES} - {app_ui.RUN_PAGE}
+    assert warmed == {path for path, _, _ in dissect_app.PAGES} - {dissect_app.RUN_PAGE}
     assert all((REPO / path).is_file() for path in warmed)

@@ -1,0 +1,448 @@
+"""Unit × concept similarity matrices: the scoring step of CLIP-Dissect.
+
+Inputs are raw CLIP image features I (N×d), raw CLIP text features T (M×d) and the
+pooled activations A (N×K) of one layer's K units on the same N probe images. Every
+function returns a K×M float32 matrix; a unit's label is the argmax of its row.
+
+Both feature sets are cast to float32 and each row is L2-normalised, so
+P = I·Tᵀ holds image×concept cosines (no CLIP logit scale), as in the reference.
+
+* ``soft_wpmi`` (default). Q = softmax(a·P) over concepts, per image. For unit k with
+  top images s_0..s_{top_k-1} (``torch.topk`` over images, descending) and weights
+  p_j = p_start − (j/top_k)·(p_start − p_end)::
+
+      log p(t_m|E_k) = Σ_j log(1 + p_j·(Q[s_j,m] − 1) + min_prob)
+      log p(t_m)     = logsumexp_k log p(t_m|E_k) − log K
+      score[k,m]     = log p(t_m|E_k) − lam·log p(t_m)
+
+  p(t) is the mean over *all units passed in*, so a unit's label depends on the
+  other units of the call (pass one whole layer, as the reference does).
+* ``wpmi``: the same with Q = softmax(a·P) and terms log(Q[s_j,m] + min_prob).
+* ``cos_similarity``: columns of P and A L2-normalised over images (no centering),
+  score = Âᵀ·P̂. An all-zero activation column gives a NaN row, as in the reference.
+* ``cos_similarity_cubed``: columns centred, cubed, divided by max(‖column‖, min_norm),
+  score = Ãᵀ·P̃.
+* ``rank_reorder``: see :func:`_rank_reorder`.
+
+Memory. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and its
+softmax. Here ``soft_wpmi``/``wpmi`` compute each softmax row once, only for images in
+the union of the units' top-k sets, a thousand rows per matmul, and keep one K×M float32
+sum (40 MB for 512 units × 20k concepts); see :func:`_pmi`. The cosine functions and
+``rank_reorder`` work on blocks of concepts (256 MiB of P at a time).
+
+Precision. ``soft_wpmi``/``wpmi`` split each term into a constant and a small log1p
+term, so their float32 sums stay close to the exact (float64) values: about 3e-6
+absolute on the scores in ``benchmarks/bench_soft_wpmi.py``, where the reference's
+float32 sum of 100 logs near −5 each is off by about 2e-4. A label differs from the
+reference's only where two concepts' scores tie within that.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+
+from dissect_core.choices.catalog import SIMILARITY_FUNCTIONS
+from dissect_core.common.errors import InvalidInputError
+from dissect_core.common.progress import ProgressFn, report
+
+# Tuning knobs: they change speed and memory, never the result, so they are not part
+# of the resolved params (nor of cache keys).
+_TUNING_DEFAULTS: dict[str, int] = {
+    "_row_batch": 1024,  # images whose softmax rows are computed in one matmul
+    "_pair_block": 2048,  # (rank, unit) pairs whose rows of terms are formed at once
+    "_block_bytes": 256 << 20,  # budget for one block of P in the cosine functions
+}
+
+_INT_PARAMS = {"top_k", "seed"}
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _check_value(name: str, key: str, value: Any) -> Union[int, float]:
+    """Type- and range-check one parameter; return it as int or float."""
+    if key in _INT_PARAMS:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InvalidInputError(f"{name} parameter {key} must be an integer, got {value!r}.")
+        value = int(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise InvalidInputError(f"{name} parameter {key} must be a finite number, got {value!r}.")
+        value = float(value)
+    if key == "top_k" and value < 1:
+        raise InvalidInputError(f"{name} parameter top_k must be at least 1, got {value}.")
+    if key in ("min_prob", "min_norm", "p") and value <= 0:
+        raise InvalidInputError(f"{name} parameter {key} must be positive, got {value}.")
+    if key in ("p_start", "p_end") and not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"{name} parameter {key} is a probability and must lie in [0, 1], got {value}.")
+    if key == "top_fraction" and not 0.0 < value <= 1.0:
+        raise InvalidInputError(f"{name} parameter top_fraction must lie in (0, 1], got {value}.")
+    return value
+
+
+def resolve_params(name: str, params: Optional[dict] = None) -> dict:
+    """Return ``name``'s reference defaults updated with ``params``, checked.
+
+    Raises InvalidInputError for an unknown function name, an unknown parameter or
+    a value of the wrong type or range. The result holds every parameter that
+    affects the scores, so it can be recorded in a cache key or a manifest.
+    """
+    defaults = SIMILARITY_FUNCTIONS.get(name).defaults  # an unknown name lists the valid ones
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        valid = ", ".join(defaults) if defaults else "none"
+        raise InvalidInputError(
+            f"Unknown parameter(s) {', '.join(unknown)} for similarity function {name}; valid parameters: {valid}."
+        )
+    resolved = {key: _check_value(name, key, params.get(key, default)) for key, default in defaults.items()}
+    return resolved
+
+
+def _split_tuning(name: str, params: dict) -> tuple[dict, dict]:
+    """Separate the private tuning knobs (leading underscore) from the math params."""
+    tuning = dict(_TUNING_DEFAULTS)
+    math_params = {}
+    for key, value in params.items():
+        if key.startswith("_"):
+            if key not in _TUNING_DEFAULTS:
+                raise InvalidInputError(
+                    f"Unknown tuning option {key} for similarity function {name}; "
+                    f"valid options: {', '.join(_TUNING_DEFAULTS)}."
+                )
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise InvalidInputError(f"Tuning option {key} must be a positive integer, got {value!r}.")
+            tuning[key] = int(value)
+        else:
+            math_params[key] = value
+    return math_params, tuning
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _as_matrix(label: str, tensor: Any) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise InvalidInputError(f"{label} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.dim() != 2:
+        raise InvalidInputError(f"{label} must be a 2-D matrix, got shape {tuple(tensor.shape)}.")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise InvalidInputError(f"{label} must hold real numbers, got dtype {tensor.dtype}.")
+    if 0 in tensor.shape:
+        raise InvalidInputError(f"{label} is empty (shape {tuple(tensor.shape)}).")
+    # NaN and ±inf make the sum non-finite; only then is the slower exact test needed
+    # (a sum of large finite values can overflow too).
+    if (tensor.is_floating_point() and not math.isfinite(float(tensor.sum()))
+            and not bool(torch.isfinite(tensor).all())):
+        raise InvalidInputError(
+            f"{label} contains NaN or infinite values; recompute it (a NaN usually comes from a broken "
+            "model output or a corrupt cache file)."
+        )
+    return tensor
+
+
+def _check_inputs(image_features: Any, text_features: Any, activations: Any) -> None:
+    image_features = _as_matrix("image_features", image_features)
+    text_features = _as_matrix("text_features", text_features)
+    activations = _as_matrix("activations", activations)
+    if image_features.shape[0] != activations.shape[0]:
+        raise InvalidInputError(
+            f"image_features has {image_features.shape[0]} rows (shape {tuple(image_features.shape)}) but "
+            f"activations has {activations.shape[0]} (shape {tuple(activations.shape)}); both need one row "
+            "per probe image, in the same order."
+        )
+    if image_features.shape[1] != text_features.shape[1]:
+        raise InvalidInputError(
+            f"image_features are {image_features.shape[1]}-dimensional (shape {tuple(image_features.shape)}) "
+            f"but text_features are {text_features.shape[1]}-dimensional (shape {tuple(text_features.shape)}); "
+            "both must come from the same CLIP model."
+        )
+
+
+def _unit_rows(label: str, features: torch.Tensor) -> torch.Tensor:
+    """float32 copy with each row divided by its L2 norm (the reference's normalisation)."""
+    features = features.float()
+    norms = features.norm(dim=-1, keepdim=True)
+    zero = (norms == 0).nonzero()
+    if zero.numel():
+        raise InvalidInputError(
+            f"{label} row {int(zero[0, 0])} is all zeros, so it has no direction to compare; "
+            "recompute the CLIP features."
+        )
+    return features / norms
+
+
+def check_probe_size(name: str, n_images: int, params: dict) -> None:
+    """Refuse a probe set too small for the similarity function (``params`` resolved),
+    so the pipeline can say so before the probe pass rather than after it."""
+    if name in ("soft_wpmi", "wpmi") and n_images < params["top_k"]:
+        raise InvalidInputError(
+            f"The probe set has {n_images} images but {name} needs at least top_k={params['top_k']} of them "
+            f"(it uses each unit's top {params['top_k']} images). Use a larger probe set or lower top_k "
+            f"(e.g. top_k={n_images})."
+        )
+    if name == "rank_reorder" and int(n_images * params["top_fraction"]) < 2:
+        raise InvalidInputError(
+            f"The probe set has {n_images} images; rank_reorder ranks each unit's top "
+            f"int(top_fraction·N) = {int(n_images * params['top_fraction'])} images and needs at least 2. "
+            "Use a larger probe set or raise top_fraction."
+        )
+
+
+# ----------------------------------------------------------------------------- public entry point
+
+
+def similarity_matrix(
+    name: str,
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    activations: torch.Tensor,
+    *,
+    device: Union[torch.device, str, None] = None,
+    progress: Optional[ProgressFn] = None,
+    **params: Any,
+) -> torch.Tensor:
+    """Score every unit against every concept with the similarity function ``name``.
+
+    ``image_features`` (N×d) and ``text_features`` (M×d) are raw CLIP features in any
+    float dtype; ``activations`` (N×K) are the pooled unit activations on the same N
+    images. ``params`` override the function's registered defaults (the reference constants);
+    options with a leading underscore only tune speed and memory. The work runs on
+    ``device`` (the CPU when None); the K×M float32 result is returned on the CPU.
+
+    ``rank_reorder`` draws random permutations; the reference leaves them unseeded, here
+    they come from a generator seeded with the ``seed`` parameter (default 0), so the
+    result is reproducible.
+    """
+    resolve_params(name)  # an unknown name is reported before anything else
+    math_params, tuning = _split_tuning(name, params)
+    resolved = resolve_params(name, math_params)
+    _check_inputs(image_features, text_features, activations)
+    check_probe_size(name, image_features.shape[0], resolved)
+    try:
+        compute_on = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    stage = f"similarity {name}"
+    compute = SIMILARITY_FUNCTIONS.get(name).value
+    with torch.no_grad():
+        scores = compute(image_features, text_features, activations.to(compute_on).float(),
+                         _Call(resolved, tuning, compute_on, progress, stage))
+    return scores.cpu()
+
+
+# ----------------------------------------------------------------------------- soft_wpmi / wpmi
+
+
+def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, acts: torch.Tensor,
+         params: dict, tuning: dict, device: torch.device, progress: Optional[ProgressFn],
+         stage: str) -> torch.Tensor:
+    """soft_wpmi / wpmi without materialising the N×M image×concept matrix.
+
+    Every term is log(offset_j + scale_j·Q[s,m]) for the image s at rank j of a unit:
+    soft_wpmi has scale p_j and offset 1 − p_j + min_prob, wpmi scale 1 and offset
+    min_prob. Written as log(offset_j) + log1p(w_j·Q[s,m]) with w_j = scale_j/offset_j,
+    the first part sums to the same constant C for every unit and concept (added back
+    in float64), and the float32 sum of the small, positive log1p terms stays accurate.
+
+    Only images in the union of the units' top-k sets matter. They are taken
+    ``_row_batch`` at a time: one matmul gives E = exp(a·P) for those rows and one sum
+    their softmax denominators Z, so Q = E/Z is never formed for the whole chunk. The
+    (rank, unit) pairs whose image is in the chunk are then handled at most
+    ``_pair_block`` at a time (an image can be in every unit's top set, so this bounds
+    memory): gather their rows of E, multiply each by w_j/Z_s, log1p, and add each row
+    into its unit's sum.
+    """
+    top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
+    n_units = acts.shape[1]
+    txt = _unit_rows("text_features", text_features.to(device))
+    n_concepts = txt.shape[0]
+
+    ranked = torch.topk(acts, top_k, dim=0).indices.cpu()  # ranked[j, k]: image at rank j of unit k
+    images, slots = torch.unique(ranked, return_inverse=True)
+    img = _unit_rows("image_features", image_features.index_select(0, images.to(image_features.device)).to(device))
+    scaled_txt_t = (txt * a).T.contiguous()
+
+    if name == "soft_wpmi":
+        scale = params["p_start"] - torch.arange(top_k, dtype=torch.float64) / top_k * (
+            params["p_start"] - params["p_end"])
+        offset = 1 - scale + min_prob
+    else:
+        scale = torch.ones(top_k, dtype=torch.float64)
+        offset = torch.full((top_k,), min_prob, dtype=torch.float64)
+    constant = float(offset.log().sum())
+    ratio = (scale / offset).to(device)
+
+    # The (rank, unit) pairs ordered by image, so a chunk of images is a range of pairs.
+    pair_slot, order = torch.sort(slots.flatten(), stable=True)
+    pair_slot, pair_rank, pair_unit = pair_slot.to(device), (order // n_units).to(device), (order % n_units).to(device)
+    row_batch, pair_block = tuning["_row_batch"], tuning["_pair_block"]
+    bounds = torch.searchsorted(pair_slot.cpu(), torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
+
+    sums = torch.zeros(n_units, n_concepts, device=device)  # Σ_j log1p(w_j·Q[s_j, m]) per unit
+    pair_ids = torch.arange(min(pair_block, ranked.numel()), device=device)
+    ones = torch.ones(pair_ids.numel(), device=device)
+    exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
+    terms = torch.empty(min(pair_block, ranked.numel()), n_concepts, device=device)
+    n_chunks = len(bounds) - 1
+    for number, start in enumerate(range(0, images.numel(), row_batch)):
+        chunk = exps[: min(row_batch, images.numel() - start)]
+        torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
+        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+        # a needs each row's maximum subtracted, which cancels in the softmax.
+        if a > 80:
+            chunk.sub_(chunk.amax(dim=1, keepdim=True))
+        chunk.exp_()
+        denominators = chunk.sum(dim=1)
+        for lo in range(bounds[number], bounds[number + 1], pair_block):
+            hi = min(lo + pair_block, bounds[number + 1])
+            rows = pair_slot[lo:hi] - start
+            block = torch.index_select(chunk, 0, rows, out=terms[: hi - lo])
+            block.mul_((ratio[pair_rank[lo:hi]] / denominators[rows]).float().unsqueeze(1)).log1p_()
+            # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
+            # several times faster than index_add_ on the CPU. The indices are in range by
+            # construction, so torch's invariant check (a scan per block) is skipped.
+            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]), ones[: hi - lo],
+                                             size=(n_units, hi - lo), check_invariants=False)
+            sums.addmm_(owners, block)
+        report(progress, stage, number + 1, n_chunks)
+    del exps, terms
+
+    log_likelihood = sums.double().add_(constant)
+    log_prior = torch.logsumexp(log_likelihood, dim=0, keepdim=True) - math.log(n_units)
+    return log_likelihood.sub_(params["lam"] * log_prior).float()
+
+
+# ----------------------------------------------------------------------------- cosine similarities
+
+
+def _concept_block(n_images: int, tuning: dict) -> int:
+    """Concepts per block so one N×block float32 block of P fits the budget."""
+    block = tuning["_block_bytes"] // (4 * n_images)
+    return max(32, block // 32 * 32)
+
+
+def _cosine(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, min_norm: Optional[float],
+            tuning: dict, progress: Optional[ProgressFn], stage: str) -> torch.Tensor:
+    """cos_similarity (``min_norm`` None) or cos_similarity_cubed, block by block of concepts."""
+    if min_norm is None:
+        acts = acts / torch.norm(acts, p=2, dim=0, keepdim=True)
+    else:
+        acts = (acts - torch.mean(acts, dim=0, keepdim=True)) ** 3
+        acts = acts / torch.clip(torch.norm(acts, p=2, dim=0, keepdim=True), min_norm)
+    acts_t = acts.T
+    n_concepts = txt.shape[0]
+    block = _concept_block(img.shape[0], tuning)
+    scores = torch.empty(acts.shape[1], n_concepts, device=img.device)
+    total = math.ceil(n_concepts / block)
+    for number, start in enumerate(range(0, n_concepts, block)):
+        cosines = img @ txt[start:start + block].T
+        if min_norm is None:
+            cosines /= torch.norm(cosines, p=2, dim=0, keepdim=True)
+        else:
+            cosines -= torch.mean(cosines, dim=0, keepdim=True)
+            cosines.pow_(3)
+            cosines /= torch.clip(torch.norm(cosines, p=2, dim=0, keepdim=True), min_norm)
+        torch.mm(acts_t, cosines, out=scores[:, start:start + block])
+        report(progress, stage, number + 1, total)
+    return scores
+
+
+# ----------------------------------------------------------------------------- rank_reorder
+
+
+def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, params: dict,
+                  tuning: dict, progress: Optional[ProgressFn], stage: str) -> torch.Tensor:
+    """rank_reorder: how well each concept's cosines reorder a unit's top activations.
+
+    For unit k take its n = int(top_fraction·N) highest activations a (descending) and
+    their images. For concept m, rank those images by cosine (0 = lowest); giving the
+    image of rank r the r-th smallest of a yields a "reordered" activation vector. Then
+    err_m = mean_i |a_i − reordered_i|^p / b, where b = mean |ã − ã[perm]|^p over five
+    random permutations of the ascending values ã, and
+    score[k,m] = −err_m / c̄_m^scale_p with c̄_m the mean cosine of those n images.
+    A negative c̄_m gives NaN, as in the reference, and so does b = 0 (all top
+    activations equal, e.g. a dead unit). The permutations come from a torch generator
+    seeded with ``seed`` (the reference uses the unseeded global generator), five per
+    unit in unit order.
+    """
+    power, scale_p = params["p"], params["scale_p"]
+    n_images, n_units = acts.shape
+    top_n = int(n_images * params["top_fraction"])
+    values, ranked = torch.topk(acts, top_n, dim=0)  # (top_n, K), descending
+    ascending = torch.flip(values, dims=[0])
+    generator = torch.Generator().manual_seed(params["seed"])
+    baselines = []
+    for unit in range(n_units):
+        column = ascending[:, unit:unit + 1]
+        shuffled = torch.cat([column[torch.randperm(top_n, generator=generator).to(acts.device)] for _ in range(5)],
+                             dim=1)
+        baselines.append(torch.mean(torch.abs(column - shuffled) ** power))
+
+    images, rows = torch.unique(ranked, return_inverse=True)
+    img = img.index_select(0, images)
+    n_concepts = txt.shape[0]
+    block = _concept_block(images.numel(), tuning)
+    positions = torch.arange(top_n, device=acts.device)
+    errors = torch.empty(n_units, n_concepts, device=acts.device)
+    blocks = math.ceil(n_concepts / block)
+    for number, start in enumerate(range(0, n_concepts, block)):
+        cosines = img @ txt[start:start + block].T  # (|U|, block)
+        for unit in range(n_units):
+            # Concepts as rows so sorting runs along contiguous memory.
+            chosen = cosines.index_select(0, rows[:, unit]).T.contiguous()  # (block, top_n)
+            mean_cosine = chosen.mean(dim=1)
+            order = torch.argsort(chosen, dim=1)
+            rank_of = torch.empty_like(order).scatter_(1, order, positions.expand_as(order))
+            reordered = ascending[:, unit][rank_of]
+            error = torch.mean(torch.abs(values[:, unit] - reordered) ** power, dim=1) / baselines[unit]
+            errors[unit, start:start + block] = error / mean_cosine ** scale_p
+            report(progress, stage, number * n_units + unit + 1, blocks * n_units)
+    return -errors
+
+
+# ----------------------------------------------------------------------------- the registered functions
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What every registered function gets besides the three matrices."""
+
+    params: dict  # resolved parameters
+    tuning: dict  # speed and memory knobs
+    device: torch.device
+    progress: Optional[ProgressFn]
+    stage: str
+
+
+def _normalised(image_features: torch.Tensor, text_features: torch.Tensor,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (_unit_rows("image_features", image_features.to(device)),
+            _unit_rows("text_features", text_features.to(device)))
+
+
+# The functions that ``catalog.SIMILARITY_FUNCTIONS`` registers: each takes
+# (image_features, text_features, activations on the device, _Call) and returns the K×M scores.
+
+def soft_wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _pmi("soft_wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
+
+
+def wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _pmi("wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
+
+
+def cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, c.device), acts, None, c.tuning, c.progress, c.stage)
+
+
+def cubed_cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, c.device), acts, c.params["min_norm"], c.tuning, c.progress, c.stage)
+
+
+def rank_reorder_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
+    return _rank_reorder(*_normalised(img, txt, c.device), acts, c.params, c.tuning, c.progress, c.stage)
