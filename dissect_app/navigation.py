@@ -3,6 +3,8 @@
 The page scripts live in ``dissect_app/views`` (not in a folder named ``pages``: see
 docs/architecture.md). Each page keeps the URL path the legacy ``pages/`` router gave
 it, so links shared before the move still open the same page (``/Unit_explorer?…``).
+A page's file is named after its URL path: AppTest finds a page by its file name until
+the first run has registered the pages, so a test can open a deep link cold.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ class AppPage:
 
 
 HOME_PAGE = str(VIEWS / "overview.py")
-SHARED_CONCEPTS_PAGE = str(VIEWS / "shared_concepts.py")
-MODEL_DIFFERENCES_PAGE = str(VIEWS / "model_differences.py")
-UNIT_EXPLORER_PAGE = str(VIEWS / "unit_explorer.py")
-RUN_PAGE = str(VIEWS / "run.py")
+SHARED_CONCEPTS_PAGE = str(VIEWS / "Shared_concepts.py")
+MODEL_DIFFERENCES_PAGE = str(VIEWS / "Model_differences.py")
+UNIT_EXPLORER_PAGE = str(VIEWS / "Unit_explorer.py")
+RUN_PAGE = str(VIEWS / "Run.py")
 UNIT_EXPLORER_URL = "Unit_explorer"
 PAGES = (
     AppPage(HOME_PAGE, "Overview", ":material/bar_chart:", ""),

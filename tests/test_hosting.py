@@ -22,8 +22,8 @@ from dissect_core.runs.results import find_runs, load_run
 
 # The app's files in a host folder (the copy of the dissect_app package).
 APP_FILES = ("streamlit_app.py", "dissect_app/server/entry.py", "dissect_app/views/overview.py",
-             "dissect_app/views/shared_concepts.py", "dissect_app/views/model_differences.py",
-             "dissect_app/views/unit_explorer.py", "dissect_app/views/run.py")
+             "dissect_app/views/Shared_concepts.py", "dissect_app/views/Model_differences.py",
+             "dissect_app/views/Unit_explorer.py", "dissect_app/views/Run.py")
 
 
 def write_reference_run(folder: Path, model: str, concepts: list[str]) -> Path:
