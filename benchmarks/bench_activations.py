@@ -56,7 +56,7 @@ def measure(kind: str, folder: str, clip_file: str, batch_size: int, workers: in
     from dissect_core.engine.activations import TargetLayers, record_probe_pass
     from dissect_core.engine.clip import load_clip
     from dissect_core.engine.models import TargetModel
-    from dissect_core.engine.probe_data import image_folder
+    from dissect_core.engine.probe_sets import image_folder
     from dissect_core.engine.recording import resolve_layouts
 
     probe = image_folder(folder)

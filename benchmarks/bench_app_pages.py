@@ -49,7 +49,7 @@ def computed_run(root: Path) -> str:
     """Compute a stand-in run with the CLI; returns its label."""
     sys.path.insert(0, str(REPO / "tests"))
     from dissect_core.cli import main as cli
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
     from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
 
     (root / "data").mkdir(parents=True)

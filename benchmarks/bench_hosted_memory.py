@@ -38,7 +38,7 @@ def bundled_run(scratch: Path) -> Path:
     from dissect_core.engine.bundle_export import export_bundle
     from dissect_core.runs.bundle_format import import_bundle
     from dissect_core.cli import main as cli
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
     from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
 
     (scratch / "data").mkdir(parents=True)
@@ -79,7 +79,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from dissect_app.local_server import local_server
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)

@@ -98,7 +98,7 @@ def main() -> None:
     from dissect_core.choices.concept_sets import builtin_concept_set, parse_concepts
     from dissect_core.engine.models import TargetModel
     from dissect_core.engine.pipeline import DescribeConfig, describe, describe_together
-    from dissect_core.engine.probe_data import default_num_workers
+    from dissect_core.engine.probe_loading import default_num_workers
 
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():

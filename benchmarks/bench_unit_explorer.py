@@ -79,7 +79,7 @@ def main() -> None:
     sys.argv = ["streamlit_app.py"]
     header = f"{'run':<36} {'first view s':>12} {'per view median s':>18} {'min s':>7} {'CPU median s':>13}"
     rows = []
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = computed_run(Path(tmp) / "computed")

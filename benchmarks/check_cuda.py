@@ -11,7 +11,7 @@ and times two full passes over them with the preprocessing of the standard compa
 (resnet18's ImageNet preset, the Places ResNet18's Compose, open_clip ViT-B-16's
 evaluation transform), every batch ending on ``--device``:
 
-* ``pil``: ``probe_data.probe_loader`` (Pillow and the PIL transforms in the workers),
+* ``pil``: ``probe_loading.probe_loader`` (Pillow and the PIL transforms in the workers),
   then the batch copied to the device;
 * ``torchvision``: ``probe_data.device_probe_loader`` (workers read bytes; the main
   process decodes each batch with ``decode_jpeg`` on the device and preprocesses there).
@@ -35,7 +35,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.bench_activations import make_folder  # noqa: E402
 from dissect_core.choices.catalog import DECODERS  # noqa: E402
-from dissect_core.engine.probe_data import default_num_workers, image_folder  # noqa: E402
+from dissect_core.engine.probe_loading import default_num_workers  # noqa: E402
+from dissect_core.engine.probe_sets import image_folder
 
 
 def transforms() -> dict:

@@ -34,8 +34,8 @@ from dissect_app.download_buttons import BUNDLE_KEY, spreadsheet_safe, show_char
 from dissect_app.frame import APP_NAME, Frame, how_to_get_results, page_frame, require_models
 from dissect_app.hosted_mode import HOSTED_ENV, hosted
 from dissect_app.navigation import (
-    ENTRY_SCRIPT, HOME_PAGE, MODEL_DIFFERENCES_PAGE, PAGES, RUN_PAGE, SHARED_CONCEPTS_PAGE, UNIT_EXPLORER_PAGE,
-    UNIT_EXPLORER_URL, AppPage,
+    ENTRY_SCRIPT, HOME_PAGE, MODEL_DIFFERENCES_PAGE, PAGES, RUN_PAGE, SHARED_CONCEPTS_PAGE, SWEEP_PAGE,
+    UNIT_EXPLORER_PAGE, UNIT_EXPLORER_URL, AppPage,
 )
 from dissect_app.pickers import (
     LAYERS_KEY, LAYERS_SEEN_KEY, MODELS_KEY, UnitLink, check_unit_link, default_selection,
@@ -51,11 +51,12 @@ from dissect_app.sources import (
 from dissect_app.quality_panels import (
     STABLE_KEY, absent_notes, count_moves, descriptions_for, output_checks, quality_table, stable_toggle,
 )
+from dissect_app.sweep_view import open_differences, sweep_points
 from dissect_app.text import md, message, safe_filename
 from dissect_app.unit_gallery import UnitGallery, unit_gallery
 
 __all__ = [
-    "APP_NAME", "AppPage", "ENTRY_SCRIPT", "MODEL_DIFFERENCES_PAGE", "SHARED_CONCEPTS_PAGE", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
+    "APP_NAME", "AppPage", "ENTRY_SCRIPT", "MODEL_DIFFERENCES_PAGE", "SHARED_CONCEPTS_PAGE", "SWEEP_PAGE", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
     "Frame", "HOME_PAGE", "HOSTED_ENV", "RUN_PAGE", "hosted", "message", "redescribe_blocker", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_SEEN_KEY", "MODELS_KEY", "PAGES",
     "PENDING_SELECT_KEY", "RESULTS_ENV", "StreamlitProgress", "UNIT_EXPLORER_PAGE", "UNIT_EXPLORER_URL",
     "UPLOADED_RUNS_KEY", "UPLOAD_KEY", "UnitGallery", "UnitLink", "check_unit_link", "cache_dir", "cli_results_dirs", "default_selection",
@@ -63,5 +64,5 @@ __all__ = [
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
     "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
-    "stable_toggle",
+    "stable_toggle", "open_differences", "sweep_points",
 ]

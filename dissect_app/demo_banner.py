@@ -10,7 +10,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dissect_core.common.errors import DissectError
-from dissect_core.runs.results import Run, load_run
+from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import load_run
 
 DEMO_HIDDEN_KEY = "demo_hidden"
 

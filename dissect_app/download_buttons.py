@@ -10,7 +10,7 @@ import streamlit as st
 from dissect_app.running import StreamlitProgress
 from dissect_app.text import safe_filename
 from dissect_app.charts import chart_to_png, chart_to_svg
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 BUNDLE_KEY = "bundle_zip"                  # the last bundle built for download
 

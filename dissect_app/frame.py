@@ -19,7 +19,7 @@ from dissect_app.sources import (
     sources_section, store_uploads,
 )
 from dissect_app.text import md
-from dissect_core.runs.results import Run, make_labels_unique
+from dissect_core.runs.run import Run, make_labels_unique
 
 APP_NAME = "CLIP-Dissect explorer"
 LABELS_KEY = "run_labels"  # {run key: its label in the last script run}

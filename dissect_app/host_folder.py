@@ -67,7 +67,7 @@ def write_host_folder(
     progress: Optional[ProgressFn] = None,
 ) -> HostFolder:
     """Write the hosted app with ``sources`` baked in: bundles (.zip), run folders, result
-    files and folders of result files (``results.load_runs``); none: the built-in demo.
+    files and folders of result files (``run_folders.load_runs``); none: the built-in demo.
 
     Runs that are not bundles yet are bundled first (``bundle.export_bundle``: thumbnails and activation
     maps of each unit's top images, so the host needs neither probe images nor weights).
@@ -75,7 +75,7 @@ def write_host_folder(
     """
     from dissect_core.engine.bundle_export import export_bundle
     from dissect_core.runs.bundle_format import import_bundle
-    from dissect_core.runs.results import load_runs
+    from dissect_core.runs.run_folders import load_runs
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

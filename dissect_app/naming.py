@@ -17,7 +17,7 @@ import streamlit as st
 from dissect_app.hosted_mode import hosted
 from dissect_app.sources import results_dir
 from dissect_core.common.files import atomic_write_text
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 NAMES_FILE = "names.json"
 SESSION_NAMES_KEY = "run_names"   # {run key: name} given in this session

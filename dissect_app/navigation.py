@@ -34,6 +34,7 @@ HOME_PAGE = str(VIEWS / "overview.py")
 SHARED_CONCEPTS_PAGE = str(VIEWS / "Shared_concepts.py")
 MODEL_DIFFERENCES_PAGE = str(VIEWS / "Model_differences.py")
 UNIT_EXPLORER_PAGE = str(VIEWS / "Unit_explorer.py")
+SWEEP_PAGE = str(VIEWS / "Sweep.py")
 RUN_PAGE = str(VIEWS / "Run.py")
 UNIT_EXPLORER_URL = "Unit_explorer"
 PAGES = (
@@ -41,6 +42,7 @@ PAGES = (
     AppPage(SHARED_CONCEPTS_PAGE, "Shared concepts", ":material/stacked_bar_chart:", "Shared_concepts"),
     AppPage(MODEL_DIFFERENCES_PAGE, "Model differences", ":material/compare_arrows:", "Model_differences"),
     AppPage(UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:", UNIT_EXPLORER_URL),
+    AppPage(SWEEP_PAGE, "Sweep", ":material/timeline:", "Sweep"),
     AppPage(RUN_PAGE, "Run CLIP-Dissect", ":material/play_arrow:", "Run"),
 )
 

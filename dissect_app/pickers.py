@@ -9,7 +9,8 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dissect_app.navigation import UNIT_EXPLORER_URL
-from dissect_core.runs.results import CLIP_DISSECT, Run
+from dissect_core.runs.formats import CLIP_DISSECT
+from dissect_core.runs.run import Run
 
 if TYPE_CHECKING:
     from dissect_app.frame import Frame

@@ -11,7 +11,7 @@ from dissect_app.pickers import persistent
 from dissect_app.text import md
 from dissect_core.runs import analysis
 from dissect_core.runs.quality_tables import STABLE_THRESHOLD
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 STABLE_KEY = "stable_only"
 

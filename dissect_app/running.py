@@ -12,7 +12,7 @@ from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
 from dissect_core.runs.bundle_format import THUMBNAILS_DIR
 from dissect_core.common.progress import WARNING_STAGE
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
 DEFAULT_CACHE_DIR = "saved_activations"
@@ -102,7 +102,7 @@ def redescribe_blocker(run: Run) -> Optional[str]:
 
 
 def _probe_roots(spec: dict) -> list[str]:
-    """The folders a probe spec reads (``probe_data.open_probe_spec``'s kinds)."""
+    """The folders a probe spec reads (``probe_sets.open_probe_spec``'s kinds)."""
     roots = [spec[key] for key in ("root", "data_dir") if isinstance(spec.get(key), str)]
     for part in spec.get("parts") or []:
         if isinstance(part, dict):

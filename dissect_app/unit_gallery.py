@@ -14,7 +14,7 @@ import streamlit as st
 
 from dissect_app.hosted_mode import hosted
 from dissect_core.runs.manifest import RunSources
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 
 @st.cache_resource(show_spinner="Opening the probe images…", max_entries=8)

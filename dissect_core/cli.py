@@ -211,7 +211,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dissect_core.engine.label_quality import read_class_names, run_output_checks
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     run = load_run(args.run_dir)
     print(run.label)
@@ -282,7 +282,7 @@ def _run_download(args: argparse.Namespace) -> int:
     progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
     try:
         if args.what in PROBE_SETS:
-            from dissect_core.engine.probe_data import download_dataset
+            from dissect_core.engine.probe_sets import download_dataset
 
             folder = download_dataset(args.what, args.data_dir, progress)
             print(f"{args.what} ready in {folder}")
@@ -315,7 +315,7 @@ def _run_bundle(args: argparse.Namespace) -> int:
     from dissect_core.engine.bundle_export import export_bundle
     from dissect_core.common.files import atomic_write_bytes
     from dissect_core.common.progress import TqdmProgress
-    from dissect_core.runs.results import load_runs
+    from dissect_core.runs.run_folders import load_runs
 
     runs = load_runs(args.runs)
     progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)

@@ -8,7 +8,7 @@ import pytest
 
 from dissect_core.runs import analysis
 from dissect_core.common.errors import InvalidInputError
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 
 
 def frame(rows: list[tuple[str, int, str, float]]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_core.engine.bundle_export import export_bundle
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 APP = dissect_app.ENTRY_SCRIPT
 

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 import dissect_app
 from dissect_core.runs import analysis
 from dissect_core.runs.demo_runs import demo_runs
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 from tests.test_app_pages import open_app
 
 

@@ -22,7 +22,7 @@ from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, o
 REPO = Path(__file__).resolve().parents[1]
 APP = dissect_app.ENTRY_SCRIPT
 BROWSING_PAGES = [dissect_app.HOME_PAGE, dissect_app.SHARED_CONCEPTS_PAGE, dissect_app.MODEL_DIFFERENCES_PAGE,
-                  dissect_app.UNIT_EXPLORER_PAGE]
+                  dissect_app.UNIT_EXPLORER_PAGE, dissect_app.SWEEP_PAGE]
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_uploads_are_bounded_with_clear_messages(served: Path, monkeypatch: pyte
 NO_TORCH_SCRIPT = r"""
 import json, sys
 from streamlit.testing.v1 import AppTest
-app, results, pages = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+app, results, pages, explorer = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 sys.argv[1:] = ["--results", results]  # as after `--` on the streamlit command line
 at = AppTest.from_file(app, default_timeout=120).run()
 exceptions = [bool(at.exception)]
@@ -132,7 +132,7 @@ for page in pages:
 options = at.sidebar.multiselect(key="models").options
 bundled = next(label for label in options if not label.endswith("broden · 20k"))
 at.query_params.update({"model": bundled, "layer": "layer4", "unit": "3"})
-at.switch_page(pages[-1]).run()  # the Unit explorer, on the bundled unit
+at.switch_page(explorer).run()
 exceptions.append(bool(at.exception))
 print(json.dumps({"exceptions": exceptions, "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules,
                   "models": options, "heatmaps": len(at.tabs[0].get("image")) if at.tabs else 0}))
@@ -146,11 +146,12 @@ def test_browsing_in_hosted_mode_imports_no_torch(served: Path, bundle, tmp_path
     import_bundle(bundle, served / "bundled")  # a bundle shipped with the hosted app
     env = {**os.environ, hosted_mode.HOSTED_ENV: "1", dissect_app.RESULTS_ENV: str(tmp_path / "none")}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(BROWSING_PAGES)],
+        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(BROWSING_PAGES),
+         dissect_app.UNIT_EXPLORER_PAGE],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["exceptions"] == [False] * 6
+    assert result["exceptions"] == [False] * 7
     assert len(result["models"]) == 3 and result["heatmaps"] == 10
     assert not result["torch"] and not result["open_clip"]

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
-from dissect_core.runs.results import Run
+from dissect_core.runs.run import Run
 
 APP = dissect_app.ENTRY_SCRIPT
 SHARED = dissect_app.SHARED_CONCEPTS_PAGE

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 from planted import make_planted_probe, planted_clip, planted_target, write_concepts
 
 APP = dissect_app.ENTRY_SCRIPT
@@ -114,7 +114,7 @@ def test_imported_csv_says_why_it_has_no_figures(app):
 def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
     from dissect_core.engine.bundle_export import export_bundle
     from dissect_core.runs.bundle_format import import_bundle
-    from dissect_core.runs.results import find_runs
+    from dissect_core.runs.run_folders import find_runs
 
     root, (trained, _) = planted_runs
     runs, _ = find_runs(root / "results")
@@ -129,7 +129,7 @@ def test_bundles_carry_the_quality_figures(planted_runs, tmp_path):
 def test_figures_that_do_not_fit_the_labels_are_left_out_and_the_page_says_why(planted_runs, tmp_path, monkeypatch):
     import shutil
 
-    from dissect_core.runs.results import find_runs
+    from dissect_core.runs.run_folders import find_runs
 
     root, (trained, _) = planted_runs
     run = next(run for run in find_runs(root / "results")[0] if run.label == trained)

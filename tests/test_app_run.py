@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_core.engine import downloads
-from dissect_core.runs.results import find_runs
+from dissect_core.runs.run_folders import find_runs
 
 APP = dissect_app.ENTRY_SCRIPT
 PAGE = dissect_app.RUN_PAGE

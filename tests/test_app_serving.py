@@ -59,7 +59,8 @@ def test_local_server_says_why_the_app_did_not_start(tmp_path: Path) -> None:
 
 def test_pages_keep_their_deep_links_and_are_named_after_them() -> None:
     # The URL paths of the legacy pages/ router, so links shared before still open the same page.
-    assert [page.url_path for page in PAGES] == ["", "Shared_concepts", "Model_differences", "Unit_explorer", "Run"]
+    assert [page.url_path for page in PAGES] == ["", "Shared_concepts", "Model_differences", "Unit_explorer", "Sweep",
+                                                "Run"]
     for page in PAGES:
         assert Path(page.script).is_file() and Path(page.script).parent.name == "views"
         if page.script != HOME_PAGE:  # AppTest finds a page by file name before the first run

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 
 APP = dissect_app.ENTRY_SCRIPT
 PAGE = dissect_app.UNIT_EXPLORER_PAGE

@@ -28,7 +28,8 @@ except ImportError:  # the chromium fixture skips (or, under CI, fails) with the
 
 import dissect_app
 from dissect_app.local_server import local_server
-from dissect_core.runs.results import Run, load_run
+from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import load_run
 from test_app_pages import IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, write_run
 
 pytestmark = pytest.mark.browser

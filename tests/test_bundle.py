@@ -25,7 +25,7 @@ from dissect_core.common.errors import DissectError, InvalidInputError
 from dissect_core.runs.manifest import RunManifest
 from dissect_core.choices.layouts import CHANNELS_FIRST
 from dissect_core.engine.recording import layer_outputs
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 from dissect_core.engine.unit_views import live_unit_views, probe_for_run, target_for_run
 from dissect_core.runs.unit_images import stored_unit_views
 
@@ -279,7 +279,8 @@ def test_a_minimal_bundle_imports_into_a_folder_made_for_it(tmp_path):
 
 
 def test_other_methods_keep_their_method_and_category_through_a_bundle(tmp_path):
-    from dissect_core.runs.results import NETDISSECT, runs_from_files
+    from dissect_core.runs.formats import NETDISSECT
+    from dissect_core.runs.run_folders import runs_from_files
 
     header = "unit,category,label,score\n"
     files = [("vgg_conv4.csv", (header + "1,scene,bar-s,0.2\n2,color,red-c,0.3\n").encode()),

@@ -15,7 +15,7 @@ import torch
 
 from dissect_core.engine import downloads
 from dissect_core.cli import build_parser, main
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 
 from standins import (add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights,
                       save_places_style_checkpoint)
@@ -194,7 +194,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     import pandas as pd
 
     from dissect_core.engine import pipeline
-    from dissect_core.runs.results import Run
+    from dissect_core.runs.run import Run
 
     descriptions = pd.DataFrame({"layer": ["layer4"] * 3, "unit": [0, 1, 2],
                                  "description": ["dog", "dog", "sky"], "similarity": [1.0, 2.0, 3.0]})
@@ -214,7 +214,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
 
 
 def test_evaluate_reports_quality_and_the_output_layer_check(tmp_path, capsys, computed_run):
-    from dissect_core.runs.results import write_run
+    from dissect_core.runs.run_folders import write_run
 
     # The computed run has too few probe images for quality figures: evaluate says so.
     assert main(["evaluate", str(computed_run["run_dir"])]) == 0

@@ -7,8 +7,8 @@ import torch
 from dissect_core.engine.concept_sources import CONCEPT_SOURCES, labelled_probe
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.engine.pipeline import DescribeConfig, config_from_run, describe
-from dissect_core.engine.probe_data import image_folder
-from dissect_core.runs.results import load_run
+from dissect_core.engine.probe_sets import image_folder
+from dissect_core.runs.run_folders import load_run
 
 from planted import COLOURS, UNIT_COLOURS, make_planted_probe, planted_target
 

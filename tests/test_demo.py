@@ -15,7 +15,7 @@ import pytest
 from dissect_core.runs import demo_runs as demo
 from dissect_core.engine import demo_build
 from dissect_core.cli import main
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def test_trained_classifier_units_carry_their_class_and_untrained_ones_do_not(co
 
 
 def test_reading_the_demo_imports_no_torch():
-    code = ("import sys; from dissect_core.runs.demo_runs import demo_runs, demo_info; from dissect_core.runs.results import "
+    code = ("import sys; from dissect_core.runs.demo_runs import demo_runs, demo_info; from dissect_core.runs.run_folders import "
             "load_run; [load_run(p) for p in demo_runs()]; demo_info(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

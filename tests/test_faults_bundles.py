@@ -27,7 +27,7 @@ from dissect_core.runs.analysis import only_stable
 from dissect_core.cli import main
 from dissect_core.engine.pipeline import config_from_run
 from dissect_core.runs.quality_tables import LAYER_COLUMNS, QUALITY_COLUMNS
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 from standins import make_image_folder
 
@@ -453,7 +453,7 @@ def test_an_interrupted_import_is_listed_as_incomplete_and_removed_by_the_next(r
 
 
 def test_a_run_folder_being_written_is_listed_as_incomplete(results):
-    from dissect_core.runs.results import INCOMPLETE_FILE
+    from dissect_core.runs.run_folders import INCOMPLETE_FILE
 
     (results / "resnet18_old" / INCOMPLETE_FILE).touch()
     runs, problems = find_runs(results)

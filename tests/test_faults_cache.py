@@ -19,7 +19,7 @@ from dissect_core.engine import cache as cache_module
 from dissect_core.engine.cache import FeatureCache
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.probe_data import image_folder
+from dissect_core.engine.probe_sets import image_folder
 
 from planted import UNIT_COLOURS, make_planted_probe, planted_clip, planted_target, write_concepts
 

@@ -19,7 +19,8 @@ from dissect_core.engine.clip import load_clip
 from dissect_core.choices.concept_sets import parse_concepts
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.engine.models import load_target_model
-from dissect_core.engine.probe_data import MAX_FOLDER_DEPTH, image_folder, probe_loader, to_rgb
+from dissect_core.engine.probe_loading import probe_loader
+from dissect_core.engine.probe_sets import MAX_FOLDER_DEPTH, image_folder, to_rgb
 
 from standins import make_image_folder, register_tiny_clip
 
@@ -96,7 +97,7 @@ def test_very_deep_tree_is_listed_without_recursion_and_bounded(tmp_path):
 
 
 def test_unreadable_subfolder_is_skipped_and_counted(folder, monkeypatch):
-    import dissect_core.engine.probe_data as probe_data
+    from dissect_core.engine import probe_sets
 
     real_scandir = os.scandir
 
@@ -105,7 +106,7 @@ def test_unreadable_subfolder_is_skipped_and_counted(folder, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(probe_data.os, "scandir", scandir)
+    monkeypatch.setattr(probe_sets.os, "scandir", scandir)
     probe = image_folder(folder)
     assert len(probe) == 2
     assert probe.listing_skipped == {"unreadable folders": 1}

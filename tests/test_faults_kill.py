@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dissect_core.engine.pipeline import describe
-from dissect_core.runs.results import find_runs
+from dissect_core.runs.run_folders import find_runs
 
 from planted import make_planted_probe, write_concepts
 from test_faults_cache import config_for

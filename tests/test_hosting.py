@@ -18,12 +18,12 @@ import pytest
 from dissect_core.cli import main
 from dissect_app.host_folder import APP_CONFIG, HOSTED_REQUIREMENTS
 from dissect_app.local_server import local_server
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 # The app's files in a host folder (the copy of the dissect_app package).
 APP_FILES = ("streamlit_app.py", "dissect_app/server/entry.py", "dissect_app/views/overview.py",
              "dissect_app/views/Shared_concepts.py", "dissect_app/views/Model_differences.py",
-             "dissect_app/views/Unit_explorer.py", "dissect_app/views/Run.py")
+             "dissect_app/views/Unit_explorer.py", "dissect_app/views/Sweep.py", "dissect_app/views/Run.py")
 
 
 def write_reference_run(folder: Path, model: str, concepts: list[str]) -> Path:
@@ -120,7 +120,7 @@ def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
         from dissect_app.navigation import served_pages
         assert dissect_app.__file__.startswith(sys.path[0]), dissect_app.__file__  # the folder's copy
         pages = served_pages()
-        assert len(pages) == 4, pages  # hosted: every page but the Run page
+        assert len(pages) == 5, pages  # hosted: every page but the Run page
         for page in pages:
             at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=120).run()
             at.switch_page(page.script).run()

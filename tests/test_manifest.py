@@ -10,7 +10,7 @@ import pytest
 from dissect_core.runs.demo_runs import demo_runs
 from dissect_core.common.errors import NewerFormatError
 from dissect_core.runs.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
-from dissect_core.runs.results import find_runs, load_run
+from dissect_core.runs.run_folders import find_runs, load_run
 
 
 @pytest.fixture

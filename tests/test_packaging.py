@@ -135,7 +135,7 @@ def test_unpacked_wheel_runs_outside_the_checkout(wheel, tmp_path):
 import json, dissect_core
 from dissect_core.runs import demo_runs as demo
 from dissect_core.runs.categories import categorise
-from dissect_core.runs.results import load_run
+from dissect_core.runs.run_folders import load_run
 runs = [load_run(path) for path in demo.demo_runs()]
 print(json.dumps({"package": dissect_core.__file__, "runs": [run.path.name for run in runs],
                   "units": [len(run.descriptions) for run in runs], "dog": categorise("dog")}))
@@ -180,7 +180,7 @@ def test_unpacked_wheel_serves_the_app_outside_the_checkout(wheel, tmp_path):
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(seen["package"]).is_relative_to(site)  # the wheel's app, not the checkout's
     titles = {"": "Overview", "Shared_concepts": "Shared concepts", "Model_differences": "Model differences",
-              "Unit_explorer": "Unit explorer", "Run": "Run CLIP-Dissect"}
+              "Unit_explorer": "Unit explorer", "Sweep": "Sweep", "Run": "Run CLIP-Dissect"}
     assert {path: page["title"][:1] for path, page in seen["pages"].items()} == {
         path: [title] for path, title in titles.items()}
     assert all(not page["exceptions"] for page in seen["pages"].values()), seen["pages"]

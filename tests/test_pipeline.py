@@ -12,8 +12,8 @@ import torch
 
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.probe_data import open_probe_spec
-from dissect_core.runs.results import load_run
+from dissect_core.engine.probe_sets import open_probe_spec
+from dissect_core.runs.run_folders import load_run
 from dissect_core.runs.side_tables import check_layer_name
 from dissect_core.runs.unit_images import stored_unit_views, write_stored_maps
 
@@ -204,7 +204,7 @@ def test_stored_maps_and_masks_cover_the_planted_squares(planted, tmp_path, chan
 def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
     from dissect_core.choices.concept_sets import parse_concepts
     from dissect_core.engine.pipeline import config_from_run
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     run = load_run(computed_run["run_dir"])
     new_concepts = parse_concepts("zebra\nwheel\nsky\n", "mine.txt")
@@ -222,7 +222,7 @@ def test_a_finished_run_is_redescribed_from_the_cache(computed_run, tmp_path):
 
 def test_imported_csv_cannot_be_redescribed(tmp_path):
     from dissect_core.engine.pipeline import config_from_run
-    from dissect_core.runs.results import load_run
+    from dissect_core.runs.run_folders import load_run
 
     (tmp_path / "descriptions.csv").write_text("layer,unit,description,similarity\nlayer4,0,cat,0.1\n")
     with pytest.raises(InvalidInputError, match="imported from a CSV"):
@@ -288,7 +288,7 @@ def test_output_layer_check_on_a_planted_classifier(planted, tmp_path):
 
 def test_two_models_share_one_probe_pass_and_match_separate_runs(planted, tmp_path, monkeypatch):
     from dissect_core.engine.pipeline import describe_together
-    from dissect_core.engine.probe_data import ProbeSet
+    from dissect_core.engine.probe_sets import ProbeSet
 
     root, _, concepts = planted
     decoded = []

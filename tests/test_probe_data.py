@@ -17,24 +17,24 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR100
 
 from dissect_core.engine import downloads
-from dissect_core.engine import probe_data
+from dissect_core.engine import datasets
+from dissect_core.engine import gpu_decoding
+from dissect_core.engine import probe_loading
+from dissect_core.engine import probe_sets
 from dissect_core.engine import small_cnn
 from dissect_core.choices.catalog import DECODERS
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.engine.models import places_preprocess
-from dissect_core.engine.probe_data import (
-    ProbeDataset,
+from dissect_core.engine.gpu_decoding import device_probe_loader, tensor_preprocess
+from dissect_core.engine.probe_loading import ProbeDataset, collate_probe_batch, probe_loader
+from dissect_core.engine.probe_sets import (
     broden,
     cifar100,
-    collate_probe_batch,
-    device_probe_loader,
     download_dataset,
     image_folder,
     imagenet_val,
     open_probe,
     open_probe_spec,
-    probe_loader,
-    tensor_preprocess,
 )
 from standins import accept_cifar100_standin, add_corrupt_files, make_cifar100_standin, make_image_folder
 
@@ -148,7 +148,7 @@ def test_loader_with_a_worker_process(tmp_path):
 @pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (16, 15), (64, 16)])
 def test_decode_workers_follow_the_cores_this_process_may_use(monkeypatch, cores, workers):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert probe_data.default_num_workers() == workers
+    assert probe_loading.default_num_workers() == workers
 
 
 def test_batches_are_pinned_for_a_gpu_only(tmp_path):
@@ -172,13 +172,13 @@ def test_broden_missing_says_how_to_get_it(tmp_path, offline):
     with pytest.raises(MissingResourceError) as info:
         open_probe("broden", data_dir=tmp_path / "data")
     message = str(info.value)
-    assert "python -m dissect_core download broden" in message and probe_data.BRODEN_URL in message
+    assert "python -m dissect_core download broden" in message and datasets.BRODEN_URL in message
     assert str(tmp_path / "data" / "broden1_224" / "images") in message
     start = time.perf_counter()
     with pytest.raises(MissingResourceError) as info:
         broden(tmp_path / "data", download=True)
     assert time.perf_counter() - start < 5
-    assert "broden1_224.zip" in str(info.value) and probe_data.BRODEN_URL in str(info.value)
+    assert "broden1_224.zip" in str(info.value) and datasets.BRODEN_URL in str(info.value)
 
 
 def test_broden_unpacks_jpgs_and_csvs_from_the_zip(tmp_path, monkeypatch):
@@ -228,7 +228,7 @@ def test_cifar100_offline_fails_fast(tmp_path, offline):
 
 
 def test_imagenet_val_needs_a_class_folder(tmp_path, monkeypatch):
-    monkeypatch.delenv(probe_data.IMAGENET_VAL_ENV, raising=False)
+    monkeypatch.delenv(probe_sets.IMAGENET_VAL_ENV, raising=False)
     with pytest.raises(MissingResourceError) as info:
         open_probe("imagenet_val")
     assert "`imagenet_val_dir`" in str(info.value) and "DISSECT_IMAGENET_VAL" in str(info.value)
@@ -237,7 +237,7 @@ def test_imagenet_val_needs_a_class_folder(tmp_path, monkeypatch):
     with pytest.raises(InvalidInputError, match="one subfolder per class"):
         imagenet_val(flat)
     make_image_folder(tmp_path / "val", 4, classes=("n01440764", "n01443537"))
-    monkeypatch.setenv(probe_data.IMAGENET_VAL_ENV, str(tmp_path / "val"))
+    monkeypatch.setenv(probe_sets.IMAGENET_VAL_ENV, str(tmp_path / "val"))
     probe = open_probe("imagenet_val")
     assert len(probe) == 4 and probe.item_label(0) == "n01440764/img_000.jpg"
 
@@ -335,7 +335,7 @@ def test_device_decoder_decodes_each_batch_in_one_call(tmp_path, monkeypatch):
     _smooth_jpegs(tmp_path / "a", 5)
     add_corrupt_files(tmp_path / "a")
     calls = []
-    real = probe_data.decode_jpeg
+    real = gpu_decoding.decode_jpeg
     monkeypatch.setattr(probe_data, "decode_jpeg", lambda data, **kw: calls.append(kw["device"]) or real(data, **kw))
     probe = image_folder(tmp_path)
     batches = list(device_probe_loader(probe, TO_TENSOR, batch_size=7, num_workers=1))

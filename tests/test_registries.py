@@ -1,22 +1,24 @@
-"""Named choices come from the registries: the CLI's choices, help and `list`, the README's
-table, and a clear error listing the valid names for an unknown one, before heavy work."""
+"""Named choices come from the registries: the CLI's choices, help and `list`, the CLI
+reference (docs/cli.md), and a clear error listing the valid names for an unknown one, before heavy work."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dissect_core.choices import catalog
 from dissect_core.engine import pipeline
-from dissect_core.engine import probe_data
+from dissect_core.engine import probe_sets
 from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
                                   SIMILARITY_FUNCTIONS, ProbeSource)
 from dissect_core.cli import FLAGS, main
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError, in_words
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.probe_data import image_folder
+from dissect_core.engine.probe_sets import image_folder
 from dissect_core.common.registry import Entry, LazyFunction
 
 from standins import make_image_folder
@@ -50,9 +52,13 @@ def test_list_prints_every_registry(capsys):
     assert "--imagenet_val_dir" in out and "`imagenet_val_dir`" not in out  # said as a flag
 
 
-def test_readme_table_is_the_registries():
-    # `dissect list --markdown` prints the table the README must show.
-    assert catalog.markdown(FLAGS) in (REPO / "README.md").read_text(encoding="utf-8")
+def test_cli_reference_is_generated_from_the_parser_and_the_registries():
+    # docs/cli.md is what scripts/make_cli_reference.py writes now: a new flag or choice
+    # without a regenerated page fails here, naming the command that fixes it.
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "make_cli_reference.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert catalog.markdown(FLAGS) in (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
 def test_cli_help_comes_from_the_registries(capsys):
@@ -137,7 +143,7 @@ def test_a_registered_probe_set_is_usable_by_name_everywhere(tmp_path, monkeypat
     make_image_folder(tmp_path / "shapes", 6)
     source = ProbeSource(lambda options: image_folder(Path(options.data_dir) / "shapes"))
     monkeypatch.setitem(PROBE_SETS._entries, "shapes", Entry("shapes", source, "six synthetic images"))
-    probe = probe_data.open_probe("shapes", data_dir=tmp_path)
+    probe = probe_sets.open_probe("shapes", data_dir=tmp_path)
     assert len(probe) == 6
     assert main(["list"]) == 0
     assert "six synthetic images" in capsys.readouterr().out

@@ -4,15 +4,12 @@ import pandas as pd
 import pytest
 
 from dissect_core.common.errors import InvalidInputError
-from dissect_core.runs.results import (
-    CLIP_DISSECT,
-    MILAN,
-    NETDISSECT,
+from dissect_core.runs.formats import CLIP_DISSECT, MILAN, NETDISSECT, read_descriptions
+from dissect_core.runs.run_folders import (
     find_runs,
     format_similarity,
     load_run,
     new_run_dir,
-    read_descriptions,
     runs_from_files,
     write_run,
 )
@@ -207,7 +204,7 @@ def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
 
 
 def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: Path):
-    from dissect_core.runs.results import load_runs
+    from dissect_core.runs.run_folders import load_runs
 
     layers = tmp_path / "netdissect"
     layers.mkdir()
@@ -229,7 +226,7 @@ def test_load_runs_reads_folders_of_layer_files_and_names_what_failed(tmp_path: 
 
 
 def test_runs_of_one_name_are_told_apart_by_what_differs(tmp_path: Path):
-    from dissect_core.runs.results import Run, make_labels_unique
+    from dissect_core.runs.run import Run, make_labels_unique
 
     frame = read_descriptions(GOOD)
     smaller = frame.head(2)

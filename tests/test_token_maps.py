@@ -14,7 +14,7 @@ from torchvision import transforms
 
 from dissect_core.engine.models import TargetModel
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.probe_data import open_probe_spec
+from dissect_core.engine.probe_sets import open_probe_spec
 from dissect_core.engine.unit_views import live_unit_views
 from dissect_core.runs.unit_images import stored_unit_views
 

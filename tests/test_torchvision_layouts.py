@@ -9,8 +9,8 @@ import torch
 
 from dissect_core.cli import main
 from dissect_core.engine.models import load_target_model
-from dissect_core.engine.probe_data import open_probe_spec
-from dissect_core.runs.results import load_run
+from dissect_core.engine.probe_sets import open_probe_spec
+from dissect_core.runs.run_folders import load_run
 
 from standins import make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights
 

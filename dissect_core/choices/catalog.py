@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # only for the annotations: these modules import torch
     from PIL import Image
     from torch import Tensor
 
-    from dissect_core.engine.probe_data import ProbeOptions, ProbeSet
+    from dissect_core.engine.probe_sets import ProbeOptions, ProbeSet
 
 # ----------------------------------------------------------------------------- probe sets
 
@@ -46,37 +46,37 @@ class ProbeSource:
 PROBE_SETS: Registry[ProbeSource] = Registry("probe set")
 PROBE_SETS.add(
     "broden",
-    ProbeSource(LazyFunction("dissect_core.engine.probe_data:open_broden"), downloadable=True),
+    ProbeSource(LazyFunction("dissect_core.engine.probe_sets:open_broden"), downloadable=True),
     "Broden1_224: 63,305 images of scenes, objects, parts, textures and colours (about 1 GB, downloadable)",
 )
 PROBE_SETS.add(
     "cifar100_train",
-    ProbeSource(LazyFunction("dissect_core.engine.probe_data:open_cifar100_train"), downloadable=True),
+    ProbeSource(LazyFunction("dissect_core.engine.probe_sets:open_cifar100_train"), downloadable=True),
     "CIFAR-100 training split: 50,000 images of 32×32 pixels (161 MB, downloadable)",
 )
 PROBE_SETS.add(
     "cifar100_val",
-    ProbeSource(LazyFunction("dissect_core.engine.probe_data:open_cifar100_val"), downloadable=True),
+    ProbeSource(LazyFunction("dissect_core.engine.probe_sets:open_cifar100_val"), downloadable=True),
     "CIFAR-100 test split: 10,000 images of 32×32 pixels (161 MB, downloadable)",
 )
 PROBE_SETS.add(
     "imagenet_val",
-    ProbeSource(LazyFunction("dissect_core.engine.probe_data:open_imagenet_val")),
+    ProbeSource(LazyFunction("dissect_core.engine.probe_sets:open_imagenet_val")),
     f"ImageNet validation: 50,000 images in class subfolders (needs a licence; give its folder as "
     f"`imagenet_val_dir` or ${IMAGENET_VAL_ENV})",
 )
 PROBE_SETS.add(
     "imagenet_broden",
-    ProbeSource(LazyFunction("dissect_core.engine.probe_data:open_imagenet_broden")),
+    ProbeSource(LazyFunction("dissect_core.engine.probe_sets:open_imagenet_broden")),
     "ImageNet validation followed by Broden, in the reference's order",
 )
 
 # How probe images become model inputs. Both yield the same batches; the pixels differ
 # slightly, so a run's cache key names the decoder (and the device it decoded on).
 DECODERS: Registry[Callable[..., Any]] = Registry("image decoder")
-DECODERS.add("pil", LazyFunction("dissect_core.engine.probe_data:probe_loader"),
+DECODERS.add("pil", LazyFunction("dissect_core.engine.probe_loading:probe_loader"),
              "Pillow in the loader workers, then each model's own preprocessing (the reference's path)")
-DECODERS.add("torchvision", LazyFunction("dissect_core.engine.probe_data:device_probe_loader"),
+DECODERS.add("torchvision", LazyFunction("dissect_core.engine.gpu_decoding:device_probe_loader"),
              "JPEGs decoded by torchvision on the run's device (nvJPEG on a GPU) in batches and preprocessed "
              "there with tensor ops; other images as with pil")
 

@@ -40,7 +40,7 @@ from dissect_core.choices.config import DEFAULT_TOP_MAPS
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.choices.layouts import Layout
 from dissect_core.engine.models import TargetModel
-from dissect_core.engine.probe_data import ProbeSet
+from dissect_core.engine.probe_sets import ProbeSet
 from dissect_core.common.progress import ProgressFn, report
 from dissect_core.engine.recording import pool, record_layers, spatial_maps
 

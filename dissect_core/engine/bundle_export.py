@@ -17,15 +17,15 @@ import pandas as pd
 
 from dissect_core.common.errors import DissectError, InvalidInputError
 from dissect_core.common.progress import ProgressFn, report
-from dissect_core.runs.results import (
+from dissect_core.runs.formats import read_descriptions
+from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import (
     ARGS_FILE,
     DESCRIPTIONS_FILE,
     LABELS_FILE,
     MAPS_DIR,
     THUMBNAILS_DIR,
     VIEWS_FILE,
-    Run,
-    read_descriptions,
 )
 from dissect_core.runs.bundle_format import BUNDLE_FILE, BUNDLE_FORMAT, RUNS_DIR, RUN_FILES
 from dissect_core.runs.side_tables import (

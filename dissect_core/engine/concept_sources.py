@@ -46,7 +46,7 @@ from dissect_core.common.registry import Registry
 if TYPE_CHECKING:  # the registry is read by the CLI and app without importing torch
     import torch
 
-    from dissect_core.engine.probe_data import ProbeSet
+    from dissect_core.engine.probe_sets import ProbeSet
 
 LABELS_CSV_COLUMNS = ("image", "label")
 # A file this large is not a labels CSV of a probe set (Broden's 63k images need ~3 MB).

@@ -41,13 +41,15 @@ from dissect_core.common.files import check_room, file_sha256
 from dissect_core.choices.layouts import TOKENS, Layout
 from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from dissect_core.engine.models import TargetModel, check_model_name, get_layer, imagenet_class_names, load_target_model
-from dissect_core.engine.probe_data import ProbeSet, check_num_workers, open_probe
+from dissect_core.engine.probe_loading import check_num_workers
+from dissect_core.engine.probe_sets import ProbeSet, open_probe
 from dissect_core.common.progress import ProgressFn, report, report_warning
 from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
                       run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
 from dissect_core.runs.side_tables import check_layer_name
-from dissect_core.runs.results import DESCRIPTIONS_FILE, Run, load_run, new_run_dir, refuse_imported, write_run
+from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run, new_run_dir, refuse_imported, write_run
 from dissect_core.engine.similarity import check_probe_size, resolve_params, similarity_matrix
 from dissect_core.engine.stage_results import BestConcepts, ImageFeatures, TextFeatures
 from dissect_core.runs.unit_images import write_stored_maps

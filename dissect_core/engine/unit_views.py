@@ -11,14 +11,14 @@ from torchvision import transforms as T
 
 from dissect_core.common.errors import DissectError
 from dissect_core.runs.manifest import RunSources
-from dissect_core.runs.results import refuse_imported
+from dissect_core.runs.run_folders import refuse_imported
 from dissect_core.runs.unit_images import UnitView, apply_view, draw_views
 
 if TYPE_CHECKING:
     import torch
 
     from dissect_core.engine.models import TargetModel
-    from dissect_core.engine.probe_data import ProbeSet
+    from dissect_core.engine.probe_sets import ProbeSet
 
 
 def view_steps(preprocess: Callable) -> list[dict[str, Any]]:
@@ -106,7 +106,7 @@ def probe_for_run(sources: Optional[RunSources]) -> "ProbeSet":
             "tool saves neither the probe images nor which of them activate each unit."
         )
     refuse_imported(sources)
-    from dissect_core.engine.probe_data import open_probe_spec
+    from dissect_core.engine.probe_sets import open_probe_spec
 
     return open_probe_spec(sources.probe_spec, expected_fingerprint=sources.probe_fingerprint)
 

@@ -1,7 +1,7 @@
 """Summaries and model-to-model comparisons of CLIP-Dissect descriptions.
 
 Every function takes descriptions frames as returned by
-``dissect_core.runs.results.read_descriptions`` (columns ``layer``, ``unit``,
+``dissect_core.runs.formats.read_descriptions`` (columns ``layer``, ``unit``,
 ``description``, ``similarity``) and returns plain values or small frames, so the
 app, the CLI and notebooks share one implementation. Layers always come out in
 file order (the order in which they were dissected), never alphabetically.
@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Optional
 import pandas as pd
 
 from dissect_core.common.errors import InvalidInputError
-from dissect_core.runs.results import layer_order
+from dissect_core.runs.formats import layer_order
 
 WHERE_ORDER = ("both", "only A", "only B")
 

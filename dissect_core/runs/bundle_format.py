@@ -62,7 +62,8 @@ from dissect_core.runs.quality_tables import (
     LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
     read_quality_points,
 )
-from dissect_core.runs.results import (
+from dissect_core.runs.formats import read_descriptions
+from dissect_core.runs.run_folders import (
     ARGS_FILE,
     DESCRIPTIONS_FILE,
     LABELS_FILE,
@@ -73,7 +74,6 @@ from dissect_core.runs.results import (
     TOP_IMAGES_FILE,
     UNIT_STATS_FILE,
     VIEWS_FILE,
-    read_descriptions,
 )
 from dissect_core.runs.manifest import RunManifest
 from dissect_core.runs.side_tables import (

@@ -65,7 +65,7 @@ def _missing(what: str) -> MissingResourceError:
 
 
 def demo_runs(demo_dir: Path = DEMO_DIR) -> list[Path]:
-    """The demo's two run folders (trained, untrained), ready for ``results.load_run``.
+    """The demo's two run folders (trained, untrained), ready for ``run_folders.load_run``.
 
     They hold thumbnails and activation maps, so every page, heatmaps included, shows
     them without the model or torch. For hosting and for the app's default view.

@@ -40,7 +40,7 @@ class ProbeRecord:
     """The probe set a run used: enough to reopen it and check it is unchanged."""
 
     name: str
-    spec: dict[str, Any]  # probe_data.open_probe_spec reopens it
+    spec: dict[str, Any]  # engine.probe_sets.open_probe_spec reopens it
     fingerprint: str
     n_images: int
     n_skipped: int

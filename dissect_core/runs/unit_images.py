@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from dissect_core.common.files import atomic_write_bytes, atomic_write_text
-from dissect_core.runs.results import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object
+from dissect_core.runs.run_folders import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object
 from dissect_core.runs.side_tables import layer_file_name
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 class ProbeImages(Protocol):
-    """What drawing needs of a probe set (``engine.probe_data.ProbeSet`` is one)."""
+    """What drawing needs of a probe set (``engine.probe_sets.ProbeSet`` is one)."""
 
     def load_image(self, index: int) -> Image.Image: ...
 

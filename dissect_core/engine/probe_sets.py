@@ -21,35 +21,31 @@ import bisect
 import hashlib
 import io
 import os
-import shutil
 import stat
-import warnings
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.datasets.utils import check_integrity, extract_archive
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import functional as F
 
 from dissect_core.choices.catalog import IMAGENET_VAL_ENV, PROBE_SETS
-from dissect_core.engine.downloads import download_file, manual_fix
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.common.files import file_hash_index, open_regular_file
 from dissect_core.common.progress import ProgressFn, report
+from dissect_core.engine.datasets import (
+    BRODEN_DIR,
+    CIFAR_DIR,
+    broden_fix,
+    cifar_fix,
+    download_broden,
+    download_cifar100,
+)
 
-BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
-BRODEN_DIR = "broden1_224"
-CIFAR_DIR = "cifar-100-python"
 FINGERPRINT_DIR = "fingerprints"  # in the cache folder: probe files' content hashes
+
 
 # What reading an image can raise for a damaged, truncated or non-image file.
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -215,9 +211,6 @@ class ProbeSet:
             return None
 
 
-# ----------------------------------------------------------------------------- folders
-
-
 def _imagefolder_key(relpath: str) -> tuple[str, str, str]:
     """Sort key reproducing ImageFolder's order: class, then walk directory, then file name."""
     parts = relpath.split("/")
@@ -367,16 +360,6 @@ def imagenet_val(root: str | Path | None = None, index_dir: Optional[Path] = Non
                        progress)
 
 
-# ----------------------------------------------------------------------------- Broden
-
-
-def _broden_fix(data_dir: Path) -> str:
-    return (
-        f"Get it with `python -m dissect_core download broden --data_dir {data_dir}` (about 1 GB), or download "
-        f"{BRODEN_URL} and unzip it into {data_dir} so that {data_dir / BRODEN_DIR / 'images'} exists."
-    )
-
-
 def broden(
     data_dir: str | Path = "data", download: bool = False, progress: Optional[ProgressFn] = None,
     index_dir: Optional[Path] = None,
@@ -391,97 +374,17 @@ def broden(
     if not images.is_dir():
         if not download:
             raise MissingResourceError(
-                f"The Broden probe set ({BRODEN_DIR})", looked_in=str(images), how_to_fix=_broden_fix(data_dir)
+                f"The Broden probe set ({BRODEN_DIR})", looked_in=str(images), how_to_fix=broden_fix(data_dir)
             )
-        _download_broden(data_dir, progress)
+        download_broden(data_dir, progress)
     listing = _list_images(images, (".jpg",), class_subfolders_only=True)
     if not listing[0]:
         raise InvalidInputError(
             f"{images} holds no .jpg images in its subfolders (ade20k/, dtd/, …). Delete "
-            f"{data_dir / BRODEN_DIR} and fetch it again. {_broden_fix(data_dir)}"
+            f"{data_dir / BRODEN_DIR} and fetch it again. {broden_fix(data_dir)}"
         )
     return _file_probe("broden", {"kind": "broden", "data_dir": str(data_dir)}, images, listing, index_dir,
                        progress)
-
-
-def _download_broden(data_dir: Path, progress: Optional[ProgressFn]) -> None:
-    """Download broden1_224.zip and unpack its .jpg and .csv files into ``data_dir``."""
-    archive = download_file(
-        BRODEN_URL,
-        data_dir / f"{BRODEN_DIR}.zip",
-        what=f"The Broden probe set archive ({BRODEN_DIR}.zip, about 1 GB)",
-        how_to_fix="The next download run unpacks it; or unzip it into that folder yourself.",
-        progress=progress,
-    )
-    target = data_dir / BRODEN_DIR
-    # Unpack into a staging folder and move it into place at the end, so an
-    # interrupted unpack never looks like a complete (but smaller) probe set.
-    staging = data_dir / f".{BRODEN_DIR}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    stage = f"unpack {archive.name}"
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            members = [
-                m for m in zipped.infolist() if not m.is_dir() and m.filename.lower().endswith((".jpg", ".csv"))
-            ]
-            for done, member in enumerate(members, 1):
-                parts = PurePosixPath(member.filename).parts
-                if parts and parts[0] == BRODEN_DIR:
-                    parts = parts[1:]
-                if not parts or ".." in parts or member.filename.startswith("/"):
-                    raise InvalidInputError(f"{archive} contains an unsafe path {member.filename!r}.")
-                out = staging.joinpath(*parts)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                report(progress, stage, done, len(members))
-    except zipfile.BadZipFile as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        archive.unlink()
-        raise MissingResourceError(
-            f"The Broden probe set archive ({archive.name})",
-            looked_in=str(archive),
-            how_to_fix=f"The archive was damaged ({exc}) and has been deleted; download it again. "
-            + _broden_fix(data_dir),
-        ) from exc
-    target.mkdir(parents=True, exist_ok=True)
-    for child in staging.iterdir():
-        dest = target / child.name
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(child, dest)
-    staging.rmdir()
-    archive.unlink()  # 1 GB that is no longer needed
-
-
-# ----------------------------------------------------------------------------- CIFAR-100
-
-
-def _cifar_fix(data_dir: Path) -> str:
-    return manual_fix(
-        CIFAR100.url,
-        data_dir / CIFAR100.filename,
-        f"Then unpack it there (tar xzf {CIFAR100.filename}) so that {data_dir / CIFAR_DIR} exists, "
-        "or set `download` to fetch it automatically.",
-    )
-
-
-def _download_cifar100(data_dir: Path, progress: Optional[ProgressFn]) -> None:
-    archive = download_file(
-        CIFAR100.url,
-        data_dir / CIFAR100.filename,
-        what=f"The CIFAR-100 archive ({CIFAR100.filename}, 161 MB)",
-        how_to_fix=f"It is unpacked into {data_dir / CIFAR_DIR} on the next run.",
-        progress=progress,
-    )
-    if not check_integrity(str(archive), CIFAR100.tgz_md5):
-        archive.unlink()
-        raise MissingResourceError(
-            f"The CIFAR-100 archive ({CIFAR100.filename})",
-            looked_in=str(archive),
-            how_to_fix="It failed its MD5 check and has been deleted; download it again. " + _cifar_fix(data_dir),
-        )
-    extract_archive(str(archive), str(data_dir))
 
 
 def cifar100(
@@ -497,8 +400,8 @@ def cifar100(
     what = f"The CIFAR-100 data set ({CIFAR_DIR})"
     if not folder.is_dir():
         if not download:
-            raise MissingResourceError(what, looked_in=str(folder), how_to_fix=_cifar_fix(data_dir))
-        _download_cifar100(data_dir, progress)
+            raise MissingResourceError(what, looked_in=str(folder), how_to_fix=cifar_fix(data_dir))
+        download_cifar100(data_dir, progress)
     try:
         dataset = CIFAR100(str(data_dir), train=train, download=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
@@ -506,16 +409,13 @@ def cifar100(
             what,
             looked_in=str(folder),
             how_to_fix=f"Its files are incomplete or damaged ({exc}); delete {folder} and fetch it again. "
-            + _cifar_fix(data_dir),
+            + cifar_fix(data_dir),
         ) from exc
     split = "train" if train else "val"
     files = sorted([entry[0] for entry in CIFAR100.train_list + CIFAR100.test_list] + [CIFAR100.meta["filename"]])
     fingerprint = _content_fingerprint(folder, files, index_dir, progress, header=f"cifar100 {split}\n")
     spec = {"kind": "cifar100", "data_dir": str(data_dir), "train": train}
     return ProbeSet(f"cifar100_{split}", spec, fingerprint, folder, _CifarImages(dataset, split))
-
-
-# ----------------------------------------------------------------------------- by name
 
 
 def imagenet_broden(
@@ -637,249 +537,3 @@ def download_dataset(name: str, data_dir: str | Path = "data", progress: Optiona
             "(ImageNet needs a licence; pass its folder instead)."
         )
     return source.open(ProbeOptions(data_dir, download=True, progress=progress)).root
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-class ProbeDataset(Dataset):
-    """Probe images, each decoded once and passed through every transform.
-
-    Item ``i`` is ``(i, {key: tensor})``, or ``(i, None)`` when the file cannot be read.
-    """
-
-    def __init__(self, probe: ProbeSet, transforms: dict[str, Callable[[Image.Image], torch.Tensor]]):
-        self.probe = probe
-        self.transforms = dict(transforms)
-
-    def __len__(self) -> int:
-        return len(self.probe)
-
-    def __getitem__(self, index: int) -> tuple[int, Optional[dict[str, torch.Tensor]]]:
-        try:
-            image = self.probe.load_image(index)
-        except InvalidInputError:
-            return index, None
-        return index, {key: transform(image) for key, transform in self.transforms.items()}
-
-
-@dataclass
-class ProbeBatch:
-    """A collated batch: the readable images' indices and tensors, and the skipped indices."""
-
-    indices: torch.Tensor  # LongTensor of the images in ``tensors``, in order
-    tensors: dict[str, torch.Tensor]  # one (B, …) tensor per transform key; {} if all were skipped
-    skipped: list[int]
-
-    def pin_memory(self) -> "ProbeBatch":
-        # DataLoader(pin_memory=True) calls this on custom batch types.
-        return ProbeBatch(self.indices.pin_memory(), {k: v.pin_memory() for k, v in self.tensors.items()}, self.skipped)
-
-
-def collate_probe_batch(items: Sequence[tuple[int, Optional[dict[str, torch.Tensor]]]]) -> ProbeBatch:
-    good = [(index, tensors) for index, tensors in items if tensors is not None]
-    skipped = [index for index, tensors in items if tensors is None]
-    indices = torch.tensor([index for index, _ in good], dtype=torch.long)
-    stacked = {key: torch.stack([tensors[key] for _, tensors in good]) for key in good[0][1]} if good else {}
-    return ProbeBatch(indices, stacked, skipped)
-
-
-def default_num_workers() -> int:
-    """Decode workers: the cores this process may use but one (the main process runs the
-    models), at most 16. Decoding JPEGs is the bound of a pass once the models run on a GPU."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # respects taskset and container CPU sets
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 2
-    return min(16, max(1, cores - 1))
-
-
-def check_num_workers(num_workers: Optional[int]) -> None:
-    """Refuse a negative worker count (None means the default)."""
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
-                                    or num_workers < 0):
-        raise InvalidInputError(
-            f"`num_workers` must be 0 (decode images in the main process) or a positive number of "
-            f"loader processes, not {num_workers!r}. Leave it out for the default ({default_num_workers()})."
-        )
-
-
-def probe_loader(
-    probe: ProbeSet,
-    transforms: dict[str, Callable[[Image.Image], torch.Tensor]],
-    batch_size: int,
-    num_workers: Optional[int] = None,
-    device: Optional[torch.device] = None,
-) -> DataLoader:
-    """Batches of :class:`ProbeBatch` over the probe set, in order.
-
-    For a CUDA ``device`` batches come in pinned memory, so their copies to the GPU
-    overlap with the models' work; each worker keeps 4 batches decoded ahead.
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be at least 1, not {batch_size}.")
-    check_num_workers(num_workers)
-    workers = default_num_workers() if num_workers is None else num_workers
-    return DataLoader(
-        ProbeDataset(probe, transforms),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_probe_batch,
-        pin_memory=device is not None and torch.device(device).type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
-
-
-# ----------------------------------------------------------------------------- decoding on the device
-
-
-def _convert_step(step: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One step of a PIL-based transform as the same operation on a uint8 (C, H, W) tensor."""
-    if isinstance(step, T.Resize):
-        return lambda x: F.resize(x, step.size, step.interpolation, step.max_size, step.antialias)
-    if isinstance(step, T.CenterCrop):
-        return lambda x: F.center_crop(x, step.size)
-    if isinstance(step, T.Grayscale):
-        return lambda x: F.rgb_to_grayscale(x, step.num_output_channels)
-    if isinstance(step, T.ToTensor):  # open_clip's MaybeToTensor too: uint8 [0, 255] → float [0, 1]
-        return lambda x: x.float().div_(255)
-    if isinstance(step, T.PILToTensor):
-        return lambda x: x
-    if isinstance(step, T.Normalize):
-        return lambda x: F.normalize(x, step.mean, step.std)
-    # open_clip's RGB conversions (MaybeConvertMode("RGB"), or _convert_to_rgb in older
-    # releases): the decoded image is RGB already.
-    if getattr(step, "__name__", None) == "_convert_to_rgb" or (
-            type(step).__name__ == "MaybeConvertMode" and getattr(step, "mode", None) == "RGB"):
-        return lambda x: x
-    raise InvalidInputError(
-        f"The preprocessing step {step!r} has no tensor version here, so images cannot be decoded on the "
-        "device for this model; use the 'pil' decoder."
-    )
-
-
-def tensor_preprocess(preprocess: Callable[[Image.Image], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The steps of a model's PIL preprocessing as tensor operations on an RGB uint8
-    (3, H, W) image, on whatever device the image is.
-
-    Understood: a ``transforms.Compose`` of Resize, CenterCrop, Grayscale, ToTensor,
-    PILToTensor, Normalize and open_clip's RGB conversions (the preprocessing of the
-    named models, torchvision checkpoints' fallback, the small CNN and open_clip's
-    evaluation transforms), and torchvision's weight presets (``ImageClassification``:
-    resize, centre crop, scale to [0, 1], normalise — which already run on tensors).
-    Anything else raises InvalidInputError naming the step. Between steps the image
-    stays uint8, as a PIL image does; resizing a tensor rounds like Pillow but its
-    filters are not bit-identical (see :func:`device_probe_loader`).
-    """
-    steps = getattr(preprocess, "transforms", None)
-    if steps is None and all(hasattr(preprocess, name) for name in ("resize_size", "crop_size", "mean", "std")):
-        steps = [T.Resize(preprocess.resize_size, preprocess.interpolation, antialias=preprocess.antialias),
-                 T.CenterCrop(preprocess.crop_size), T.ToTensor(), T.Normalize(preprocess.mean, preprocess.std)]
-    if steps is None:  # a single step (e.g. a bare ToTensor); refused below if it has no tensor version
-        steps = [preprocess]
-    converted = [_convert_step(step) for step in steps]
-
-    def run(image: torch.Tensor) -> torch.Tensor:
-        for step in converted:
-            image = step(image)
-        return image
-
-    return run
-
-
-class _EncodedProbeDataset(Dataset):
-    """Item ``i``: ``(i, uint8 tensor of the file's bytes)`` for a JPEG that the main
-    process decodes, else what :class:`ProbeDataset` gives (Pillow in the worker)."""
-
-    def __init__(self, probe: ProbeSet, transforms: dict[str, Callable[[Image.Image], torch.Tensor]]):
-        self.pil = ProbeDataset(probe, transforms)
-
-    def __len__(self) -> int:
-        return len(self.pil)
-
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        data = self.pil.probe.read_jpeg(index)
-        if data is None:
-            return self.pil[index]
-        return index, torch.frombuffer(bytearray(data), dtype=torch.uint8)
-
-
-def _decode_jpegs(encoded: list[torch.Tensor], device: torch.device) -> list[Optional[torch.Tensor]]:
-    """RGB uint8 images on ``device``, one call for the batch; None where a file fails."""
-    if not encoded:  # a batch without JPEGs (all PNGs, say): decode_jpeg refuses an empty list
-        return []
-    with warnings.catch_warnings():
-        # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec; they still work.
-        warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
-        try:
-            return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:  # one damaged file fails the whole call: find which, one by one
-            decoded: list[Optional[torch.Tensor]] = []
-            for data in encoded:
-                try:
-                    decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-                except RuntimeError:
-                    decoded.append(None)
-            return decoded
-
-
-def device_probe_loader(
-    probe: ProbeSet,
-    transforms: dict[str, Callable[[Image.Image], torch.Tensor]],
-    batch_size: int,
-    num_workers: Optional[int] = None,
-    device: Optional[torch.device] = None,
-) -> Iterator[ProbeBatch]:
-    """Like :func:`probe_loader`, but JPEG files are decoded on ``device``.
-
-    Loader workers only read the files; the main process decodes each batch's JPEGs in
-    one ``torchvision.io.decode_jpeg`` call on ``device`` (nvJPEG on a GPU,
-    libjpeg-turbo on the CPU) and applies :func:`tensor_preprocess` of each transform
-    there. Other images (PNG, CMYK JPEGs, CIFAR's arrays) take the Pillow path of
-    :func:`probe_loader` in the workers, and so does a JPEG ``decode_jpeg`` rejects;
-    files Pillow cannot read either are skipped, as there. Batches hold their tensors
-    on ``device``. Preprocessing steps without a tensor version are refused up front.
-
-    The pixels are not bit-identical to the Pillow path's: tensor resizing and Pillow
-    round differently. Measured on the CPU on synthetic JPEGs (tests/test_probe_data.py)
-    the preprocessed values differ by at most a few 1/255 steps (README, Performance), so
-    runs with either decoder are kept apart in the cache. On the CPU this path is slower
-    than Pillow's (tensor resizing there is); it is meant for a GPU
-    (``benchmarks/check_cuda.py`` times both).
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be at least 1, not {batch_size}.")
-    check_num_workers(num_workers)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    on_device = {key: tensor_preprocess(transform) for key, transform in transforms.items()}
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(
-        _EncodedProbeDataset(probe, transforms),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=list,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    pil = ProbeDataset(probe, transforms)
-
-    def batches() -> Iterator[ProbeBatch]:
-        for items in loader:
-            encoded = [(at, data) for at, (_, data) in enumerate(items) if isinstance(data, torch.Tensor)]
-            decoded = dict(zip((at for at, _ in encoded), _decode_jpegs([data for _, data in encoded], device)))
-            good: list[tuple[int, dict[str, torch.Tensor]]] = []
-            skipped: list[int] = []
-            for at, (index, item) in enumerate(items):
-                if at in decoded:
-                    image = decoded[at]
-                    item = ({key: convert(image) for key, convert in on_device.items()} if image is not None
-                            else pil[index][1])  # rejected by decode_jpeg: Pillow decides
-                if item is None:
-                    skipped.append(index)
-                else:
-                    good.append((index, {key: tensor.to(device) for key, tensor in item.items()}))
-            tensors = {key: torch.stack([item[key] for _, item in good]) for key in transforms} if good else {}
-            yield ProbeBatch(torch.tensor([index for index, _ in good], dtype=torch.long), tensors, skipped)
-
-    return batches()
