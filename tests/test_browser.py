@@ -353,3 +353,19 @@ def test_run_page_uploaded_concept_list_is_parsed(page) -> None:
     assert "3 concepts" in caption and "1 duplicate(s) dropped" in caption and "1 blank line(s) dropped" in caption
     assert panel.get_by_role("button", name="Start").is_enabled()
     screenshot(page, "06_run.png")
+
+
+def test_hosted_mode_does_not_route_to_the_run_page(browser, tmp_path: Path) -> None:
+    """On a fresh hosted server, /Run is no page (Streamlit says so and opens the Overview)
+    and the sidebar does not offer it."""
+    env = {**os.environ, dissect_app.RESULTS_ENV: str(tmp_path / "none")}
+    with local_server(hosted=True, cwd=REPO, env=env) as server:
+        page_iter = session_page(browser, server.url, VIEWPORT)
+        page = next(page_iter)
+        page.goto("/Run")
+        page.get_by_role("heading", name="Overview", exact=True).wait_for(timeout=SCRIPT_TIMEOUT_MS)
+        expect(page.get_by_text("Page not found")).to_be_visible()
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav.get_by_role("link", name="Unit explorer")).to_be_visible()
+        assert nav.get_by_role("link", name="Run CLIP-Dissect").count() == 0
+        next(page_iter, None)  # closes the context; fails on JavaScript errors in the page
