@@ -289,8 +289,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             progress.close()
     for folder in folders:
         print(f"Wrote {folder}")
-    print(f"Open them with: streamlit run streamlit_app.py -- --results {args.out} "
-          "(from a checkout of the repository: the app is not part of the installed package)")
+    print(f"Open them with: {PROG} app --results {args.out} (the app needs {APP_EXTRA})")
     return 0
 
 
@@ -348,6 +347,38 @@ def _run_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- app
+
+APP_EXTRA = 'pip install "clip-dissect-explorer[app]"'
+APP_DEPENDENCIES = ("streamlit", "altair", "vl_convert")  # what the app extra installs, as import names
+
+
+def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", action="append", default=[], metavar="DIR",
+                        help="load every run under DIR, at any depth (repeatable)")
+    parser.add_argument("--hosted", action="store_true",
+                        help="read-only mode for a public demo: no Run page, no re-description, bounded uploads")
+    parser.epilog = ("Any other option goes to Streamlit, e.g. --server.port 8502 --server.headless true "
+                     "(see streamlit run --help).")
+
+
+def _run_app(args: argparse.Namespace, streamlit_options: Sequence[str]) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    missing = [name for name in APP_DEPENDENCIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InvalidInputError(f"The app needs {', '.join(missing)}, not installed here: {APP_EXTRA}")
+    from streamlit.web import cli as streamlit_cli
+
+    # Found, not imported: the server imports the app in the background as it starts (dissect_app.warm_up).
+    server_script = Path(importlib.util.find_spec("dissect_app").origin).parent / "server" / "streamlit_app.py"
+    app_args = [arg for folder in args.results for arg in ("--results", folder)] + (["--hosted"] if args.hosted else [])
+    # Streamlit takes this process over and exits with it.
+    streamlit_cli.main(["run", str(server_script), *streamlit_options, "--", *app_args], prog_name=f"{PROG} app")
+    return 0
+
+
 # ----------------------------------------------------------------------------- host
 
 
@@ -395,8 +426,9 @@ def _run_list(args: argparse.Namespace) -> int:
 class Subcommand:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
+    run: Callable[..., int]  # (args) -> exit code; (args, unknown options) with passes_unknown
     description: Optional[str] = None
+    passes_unknown: bool = False  # options it does not know go to the tool it starts (Streamlit)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -409,8 +441,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write the built-in demo (a small CNN trained on Fashion-MNIST vs untrained) as run folders",
         _add_demo_arguments, _run_demo,
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
-        "concepts, into OUT (seconds on a CPU; no downloads). Open them from a checkout of the "
-        "repository with streamlit run streamlit_app.py -- --results OUT.",
+        "concepts, into OUT (seconds on a CPU; no downloads). Open them with dissect app --results OUT.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",
@@ -424,6 +455,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _add_bundle_arguments, _run_bundle,
         "Bundle runs with thumbnails and activation maps of each unit's top images, to import in "
         "the app anywhere or to host.",
+    ),
+    "app": Subcommand(
+        "start the app (a Streamlit server) on the results under --results, the result folder and the demo",
+        _add_app_arguments, _run_app,
+        "Serve the CLIP-Dissect explorer with Streamlit. Needs the app extra: " + APP_EXTRA + ".",
+        passes_unknown=True,
     ),
     "host": Subcommand(
         "write a folder to publish as a Hugging Face Space or Streamlit Community Cloud app",
@@ -451,9 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = SUBCOMMANDS[args.command]
+    if unknown and not command.passes_unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        code = SUBCOMMANDS[args.command].run(args)
+        code = command.run(args, unknown) if command.passes_unknown else command.run(args)
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except DissectError as error:

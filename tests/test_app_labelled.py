@@ -19,7 +19,7 @@ from dissect_core.runs.run_folders import load_run
 from dissect_core.runs.unit_evidence import stored_image_names, top_label_counts, unit_close_margin
 from tests.test_app_pages import open_app
 
-UNIT_EXPLORER = "pages/4_Unit_explorer.py"
+UNIT_EXPLORER = dissect_app.UNIT_EXPLORER_PAGE
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ def chart_specs(at: AppTest) -> list[dict]:
 
 
 def open_unit(trained, layer: str, unit: int) -> AppTest:
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "overview.py"), default_timeout=120).run()
+    at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=120).run()
     at.query_params.update({"model": trained.label, "layer": layer, "unit": str(unit)})
     at.switch_page(UNIT_EXPLORER).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -114,7 +114,7 @@ def test_the_close_margin_note_follows_the_stated_rule(trained):
 
 
 def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
-    at = open_app("pages/5_Run.py")
+    at = open_app(dissect_app.RUN_PAGE)
     reasons = "\n".join(plain(info.value) for info in at.info)
     assert "built-in demo" in reasons and "probe images' labels" in reasons
     assert "No run computed by this app or the CLI" not in reasons
@@ -122,7 +122,7 @@ def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
 
 
 def test_model_differences_names_the_label_score():
-    at = open_app("pages/3_Model_differences.py")
+    at = open_app(dissect_app.MODEL_DIFFERENCES_PAGE)
     links = [plain(link.proto.label) for link in at.get("page_link") if "best unit" in link.proto.label]
     # The demo's runs are scored with the labelled probes' default, auprc.
     assert links and all("label score (auprc)" in link and "similarity" not in link for link in links), links

@@ -162,7 +162,7 @@ def test_reading_the_demo_imports_no_torch():
 
 def test_demo_command_writes_runs_that_reproduce_the_committed_ones(committed, tmp_path, capsys):
     assert main(["demo", str(tmp_path / "out"), "--quiet"]) == 0
-    assert "streamlit run streamlit_app.py -- --results" in capsys.readouterr().out
+    assert f"dissect app --results {tmp_path / 'out'}" in capsys.readouterr().out
     written = sorted((tmp_path / "out").glob("*/descriptions.csv"))
     assert len(written) == 2
     runs = {run.label: run for run in (load_run(path) for path in written)}
