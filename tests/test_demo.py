@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -148,13 +149,57 @@ def test_reading_the_demo_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+# The committed demo runs were made on one machine (see demo.json). Another CPU rounds the
+# forward pass differently (another summation order, FMA, vector width), so its activations
+# differ in the last bits, and where two probe images nearly tie for a unit's top 100 they
+# can swap ranks: soft-WPMI weighs each rank differently, so such a swap moves a score by
+# up to a few hundredths (0.044 seen on conv3 unit 45 of the untrained net). The scores are
+# therefore not compared with the committed ones; what the method defines is compared:
+# the labels, and each stored score against the formula applied to the run's own activations.
+#
+# Tolerance of a recomputed score: soft-WPMI sums top_k = 100 terms in float32, each at
+# most |log(1 − p_start + min_prob)| = |log(0.002)| ≈ 6.2 in size, so one sum's rounding
+# error is at most top_k · 2⁻²⁴ · (top_k · 6.2) ≈ 3.7e-3 (the textbook bound n·u·Σ|term|);
+# the score is a difference of two such quantities (log p(t|E) − log p(t)), hence twice that.
+SCORE_ATOL = 2 * 100 * 2**-24 * (100 * abs(math.log(1 - 0.998 + 1e-7)))
+# A unit whose best two concepts are closer than that is a tie: its label is not defined by
+# the computation (the untrained net's fc has one at 2.4e-7), so it is left out of the label
+# comparison. The test fails if that leaves out more than a few units.
+MAX_TIES = 3
+
+
 def test_demo_command_writes_runs_that_reproduce_the_committed_ones(committed, tmp_path, capsys):
-    assert main(["demo", str(tmp_path / "out"), "--quiet"]) == 0
+    from dissect_core.engine.activations import LayerActivations
+    from dissect_core.engine.cache import FeatureCache
+    from dissect_core.engine.concept_sources import labelled_probe
+    from dissect_core.engine.probe_sets import open_probe
+    from dissect_core.engine.similarity import similarity_matrix
+
+    out = tmp_path / "out"
+    assert main(["demo", str(out), "--quiet"]) == 0
     assert "streamlit run streamlit_app.py -- --results" in capsys.readouterr().out
-    written = sorted((tmp_path / "out").glob("*/descriptions.csv"))
+    written = sorted(out.glob("*/descriptions.csv"))
     assert len(written) == 2
-    runs = {run.label: run for run in (load_run(path) for path in written)}
+    runs = {run.label: run for run in (load_run(path.parent) for path in written)}
+    cache = FeatureCache(out / "saved_activations")
+    labels = labelled_probe(open_probe(str(demo.DEMO_DIR / demo.PROBE_DIR)))
+    ties = 0
     for stored in committed:
         fresh = runs[stored.label]
-        assert fresh.descriptions["description"].tolist() == stored.descriptions["description"].tolist()
-        assert np.allclose(fresh.descriptions["similarity"], stored.descriptions["similarity"], atol=1e-4)
+        assert fresh.manifest.similarity_params == stored.manifest.similarity_params
+        runner_up = stored.top_concepts.pivot_table(index=["layer", "unit"], columns="rank", values="score", sort=False)
+        margin = (runner_up[0] - runner_up[1]).to_numpy()
+        decided = margin > SCORE_ATOL
+        ties += int((~decided).sum())
+        assert (fresh.descriptions["description"].to_numpy()[decided]
+                == stored.descriptions["description"].to_numpy()[decided]).all()
+        for layer in fresh.layers:
+            entry = cache.load(LayerActivations, fresh.manifest.cache_keys.activations[layer])
+            scores = similarity_matrix("soft_wpmi", labels.image_features[entry.image_indices], labels.text_features,
+                                       entry.pooled, **fresh.manifest.similarity_params)
+            units = fresh.units(layer)
+            np.testing.assert_allclose(units["similarity"], scores.max(dim=1).values.numpy(), rtol=0, atol=SCORE_ATOL)
+            in_layer = decided[(stored.descriptions["layer"] == layer).to_numpy()]
+            best = np.array(labels.concepts.concepts)[scores.argmax(dim=1).numpy()]
+            assert (units["description"].to_numpy()[in_layer] == best[in_layer]).all()
+    assert ties <= MAX_TIES
