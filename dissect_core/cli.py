@@ -25,7 +25,7 @@ from dissect_core.choices.catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, P
 from dissect_core.engine.concept_sources import CONCEPT_SOURCES
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.choices.config import DescribeConfig
-from dissect_core.common.errors import DissectError, InvalidInputError, in_words
+from dissect_core.common.errors import DissectError, InvalidInputError, in_words, name_settings
 from dissect_core.choices.layouts import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
@@ -134,8 +134,22 @@ def _similarity_params(pairs: Sequence[str]) -> dict:
     return params
 
 
+# Flags whose text is not the field's value itself; every other describe flag is its
+# field's value as argparse read it. target_model and target_checkpoint are per model.
+_CONVERTERS: dict[str, Callable] = {
+    "target_layers": lambda text: tuple(text.split(",")),
+    "similarity_params": _similarity_params,
+    "layer_layout": parse_layer_layouts,
+}
+_PER_MODEL = ("target_model", "target_checkpoint")
+
+
 def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
-    """The library configurations the ``describe`` flags stand for: one per target model."""
+    """The library configurations the ``describe`` flags stand for: one per target model.
+
+    Each DescribeConfig field with a flag (:data:`FLAGS`) takes that flag's value, through
+    :data:`_CONVERTERS` where it needs one; a field without a flag keeps its default.
+    """
     models = [name.strip() for name in args.target_model.split(",")]
     if not all(models):
         raise InvalidInputError(f"--target_model has an empty name: {args.target_model!r}. "
@@ -149,30 +163,13 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
             raise InvalidInputError(
                 f"--target_checkpoint names {len(checkpoints)} file(s) for {len(models)} model(s): give one "
                 "per model, comma-separated, with an empty entry for a model that keeps its own weights.")
-    shared = DescribeConfig(
-        target_layers=tuple(args.target_layers.split(",")),
-        clip_model=args.clip_model,
-        d_probe=args.d_probe,
-        concept_set=args.concept_set,
-        similarity_fn=args.similarity_fn,
-        similarity_params=_similarity_params(args.similarity_param),
-        pool_mode=args.pool_mode,
-        batch_size=args.batch_size,
-        device=args.device,
-        activation_dir=args.activation_dir,
-        result_dir=args.result_dir,
-        data_dir=args.data_dir,
-        imagenet_val_dir=args.imagenet_val_dir,
-        download=args.download,
-        num_workers=args.num_workers,
-        concept_source=args.concept_source,
-        probe_labels=args.probe_labels,
-        top_images=args.top_images,
-        top_maps=args.top_maps,
-        layer_layout=parse_layer_layouts(args.layer_layout),
-        quality_resamples=args.quality_resamples,
-        decoder=args.decoder,
-    )
+    settings = {}
+    for field in dataclasses.fields(DescribeConfig):
+        dest = FLAGS[field.name][2:]
+        if field.name not in _PER_MODEL and hasattr(args, dest):
+            value = getattr(args, dest)
+            settings[field.name] = _CONVERTERS[field.name](value) if field.name in _CONVERTERS else value
+    shared = DescribeConfig(**settings)
     return [dataclasses.replace(shared, target_model=model, target_checkpoint=checkpoint)
             for model, checkpoint in zip(models, checkpoints)]
 
@@ -195,6 +192,36 @@ def _run_describe(args: argparse.Namespace) -> int:
             print(f"warning: {line.text}" if line.warning else line.text,
                   file=sys.stderr if line.warning else sys.stdout)
     return 0
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """``describe``'s prerequisites as a checklist, without running anything (exit 1 if any is missing)."""
+    from dissect_core.engine.prerequisites import DOWNLOAD, MISSING, OK, check_prerequisites
+
+    items = check_prerequisites(configs_from_args(args))
+    marks = {OK: "✓", DOWNLOAD: "↓", MISSING: "✗"}
+    if not _can_print("".join(marks.values())):
+        marks = {OK: "ok", DOWNLOAD: "download", MISSING: "MISSING"}
+    for item in items:
+        print(f"{marks[item.status]} {item.item}: {name_settings(item.detail, FLAGS)}")
+        if item.missing and item.fix:
+            print(f"    fix: {name_settings(item.fix, FLAGS)}")
+    missing = sum(item.missing for item in items)
+    downloads = sum(item.status == DOWNLOAD for item in items)
+    print(f"{missing} missing" + (f", {downloads} to download when the run starts" if downloads else "")
+          + (": describe would stop before any work." if missing else ": describe can start."))
+    return 1 if missing else 0
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -394,6 +421,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
         "concepts, into OUT (seconds on a CPU; no downloads). Open them from a checkout of the "
         "repository with streamlit run streamlit_app.py -- --results OUT.",
+    ),
+    "doctor": Subcommand(
+        "check everything describe needs (device, concepts, probe images, weights, folders), running nothing",
+        _add_describe_arguments, _run_doctor,
+        "Take describe's flags and print its prerequisites as a checklist, each missing one with its fix, in "
+        "seconds and without downloading or loading anything. Exits with 1 when something is missing.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",

@@ -42,6 +42,7 @@ from dissect_core.choices.layouts import TOKENS, Layout
 from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from dissect_core.engine.models import TargetModel, check_model_name, get_layer, imagenet_class_names, load_target_model
 from dissect_core.engine.probe_loading import check_num_workers
+from dissect_core.engine.prerequisites import require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
 from dissect_core.common.progress import ProgressFn, report, report_warning
 from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
@@ -295,6 +296,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
     _check_shared_fields(configs)
     layer_lists, params = zip(*(_validate(each) for each in configs))
     params = params[0]
+    require_prerequisites(configs)  # all that is missing, in one message, before anything loads
     with about("activation_dir"):
         cache = FeatureCache(config.activation_dir, on_problem=log.warn)
     with about("device"):
