@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from dissect_core.common.errors import InvalidInputError
+from dissect_core.common.files import staging_dir
 from dissect_core.common.progress import ProgressFn
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def write_host_folder(
     runs = load_runs(run_sources) if run_sources else []  # a bad run folder fails before anything is written
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    staging = staging_dir(out.parent, f".{out.name}-")
     try:
         for name in APP_FILES:
             shutil.copy2(app_root / name, staging / name)

@@ -11,7 +11,6 @@ from streamlit.delta_generator import DeltaGenerator
 from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
 from dissect_core.runs.bundle_format import THUMBNAILS_DIR
-from dissect_core.common.progress import WARNING_STAGE
 from dissect_core.runs.run import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
@@ -31,8 +30,6 @@ class StreamlitProgress:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage.startswith(WARNING_STAGE):
-            return  # warnings are shown with the run's summary when it ends
         fraction = min(done / total, 1.0) if total else 1.0
         text = f"{stage}: {done:,} / {total:,}"
         if stage not in self.bars:

@@ -13,7 +13,9 @@ adding one is one more row there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -174,14 +176,36 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
             for model, checkpoint in zip(models, checkpoints)]
 
 
+@contextlib.contextmanager
+def _warnings_to(progress):
+    """Print the library's warnings as they happen, between the progress lines (they are
+    repeated in the run's summary; with --quiet, only there)."""
+    if progress is None:
+        yield
+        return
+    from dissect_core.common.progress import log
+
+    class ToProgress(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            progress.write(f"warning: {record.getMessage()}")
+
+    handler = ToProgress(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
+
 def _run_describe(args: argparse.Namespace) -> int:
     from dissect_core.engine.pipeline import describe_together
     from dissect_core.common.progress import TqdmProgress
 
     configs = configs_from_args(args)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
-        results = describe_together(configs, progress)
+        with _warnings_to(progress):
+            results = describe_together(configs, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -291,7 +315,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from dissect_core.engine.demo_build import write_demo
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folders = write_demo(args.out, progress)
     finally:
@@ -307,7 +331,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_download(args: argparse.Namespace) -> int:
     from dissect_core.common.progress import TqdmProgress
 
-    progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
+    progress = TqdmProgress(sys.stderr, unit="B", unit_scale=True)
     try:
         if args.what in PROBE_SETS:
             from dissect_core.engine.probe_sets import download_dataset
@@ -346,7 +370,7 @@ def _run_bundle(args: argparse.Namespace) -> int:
     from dissect_core.runs.run_folders import load_runs
 
     runs = load_runs(args.runs)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         data = export_bundle(runs, images_per_unit=args.images_per_unit, thumbnail_px=args.thumbnail_px,
                              device=args.device, progress=progress)
@@ -375,7 +399,7 @@ def _run_host(args: argparse.Namespace) -> int:
     from dissect_app.host_folder import DEFAULT_TITLE, write_host_folder
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folder = write_host_folder(args.out_dir, args.sources, title=args.title or DEFAULT_TITLE,
                                    device=args.device, progress=progress)

@@ -44,7 +44,7 @@ from dissect_core.engine.models import TargetModel, check_model_name, get_layer,
 from dissect_core.engine.probe_loading import check_num_workers
 from dissect_core.engine.prerequisites import require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
-from dissect_core.common.progress import ProgressFn, report, report_warning
+from dissect_core.common.progress import ProgressFn, log as logger, report
 from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
                       run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
@@ -216,7 +216,7 @@ class _RunLog:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        report_warning(self.progress, message)
+        logger.warning(message)
 
     def start_model(self) -> None:
         if self._shared is None:
