@@ -46,7 +46,7 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
     Returns the results, or ``None`` after showing the error (nothing computed is lost:
     finished stages stay in the cache), its settings named by ``widgets`` (field → label).
     """
-    from dissect_core.common.errors import DissectError, in_words
+    from dissect_core.common.errors import DissectError, in_words, name_settings
     from dissect_core.engine.pipeline import describe_together
 
     status = st.status(md(title), expanded=True)
@@ -63,8 +63,10 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
             if len(results) > 1:
                 st.markdown(f"**{md(result.run.target_model)}**")
             for line in result.summary():
-                if line.warning:
+                if line.kind == "warning":
                     st.warning(md(line.text))
+                elif line.kind == "skipped":  # an optional stage left out: why, and what to do
+                    st.info(md(name_settings(line.text, widgets or {})), icon=":material/skip_next:")
                 else:
                     st.text(line.text)
         seconds = max(sum(result.timings.values()) for result in results)

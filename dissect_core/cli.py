@@ -213,8 +213,8 @@ def _run_describe(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"{result.run.target_model}:")
         for line in result.summary():
-            print(f"warning: {line.text}" if line.warning else line.text,
-                  file=sys.stderr if line.warning else sys.stdout)
+            warning, text = line.kind == "warning", name_settings(line.text, FLAGS)
+            print(f"warning: {text}" if warning else text, file=sys.stderr if warning else sys.stdout)
     return 0
 
 

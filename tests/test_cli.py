@@ -62,7 +62,12 @@ def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "layer3: 256 units" in out and "layer4: 512 units" in out
     assert "warning: Skipped 2 unreadable image(s)" in err
+    # 120 probe images give no label-quality figures: the run says so, why, and what to do.
+    (skipped,) = [line for line in out.splitlines() if line.startswith("Skipped ")]
+    assert skipped.startswith("Skipped label quality: Layer layer3: the quality figures need at least 200")
+    assert skipped.endswith("this run has 120. Use a probe set of at least 200 readable images (--d_probe) to have them.")
     run_dir = next((root / "results").iterdir())
+    assert not (run_dir / "label_quality.csv").exists()
     run = load_run(run_dir)
     assert run.layers == ["layer3", "layer4"]
     assert len(run.descriptions) == 256 + 512

@@ -44,6 +44,15 @@ def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, simi
     assert manifest.concept_set.source == "class sub-folders"
     # One unit per label, but the label names are sorted, not a classifier's outputs: no automatic check.
     assert len(UNIT_COLOURS) == len(COLOURS) and manifest.output_check == []
+    # The result says so, and what to do; likewise for the quality figures this small probe set cannot give.
+    skipped = {stage.stage: stage for stage in result.skipped}
+    assert "dissect evaluate RUN_DIR --class_names FILE" in skipped["output-layer check"].fix
+    if similarity_fn.startswith("cos"):  # quality figures re-score with the PMI functions only
+        assert "Use `similarity_fn` soft_wpmi or wpmi to have them." == skipped["label quality"].fix
+    else:
+        assert ("label quality" in skipped) == (result.run.label_quality is None)
+    assert [line.text for line in result.summary() if line.kind == "skipped"] == [
+        f"Skipped {stage.stage}: {stage.reason} {stage.fix}" for stage in result.skipped]
 
 
 def test_labels_csv_gives_several_labels_per_image(planted_probe, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from dissect_core.cli import main
 from dissect_core.engine import downloads, prerequisites
 from dissect_core.engine.pipeline import DescribeConfig, describe
-from dissect_core.engine.prerequisites import MISSING, OK, MissingPrerequisitesError, check_prerequisites
+from dissect_core.engine.prerequisites import MISSING, MissingPrerequisitesError, check_prerequisites
 
 from standins import make_image_folder, place_in_hf_cache
 

@@ -45,8 +45,8 @@ from dissect_core.engine.probe_loading import check_num_workers
 from dissect_core.engine.prerequisites import require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
 from dissect_core.common.progress import ProgressFn, log as logger, report
-from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
-                      run_output_checks)
+from dissect_core.engine.label_quality import (RESCORABLE, LayerQuality, QualitySettings, layer_quality,
+                                               minimum_probe_images, output_layers, quality_files, run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
 from dissect_core.runs.side_tables import check_layer_name
 from dissect_core.runs.run import Run
@@ -68,6 +68,7 @@ class DescribeResult:
     # Problems found and worked around (damaged cache entries recomputed, files
     # skipped while listing the probe folder): the CLI and the app show them.
     warnings: list[str] = field(default_factory=list)
+    skipped: list["SkippedStage"] = field(default_factory=list)  # optional stages left out, with why
 
     def summary(self) -> list["SummaryLine"]:
         """What a finished run reports, in order: the CLI prints these lines and the app
@@ -78,19 +79,37 @@ class DescribeResult:
                   for layer, row in counts.iterrows()]
         if self.reused:
             lines.append(SummaryLine("Reused from the cache: " + ", ".join(self.reused)))
-        lines += [SummaryLine(warning, warning=True) for warning in self.warnings]
+        lines += [SummaryLine(warning, WARNING) for warning in self.warnings]
         if self.skipped_images:
             lines.append(SummaryLine(f"Skipped {len(self.skipped_images)} unreadable image(s), "
-                                     f"e.g. {self.skipped_images[0]}", warning=True))
+                                     f"e.g. {self.skipped_images[0]}", WARNING))
+        lines += [SummaryLine(f"Skipped {stage.stage}: {stage.reason} {stage.fix}", SKIPPED) for stage in self.skipped]
         lines.append(SummaryLine("Timings: " + ", ".join(f"{stage} {seconds:.1f} s"
                                                          for stage, seconds in self.timings.items())))
         return lines
 
 
+# Kinds of summary line: a plain line; something to look at (skipped images, recomputed
+# cache entries); an optional stage the run left out, with why and what to do.
+INFO, WARNING, SKIPPED = "info", "warning", "skipped"
+
+
 @dataclass(frozen=True)
 class SummaryLine:
     text: str
-    warning: bool = False  # something the user should look at (skipped images, recomputed entries)
+    kind: str = INFO
+
+
+@dataclass(frozen=True)
+class SkippedStage:
+    """An optional stage a run left out: which, why, and what to do to have it."""
+
+    stage: str  # LABEL_QUALITY or OUTPUT_CHECK
+    reason: str
+    fix: str
+
+
+LABEL_QUALITY, OUTPUT_CHECK = "label quality", "output-layer check"
 
 
 def config_from_run(run: Run, **overrides) -> DescribeConfig:
@@ -283,6 +302,7 @@ class UnitLabels:
     quality_files: dict[str, bytes]
     quality_note: dict  # the manifest's label_quality record: settings, or why skipped
     output_checks: list
+    skipped: list[SkippedStage]
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -437,7 +457,7 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
     quality_settings = QualitySettings(resamples=config.quality_resamples)
     qualities: list[LayerQuality] = []
     quality_indices: dict[str, np.ndarray] = {}
-    quality_skipped: Optional[str] = None
+    quality_skipped: Optional[SkippedStage] = None
     for done, layer in enumerate(target.layers):
         entry = stored.activations[number][layer]
         pooled, image_features, image_indices = _align(entry, stored.image_features)
@@ -462,7 +482,8 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
                 quality_indices[layer] = image_indices.numpy()
             except InvalidInputError as error:
                 # The labels stand without their quality figures; the run says why they are absent.
-                quality_skipped = f"Label-quality figures were not computed: {error}"
+                quality_skipped = SkippedStage(LABEL_QUALITY, str(error),
+                                               _quality_fix(config.similarity_fn, inputs.params, quality_settings))
                 qualities = []
         report(log.progress, f"describe layers of {target.model.name}", done + 1, len(target.layers))
     log.lap("similarity")
@@ -476,11 +497,19 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         similarity_keys=similarity_keys,
         reused=reused,
         quality_files=quality_files(qualities, quality_indices) if qualities else {},
-        quality_note={"skipped": quality_skipped} if quality_skipped else {"settings": asdict(quality_settings)},
+        quality_note=({"skipped": f"Label-quality figures were not computed: {quality_skipped.reason} "
+                                  f"{quality_skipped.fix}"} if quality_skipped
+                      else {"settings": asdict(quality_settings)}),
         # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
         # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
         output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
+        skipped=[quality_skipped] if quality_skipped else [],
     )
+    if inputs.labelled is not None and output_layers(descriptions, len(concepts)):
+        labels.skipped.append(SkippedStage(
+            OUTPUT_CHECK, "the concepts are the probe images' labels in alphabetical order, which need not be "
+            "the classifier's output order.", "Run `dissect evaluate RUN_DIR --class_names FILE` with the class "
+            "names in output order."))
     log.lap("label quality")
     return labels
 
@@ -572,7 +601,8 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
         extra_files=labels.quality_files,
     )
     log.lap("write")
-    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings))
+    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings),
+                          list(labels.skipped))
 
 
 def _check_shared_fields(configs: Sequence[DescribeConfig]) -> None:
@@ -723,6 +753,14 @@ def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: B
                             text_features, pooled, similarity_fn, params, settings, progress)
     cache.save(quality, key, parts)
     return quality
+
+
+def _quality_fix(similarity_fn: str, params: dict, settings: QualitySettings) -> str:
+    """What gives a run its label-quality figures."""
+    if similarity_fn not in RESCORABLE:
+        return f"Use `similarity_fn` {' or '.join(RESCORABLE)} to have them."
+    return (f"Use a probe set of at least {minimum_probe_images(params['top_k'], settings)} readable images "
+            "(`d_probe`) to have them.")
 
 
 def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:
