@@ -198,10 +198,14 @@ def _warnings_to(progress):
 
 
 def _run_describe(args: argparse.Namespace) -> int:
+    from dissect_core.engine.prerequisites import require_prerequisites
+
+    configs = configs_from_args(args)
+    require_prerequisites(configs)  # before torch is imported: what is missing is said in a second
+
     from dissect_core.engine.pipeline import describe_together
     from dissect_core.common.progress import TqdmProgress
 
-    configs = configs_from_args(args)
     progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         with _warnings_to(progress):

@@ -54,7 +54,7 @@ CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # o
 # loaded (pipeline._check_room), from their layer widths.
 MIN_FREE_BYTES = 256 * 1024**2
 # One connection try per download host, all at once: offline, this fails in well under it.
-REACH_TIMEOUT_S = 1.5
+REACH_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
