@@ -139,3 +139,11 @@ def test_the_checks_look_where_the_loaders_look():
         hub = open_clip.get_pretrained_cfg(entry.value, "openai")["hf_hub"]
         assert prerequisites.OPENAI_CLIP_REPOS[entry.value] == hub.rstrip("/")
         assert f"{entry.value}-quickgelu" in open_clip.list_models()
+
+
+def test_a_missing_labels_csv_is_named(offline_machine, tmp_path):
+    make_image_folder(tmp_path / "probe", 4, size=(16, 16))
+    items = check_prerequisites([DescribeConfig(concept_source="labels", probe_labels="labels.csv", device="cpu",
+                                                d_probe=str(tmp_path / "probe"))])
+    (item,) = [item for item in items if item.item == "probe labels"]
+    assert item.missing and "labels.csv does not exist" in item.detail

@@ -112,6 +112,12 @@ def check_prerequisites(configs: Sequence[DescribeConfig], network: bool = True)
     if config.concept_source == "clip":
         items.append(_concept_set(config.concept_set))
     items += _probe(config)
+    if config.concept_source != "clip" and config.probe_labels:
+        labels = Path(config.probe_labels).expanduser()
+        items.append(Prerequisite("probe labels", OK, str(labels.resolve()), setting="probe_labels") if labels.is_file()
+                     else Prerequisite("probe labels", MISSING, f"The labels CSV {labels.resolve()} does not exist.",
+                                       "Check the `probe_labels` path (a CSV with the columns image,label).",
+                                       setting="probe_labels"))
     items += [_target(each) for each in configs]
     if config.concept_source == "clip":
         items.append(_clip(config.clip_model))
