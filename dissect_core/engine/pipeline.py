@@ -41,14 +41,12 @@ from dissect_core.common.files import check_room, file_sha256
 from dissect_core.choices.layouts import TOKENS, Layout
 from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
 from dissect_core.engine.models import TargetModel, check_model_name, get_layer, imagenet_class_names, load_target_model
-from dissect_core.engine.probe_loading import check_num_workers
-from dissect_core.engine.prerequisites import require_prerequisites
+from dissect_core.engine.prerequisites import check_settings, require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
 from dissect_core.common.progress import ProgressFn, log as logger, report
 from dissect_core.engine.label_quality import (RESCORABLE, LayerQuality, QualitySettings, layer_quality,
                                                minimum_probe_images, output_layers, quality_files, run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
-from dissect_core.runs.side_tables import check_layer_name
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run, new_run_dir, refuse_imported, write_run
 from dissect_core.engine.similarity import check_probe_size, resolve_params, similarity_matrix
@@ -151,16 +149,7 @@ def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:
 
 def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     """The checks that need nothing loaded: layer list, registered names, numbers."""
-    layers = [layer.strip() for layer in config.target_layers if layer.strip()]
-    with about("target_layers"):
-        if not layers:
-            raise InvalidInputError(
-                "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
-        if len(set(layers)) != len(layers):
-            raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
-        for layer in layers:  # each names files of the run folder (maps/<layer>.npy)
-            check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
-                             "(dissect_core.engine.models.layer_names lists a model's).")
+    layers = check_settings(config)
     with about("pool_mode"):
         POOL_MODES.get(config.pool_mode)
     with about("similarity_fn"):
@@ -172,14 +161,6 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     if isinstance(config.target_model, str):
         with about("target_model"):
             check_model_name(config.target_model)
-    for name in ("batch_size", "top_images"):
-        value = getattr(config, name)
-        if value < 1:
-            raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
-    if config.top_maps < 0:
-        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
-    with about("num_workers"):
-        check_num_workers(config.num_workers)
     with about("quality_resamples"):
         QualitySettings(resamples=config.quality_resamples).check()
     return layers, params

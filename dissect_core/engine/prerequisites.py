@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 from dissect_core.choices.catalog import CLIP_ALIASES, IMAGENET_VAL_ENV, NAMED_MODELS, PROBE_SETS
 from dissect_core.choices.concept_sets import ConceptSet, load_concept_set
-from dissect_core.choices.config import DescribeConfig
-from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError
+from dissect_core.choices.config import DescribeConfig, check_num_workers
+from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError, about
 from dissect_core.engine import downloads
+from dissect_core.runs.side_tables import check_layer_name
 
 OK, DOWNLOAD, MISSING = "ok", "download", "missing"
 
@@ -91,8 +92,37 @@ class MissingPrerequisitesError(InvalidInputError):
         self.setting = settings.pop() if len(settings) == 1 else None
 
 
+def check_settings(config: DescribeConfig) -> list[str]:
+    """The checks of plain settings (the layer list, counts): the layers, stripped, or an
+    ``InvalidInputError`` about the first bad setting. The pipeline checks the names that
+    need its registries' code (models, similarity parameters) after these."""
+    layers = [layer.strip() for layer in config.target_layers if layer.strip()]
+    with about("target_layers"):
+        if not layers:
+            raise InvalidInputError(
+                "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
+        if len(set(layers)) != len(layers):
+            raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
+        for layer in layers:  # each names files of the run folder (maps/<layer>.npy)
+            check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
+                             "(dissect_core.engine.models.layer_names lists a model's).")
+    for name in ("batch_size", "top_images"):
+        value = getattr(config, name)
+        if value < 1:
+            raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
+    if config.top_maps < 0:
+        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
+    with about("num_workers"):
+        check_num_workers(config.num_workers)
+    return layers
+
+
 def require_prerequisites(configs: Sequence[DescribeConfig]) -> list[Prerequisite]:
-    """The checklist, or :class:`MissingPrerequisitesError` naming every missing item."""
+    """The checklist, or :class:`MissingPrerequisitesError` naming every missing item.
+    A bad plain setting (:func:`check_settings`) is said first: it is a typo to fix before
+    anything else matters."""
+    for config in configs:
+        check_settings(config)
     items = check_prerequisites(configs)
     missing = [item for item in items if item.missing]
     if missing:
@@ -314,7 +344,7 @@ def _folder(what: str, folder, setting: str) -> Prerequisite:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path(folder.anchor))
     fix = f"Fix its permissions, or pass another `{setting}`."
     if not existing.is_dir():
-        return Prerequisite(what, MISSING, f"Cannot write the {what} in {folder}: {existing} is a file.", fix,
+        return Prerequisite(what, MISSING, f"Cannot write the {what} in {folder}: {existing} is a file, not a folder.", fix,
                             setting=setting)
     try:
         if existing == folder:
