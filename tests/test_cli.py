@@ -198,7 +198,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     # The summary is built once (DescribeResult.summary); the CLI prints it as it is.
     import pandas as pd
 
-    from dissect_core.engine import pipeline
+    from dissect_core.engine import pipeline, prerequisites
     from dissect_core.runs.run import Run
 
     descriptions = pd.DataFrame({"layer": ["layer4"] * 3, "unit": [0, 1, 2],
@@ -206,6 +206,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     result = pipeline.DescribeResult(tmp_path / "run", Run("r", descriptions), {"load": 1.25},
                                      ["CLIP text features"], ["cat/broken.jpg"], ["The cached entry x was damaged"])
     monkeypatch.setattr(pipeline, "describe_together", lambda configs, progress: [result])
+    monkeypatch.setattr(prerequisites, "require_prerequisites", lambda configs: [])  # the defaults' files are absent
     assert main(["describe", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [f"Wrote {tmp_path / 'run' / 'descriptions.csv'}",
@@ -272,7 +273,7 @@ def test_describe_prints_warnings_as_they_happen_without_quiet(tmp_path, capsys,
     import pandas as pd
 
     from dissect_core.common.progress import log
-    from dissect_core.engine import pipeline
+    from dissect_core.engine import pipeline, prerequisites
     from dissect_core.runs.run import Run
 
     descriptions = pd.DataFrame({"layer": ["l"], "unit": [0], "description": ["dog"], "similarity": [1.0]})
@@ -283,6 +284,7 @@ def test_describe_prints_warnings_as_they_happen_without_quiet(tmp_path, capsys,
         return [result]
 
     monkeypatch.setattr(pipeline, "describe_together", describe_together)
+    monkeypatch.setattr(prerequisites, "require_prerequisites", lambda configs: [])  # the defaults' files are absent
     assert main(["describe"]) == 0
     assert capsys.readouterr().err.splitlines() == ["warning: damaged entry", "warning: damaged entry"]
     assert main(["describe", "--quiet"]) == 0  # only in the summary
