@@ -3,7 +3,8 @@
 Serves, with ``streamlit run streamlit_app.py -- --hosted --results DIR``:
 
 * the two real ResNet-18 runs of the reference results (ImageNet and Places365, 896
-  units each) from ``/work/shared/reference/clip_dissect_results`` (labels only);
+  units each) from the reference outputs (labels only; ``python scripts/fetch_references.py``
+  fetches them, and this looks where the tests do);
 * a results bundle of a run computed on stand-ins (a random ResNet-18 in the Places
   layout, layers layer1-layer4 = 960 units, 120 synthetic images), imported the way a
   hosted demo ships it, so the Unit explorer draws heatmaps and masks from stored maps;
@@ -13,7 +14,7 @@ Headless Chromium opens every page, steps through ten units of the bundled run i
 the Unit explorer, and the server's peak RSS (``VmHWM`` in /proc) is printed, with
 whether torch was ever loaded into the server process. Target: at most 500 MB.
 
-Usage: ``flock /work/bench.lock .venv/bin/python benchmarks/bench_hosted_memory.py``
+Usage: ``.venv/bin/python benchmarks/bench_hosted_memory.py`` (alone on the machine: it measures memory)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path("/work/shared/reference/clip_dissect_results/ashishsubedi_TML25_A4_27")
+REFERENCE_RUNS = Path("clip_dissect_results") / "ashishsubedi_TML25_A4_27"
 PAGES = [("", "Overview"), ("Shared_concepts", "Shared concepts"), ("Model_differences", "Model differences"),
          ("Unit_explorer", "Unit explorer")]
 
@@ -83,6 +84,12 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], help="another folder of runs to serve")
     parser.add_argument("--units", type=int, default=10, help="units to step through in the Unit explorer")
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "scripts"))
+    from fetch_references import find_reference_dir, not_found_message
+
+    reference = find_reference_dir()
+    if reference is None:
+        raise SystemExit(f"This benchmark serves two reference runs, but {not_found_message()}.")
 
     from playwright.sync_api import sync_playwright
 
@@ -95,7 +102,7 @@ def main() -> None:
         served = scratch / "served"
         for name in ("resnet18_25_07_16_18_08", "resnet18_places_25_07_16_17_57"):
             (served / name).mkdir(parents=True)
-            for file in (REFERENCE / name).iterdir():
+            for file in (reference / REFERENCE_RUNS / name).iterdir():
                 (served / name / file.name).write_bytes(file.read_bytes())
         port = free_port()
         command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",

@@ -12,6 +12,7 @@ controls (``pick_layers``, ``persistent``) and draw with ``show_table`` /
 * ``pickers``: persistent widgets, model and layer pickers, Unit explorer deep links;
 * ``download_buttons``: tables, charts and results bundles to download;
 * ``unit_gallery``: a unit's top images with heatmaps and masks;
+* ``unit_notes``: the Unit explorer's words on a unit's margin and its top images' labels;
 * ``running``: progress bars and running dissections;
 * ``hosted_mode``: the read-only hosted mode and its limits;
 * ``quality_panels``: label-quality figures, the stable-units toggle, the output-layer check;
@@ -46,8 +47,9 @@ from dissect_app.sources import (
 from dissect_app.quality_panels import (
     STABLE_KEY, absent_notes, count_moves, descriptions_for, output_checks, quality_table, stable_toggle,
 )
+from dissect_app.sweep_view import open_differences, sweep_points
 from dissect_app.text import md, message, safe_filename
-from dissect_app.unit_gallery import UnitGallery, unit_gallery
+from dissect_app.unit_gallery import UnitGallery, image_names, unit_gallery
 
 __all__ = [
     "APP_NAME", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
@@ -58,5 +60,5 @@ __all__ = [
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
     "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
-    "stable_toggle",
+    "stable_toggle", "image_names", "open_differences", "sweep_points",
 ]

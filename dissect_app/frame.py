@@ -27,13 +27,16 @@ LABELS_KEY = "run_labels"  # {run key: its label in the last script run}
 RUN_PICKER_KEYS = (MODELS_KEY, "model_a", "model_b", "unit_model")
 
 HOME_PAGE = "overview.py"
+DIFFERENCES_PAGE = "pages/3_Model_differences.py"
 UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
 RUN_PAGE = "pages/5_Run.py"
+SWEEP_PAGE = "pages/6_Sweep.py"
 PAGES = (
     (HOME_PAGE, "Overview", ":material/bar_chart:"),
     ("pages/2_Shared_concepts.py", "Shared concepts", ":material/stacked_bar_chart:"),
-    ("pages/3_Model_differences.py", "Model differences", ":material/compare_arrows:"),
+    (DIFFERENCES_PAGE, "Model differences", ":material/compare_arrows:"),
     (UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:"),
+    (SWEEP_PAGE, "Sweep", ":material/timeline:"),
     (RUN_PAGE, "Run CLIP-Dissect", ":material/play_arrow:"),
 )
 

@@ -11,6 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
 from dissect_core.runs.bundle_format import THUMBNAILS_DIR
+from dissect_core.runs.demo_runs import is_demo_run
 from dissect_core.runs.run import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
@@ -77,26 +78,35 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
 
 
 def redescribe_blocker(run: Run) -> Optional[str]:
-    """Why ``run`` cannot get new concepts on this machine, or None when it can.
+    """Why ``run`` cannot get new concepts on this machine, in plain words, or None when it can.
 
     New concepts reuse the run's cached activations, or recompute them from its
     probe images and weights, so both must be here. Runs imported from bundles or
-    CSVs are read-only: their manifests name another machine's folders.
+    CSVs are read-only: their manifests name another machine's folders. The demo is
+    a bundled run too, but computed by the CLI: it gets its own reason.
     """
     if run.from_reference_tool or run.path is None:
-        return "imported from a CSV, which holds the labels only."
+        return (f"it was read from a {run.method} result file, which holds its labels only: there are no "
+                "activations to describe again. Dissect the model on the New dissection tab instead.")
+    if is_demo_run(run.path):
+        return ("it is the built-in demo: computed by this project's pipeline and shipped read-only with the "
+                "app, and its concepts are its probe images' labels (the Fashion-MNIST classes), not a concept "
+                "list. `python -m dissect_core demo OUT` dissects the demo networks again on this machine, "
+                "into the folder OUT.")
     imported = results_dir().resolve() / "imported"
     if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
-        return "imported from a results bundle; bundled runs are read-only."
-    if run.manifest.config.get("concept_source", "clip") != "clip":
-        return "its concepts are its probe images' labels, so it takes no concept list."
+        return ("it was imported from a results bundle, which carries its labels and images but not its "
+                "activations: bundled runs are read-only. Re-describe it where it was computed.")
+    if run.labelled:
+        return ("its concepts are its probe images' labels, so there is no concept list to replace. "
+                "For concept lists, dissect the model with CLIP concepts on the New dissection tab.")
     sources = run.sources
     for root in _probe_roots(sources.probe_spec or {}):
         if not Path(root).is_dir():
-            return "its probe images are not on this machine."
+            return "its probe images are not on this machine (the folder it was computed on is gone)."
     checkpoint = sources.target_checkpoint
     if checkpoint and not Path(checkpoint).is_file():
-        return "its weights file is not on this machine."
+        return "its weights file is not on this machine (the file it was computed with is gone)."
     return None
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import streamlit as st
 
 from dissect_app.hosted_mode import hosted
 from dissect_core.runs.manifest import RunSources
 from dissect_core.runs.run import Run
+from dissect_core.runs.unit_evidence import stored_image_names
 
 
 @st.cache_resource(show_spinner="Opening the probe images…", max_entries=8)
@@ -78,6 +79,20 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
     target, no_target = _load_run_target(key)  # a run that stored no maps: drawn live
     layout = run.manifest.layouts.get(layer)
     return UnitGallery(_live_views(key, layer, unit, pairs, threshold, layout, probe, target), None, no_target)
+
+
+def image_names(run: Run) -> Callable[[int], Optional[str]]:
+    """A probe image's name (its path in the probe set) by index, for counting a labelled run's
+    top-image labels: from a bundle's stored names, else from the run's probe set when it is
+    on this machine; unknown (None) otherwise."""
+    from dissect_core.runs.unit_images import has_thumbnails
+
+    if has_thumbnails(run.path) or hosted() or run.from_reference_tool:
+        return stored_image_names(run.path).get
+    probe, _ = _load_run_probe(run.sources.key())
+    if probe is None:
+        return lambda index: None
+    return lambda index: probe.item_label(index) if 0 <= index < len(probe) else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -29,7 +29,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = REPO.parent / "shared" / "reference" / "clip_dissect_results" / "ashishsubedi_TML25_A4_27"
+REFERENCE_RUNS = Path("clip_dissect_results") / "ashishsubedi_TML25_A4_27"  # inside the reference outputs
 DEFAULT_OUT = REPO / "docs" / "screenshot_overview.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -117,11 +117,20 @@ def small_png(png: bytes) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
-                        help="folder with the ResNet-18 ImageNet and Places runs (descriptions.csv + args.txt)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder with the ResNet-18 ImageNet and Places runs (descriptions.csv + args.txt); "
+                        f"default: {REFERENCE_RUNS} in the reference outputs (scripts/fetch_references.py)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--height", type=int, default=1200, help="viewport height in pixels (the most shown)")
     args = parser.parse_args(argv)
+    if args.results is None:
+        sys.path.insert(0, str(REPO / "scripts"))
+        from fetch_references import find_reference_dir, not_found_message
+
+        reference = find_reference_dir()
+        if reference is None:
+            raise SystemExit(f"Pass --results DIR: {not_found_message()}.")
+        args.results = reference / REFERENCE_RUNS
     if not args.results.is_dir():
         raise SystemExit(f"{args.results} not found: pass --results DIR")
     with tempfile.TemporaryDirectory() as scratch:

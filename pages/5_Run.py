@@ -123,15 +123,14 @@ with new_tab:
 with concepts_tab:
     blockers = {run.label: dissect_app.redescribe_blocker(run) for run in frame.runs.values()}
     finished = [run for run in frame.runs.values() if blockers[run.label] is None]
-    if len(finished) < len(frame.runs):
-        with st.expander(f"{len(frame.runs) - len(finished)} loaded run(s) cannot be re-described here"):
-            for label, why in blockers.items():
-                if why is not None:
-                    st.text(f"{label}: {why}")
-    if not finished:
-        st.info("No run computed by this app or the CLI is loaded yet: runs imported from CSVs have no "
-                "cached activations to re-describe.")
-    else:
+    # Each run that cannot take new concepts says why, in plain sight (an expander hid the reasons).
+    blocked = [f"- **{dissect_app.md(label)}**: {dissect_app.message(why)}" for label, why in blockers.items()
+               if why is not None]
+    if blocked:
+        heading = ("No loaded run can be described with new concepts here:" if not finished
+                   else "These loaded runs cannot be described with new concepts here:")
+        st.info("\n".join([heading, *blocked]), icon=":material/info:")
+    if finished:
         labels = [run.label for run in finished]
         label = st.selectbox("Finished run", labels, key="redescribe_run")
         concepts = concept_picker("redescribe")

@@ -41,6 +41,7 @@ def table(at: AppTest, index: int) -> list[tuple]:
             for row in at.dataframe[index].value.itertuples(index=False)]
 
 
+@pytest.mark.reference
 def test_shared_netdissect_and_milan_files_compare_with_clip_dissect(reference_dir: Path, monkeypatch) -> None:
     folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(folder)])

@@ -151,5 +151,7 @@ def test_bundled_runs_are_not_offered_for_new_concepts(results, computed_run):
     app = open_run_page()
     offered = app.selectbox(key="redescribe_run").options
     assert len(offered) == 1  # the computed run, not its bundled copy
-    reasons = [t.value for t in app.text if "read-only" in t.value]
-    assert len(reasons) == 1 and "bundle" in reasons[0]
+    # The reason is in plain sight, beside the run's name: not in a collapsed expander.
+    reasons = [line for info in app.info for line in info.value.replace("\\", "").split("\n") if "read-only" in line]
+    assert len(reasons) == 1 and "bundle" in reasons[0] and "bundled_copy" in reasons[0]
+    assert not app.main.expander

@@ -67,13 +67,13 @@ def wheel(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "dissect_core", source / "dissect_core",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                     "--quiet", "--wheel-dir", str(root / "dist"), str(source)], check=True)
-    (built,) = (root / "dist").glob("dissect_core-*.whl")
+    (built,) = (root / "dist").glob("clip_dissect_explorer-*.whl")
     return built
 
 
@@ -85,15 +85,20 @@ def _package_files(folder: Path) -> set[str]:
 def test_wheel_holds_every_package_file_the_command_and_the_dependencies(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        dist_info = f"dissect_core-{dissect_core.__version__}.dist-info"
+        dist_info = f"clip_dissect_explorer-{dissect_core.__version__}.dist-info"
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         metadata = archive.read(f"{dist_info}/METADATA").decode()
+        licence = archive.read(f"{dist_info}/licenses/LICENSE").decode()
     # Every module and data file: the WordNet table, the demo's weights, images and runs.
     assert {name for name in names if name.startswith("dissect_core/")} == _package_files(REPO / "dissect_core")
     assert "dissect_core/runs/lexicon/wordnet_categories.tsv.gz" in names
     assert "dissect_core/demo_data/demo.json" in names
     assert "[console_scripts]\ndissect = dissect_core.cli:main" in entry_points
     assert f"\nVersion: {dissect_core.__version__}\n" in metadata
+    assert "\nName: clip-dissect-explorer\n" in metadata
+    # The licence: an SPDX expression in the metadata, and the text itself in the wheel.
+    assert "\nLicense-Expression: MIT\n" in metadata and "\nLicense-File: LICENSE\n" in metadata
+    assert licence == (REPO / "LICENSE").read_text() and licence.startswith("MIT License")
     requires = {_name(line.removeprefix("Requires-Dist: ")) for line in metadata.splitlines()
                 if line.startswith("Requires-Dist: ")}
     assert requires == {_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}

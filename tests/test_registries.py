@@ -1,8 +1,10 @@
-"""Named choices come from the registries: the CLI's choices, help and `list`, the README's
-table, and a clear error listing the valid names for an unknown one, before heavy work."""
+"""Named choices come from the registries: the CLI's choices, help and `list`, the CLI
+reference (docs/cli.md), and a clear error listing the valid names for an unknown one, before heavy work."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,9 +52,13 @@ def test_list_prints_every_registry(capsys):
     assert "--imagenet_val_dir" in out and "`imagenet_val_dir`" not in out  # said as a flag
 
 
-def test_readme_table_is_the_registries():
-    # `dissect list --markdown` prints the table the README must show.
-    assert catalog.markdown(FLAGS) in (REPO / "README.md").read_text(encoding="utf-8")
+def test_cli_reference_is_generated_from_the_parser_and_the_registries():
+    # docs/cli.md is what scripts/make_cli_reference.py writes now: a new flag or choice
+    # without a regenerated page fails here, naming the command that fixes it.
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "make_cli_reference.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert catalog.markdown(FLAGS) in (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
 def test_cli_help_comes_from_the_registries(capsys):

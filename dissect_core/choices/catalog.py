@@ -91,6 +91,7 @@ class NamedModel:
     architecture: str  # torchvision name
     weights_url: str
     weights_file: str  # its name in weights_dir
+    weights_hash: str  # "md5:…" or "sha256:…", checked after the download
     preprocess: Callable[[], Callable[[Image.Image], Tensor]]
 
 
@@ -99,7 +100,10 @@ NAMED_MODELS: Registry[NamedModel] = Registry("named model")
 NAMED_MODELS.add(
     "resnet18_places",
     NamedModel("resnet18", "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
-               "resnet18_places365.pth.tar", LazyFunction("dissect_core.engine.models:places_preprocess")),
+               "resnet18_places365.pth.tar",
+               # CSAIL publishes no checksum; this MD5 is the one a public NetDissect setup script checks.
+               "md5:7a8808eefd4ea7458650ca84855f69b1",
+               LazyFunction("dissect_core.engine.models:places_preprocess")),
     "torchvision resnet18 trained on Places365 scenes (CSAIL's weights, downloaded into `data_dir`)",
 )
 

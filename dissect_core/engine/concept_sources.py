@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from dissect_core.choices.concept_sets import MAX_CONCEPT_CHARS, ConceptSet
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.common.registry import Registry
+from dissect_core.runs.unit_evidence import FOLDER_LABELS, image_class
 
 if TYPE_CHECKING:  # the registry is read by the CLI and app without importing torch
     import torch
@@ -80,11 +81,8 @@ CONCEPT_SOURCES.add(
 
 def folder_labels(probe: ProbeSet) -> list[list[str]]:
     """Each image's label: the name of its top-level class sub-folder (ImageFolder layout)."""
-    labels = []
-    for index in range(len(probe)):
-        parts = probe.item_label(index).split("/")
-        labels.append([parts[0]] if len(parts) > 1 else [])
-    return labels
+    classes = (image_class(probe.item_label(index)) for index in range(len(probe)))
+    return [[label] if label is not None else [] for label in classes]
 
 
 def read_labels_csv(path: str | Path, probe: ProbeSet) -> list[list[str]]:
@@ -164,7 +162,7 @@ def labelled_probe(probe: ProbeSet, labels_csv: Optional[str] = None) -> Labelle
     digest = hashlib.sha256()
     for index, image_labels in enumerate(labels):
         digest.update(f"{probe.item_label(index)}\t{chr(31).join(image_labels)}\n".encode("utf-8"))
-    source = f"labels CSV {Path(labels_csv).name}" if labels_csv else "class sub-folders"
+    source = f"labels CSV {Path(labels_csv).name}" if labels_csv else FOLDER_LABELS
     concepts = ConceptSet(name=f"labels of {probe.name}", concepts=tuple(names), source=source)
     return LabelledProbe(concepts, indicator, torch.eye(len(names)), digest.hexdigest())
 

@@ -3,9 +3,11 @@ weights and probe images: what ``python -m dissect_core demo OUT`` and ``scripts
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+import msgspec
 
 from dissect_core.common.progress import ProgressFn
 from dissect_core.runs.demo_runs import (CLASSES, DEMO_DIR, LAYERS, MODELS, PROBE_DIR, TOP_IMAGES, WEIGHTS_DIR,
@@ -59,7 +61,7 @@ def _check_outputs_in_class_order(result: "DescribeResult") -> None:
 
     run = result.run
     checks = run_output_checks(run.descriptions, run.top_concepts, CLASSES)
-    run.manifest = replace(run.manifest, output_check=[asdict(check) for check in checks])
+    run.manifest = msgspec.structs.replace(run.manifest, output_check=[asdict(check) for check in checks])
     run.manifest.write(result.run_dir)
     result.skipped = [stage for stage in result.skipped if stage.stage != OUTPUT_CHECK]  # done here after all
 

@@ -184,18 +184,24 @@ def bootstrap_counts(n_images: int, resamples: int, generator: torch.Generator) 
     return counts
 
 
-def distinct_interval(labels: torch.Tensor, full_count: int, confidence: float) -> tuple[int, int]:
+def distinct_interval(labels: torch.Tensor, full_count: int, confidence: float, most: int) -> tuple[int, int]:
     """Interval of the number of distinct labels: the spread of the per-resample counts (rows of
-    ``labels``) around their median, placed around the full-sample count.
+    ``labels``) around their median, placed around the full-sample count, and kept inside what
+    is possible: at least one label, at most ``most`` (the fewer of the layer's units and the
+    concepts).
 
     Resampling with replacement itself lowers the count (a duplicated image that tops
     several units pulls them towards one concept), so the raw percentiles can miss the
     full-sample count; their spread still measures how much the count moves with the sample.
+    Placed around the full count, that spread can pass the possible range (10 of 10 concepts
+    read "10 [10–11]"), hence the clipping.
     """
     counts = np.array([len(torch.unique(row)) for row in labels])
     tail = (1.0 - confidence) / 2
     low, median, high = np.quantile(counts, [tail, 0.5, 1.0 - tail], method="inverted_cdf")
-    return int(full_count - (median - low)), int(full_count + (high - median))
+    least = min(1, most)
+    return (int(min(max(full_count - (median - low), least), most)),
+            int(min(max(full_count + (high - median), least), most)))
 
 
 def text_margin(top_values: torch.Tensor, top_indices: torch.Tensor, text_features: torch.Tensor
@@ -355,7 +361,8 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
     boot = labels[:-1]
     stability = (boot == run_label).float().mean(dim=0)
     full_count = int(descriptions["description"].nunique())
-    distinct_low, distinct_high = distinct_interval(boot, full_count, settings.confidence)
+    distinct_low, distinct_high = distinct_interval(boot, full_count, settings.confidence,
+                                                    most=min(n_units, len(concepts)))
 
     # Simulation: the label chosen on the fit part, scored on the held-out part.
     fit_label = candidates[labels[-1]]  # concept indices, one per unit

@@ -15,7 +15,9 @@ same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
                                      each distinct image among the units' top images, cropped
                                      as the model saw it and shrunk to ``thumbnail_px``
     runs/<folder>/thumbnails/labels.json
-                                     {image_index: the image's label within the probe set}
+                                     {image_index: the image's name within the probe set}, for
+                                     each thumbnail and, in labelled runs, each image listed in
+                                     top_images.csv (its class counts: runs.unit_evidence)
     runs/<folder>/thumbnails/views.json
                                      {"images_per_unit": k, "thumbnail_px": px}: each unit's
                                      top k images (by top_images.csv) have thumbnails
@@ -38,7 +40,6 @@ folder, and imported runs are marked read-only (see ``import_bundle``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -53,6 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Optional, Union
 
+import msgspec
 import numpy as np
 
 from dissect_core.common.errors import InvalidInputError, NewerFormatError
@@ -276,7 +278,7 @@ def _pid_alive(pid: int) -> bool:
 def _mark_imported(run_dir: Path, imported: dict) -> None:
     """Record in the run's manifest that it came from a bundle (see import_bundle)."""
     if (run_dir / MANIFEST_FILE).is_file():
-        dataclasses.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
+        msgspec.structs.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
 
 
 def _refuse(what: str, problem: str) -> InvalidInputError:
@@ -448,10 +450,12 @@ def _check_run(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], wh
         _check_thumbnail(_read_member(archive, info, what, MAX_THUMBNAIL_BYTES), index, px)
     if labels_name in members:
         labels = read_json_file(read(labels_name), labels_name)
-        if not (isinstance(labels, dict) and all(key.isdigit() and int(key) in thumbnails and isinstance(value, str)
+        listed = set(top["image_index"].astype(int))
+        if not (isinstance(labels, dict) and all(key.isdigit() and int(key) in listed and isinstance(value, str)
                                                  and len(value) <= MAX_LABEL_CHARS * 5
                                                  for key, value in labels.items())):
-            raise InvalidInputError(f"{labels_name} must map thumbnail numbers to short texts.")
+            raise InvalidInputError(f"{labels_name} must map numbers of images listed in {TOP_IMAGES_FILE} "
+                                    "to short texts.")
     for layer, info in maps.items():
         if layer not in layers:
             raise InvalidInputError(f"it has maps of the layer {layer!r}, which its {DESCRIPTIONS_FILE} lacks.")

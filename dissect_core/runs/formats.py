@@ -30,6 +30,9 @@ NETDISSECT = "NetDissect"
 
 
 MILAN = "MILAN"
+# How pages name the method of a run whose concepts are its probe images' labels (the
+# "labels" concept source): CLIP-Dissect's scoring, but no CLIP model and no text.
+PROBE_LABELS = "probe labels"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""Charts of a sweep (``dissect_core.runs.sweep_summary``), drawn for up to hundreds of runs.
+
+With that many runs a colour per run and a legend entry per run cannot be read, so runs
+are coloured along one sequential scale by their place in the sweep (the training step
+where the sweep knows it), with one gradient legend; every figure is also in a table.
+"""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+SWEEP_SCHEME = "viridis"  # perceptually ordered: early runs dark, late runs bright
+CHART_HEIGHT = 260
+CATEGORY_PANEL_WIDTH = 200  # px per category panel: four to a row at 900 px
+
+
+def _order(data: pd.DataFrame) -> tuple[str, str]:
+    """The field that orders the runs (training step where every run has one) and its title."""
+    if "step" in data and data["step"].notna().all() and len(data):
+        return "step", "Training step"
+    return "position", "Position in the sweep"
+
+
+def _colour(data: pd.DataFrame) -> alt.Color:
+    field, title = _order(data)
+    return alt.Color(f"{field}:Q", title=title, scale=alt.Scale(scheme=SWEEP_SCHEME),
+                     legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=240, format="d"))
+
+
+def depth_chart(profile: pd.DataFrame) -> alt.Chart:
+    """Distinct concepts against relative depth, one line per run."""
+    return alt.Chart(profile).mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=1.2, opacity=0.8).encode(
+        x=alt.X("depth:Q", title="Relative depth (first layer 0, last 1)", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("distinct_concepts:Q", title="Distinct concepts", axis=alt.Axis(tickMinStep=1, format="d")),
+        color=_colour(profile),
+        detail="position:N",
+        tooltip=["model:N", "layer:N", "units:Q", "distinct_concepts:Q"],
+    ).properties(height=CHART_HEIGHT)
+
+
+def category_depth_chart(shares: pd.DataFrame) -> alt.FacetChart:
+    """Per concept category, its share of a layer's units against relative depth, one line
+    per run; panels wrap, so the chart grows in height, never width."""
+    return alt.Chart(shares).mark_line(strokeWidth=1, opacity=0.7).encode(
+        x=alt.X("depth:Q", title="Relative depth", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("share:Q", title="Share of units", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=_colour(shares),
+        detail="position:N",
+        tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("share:Q", format=".0%")],
+    ).properties(width=CATEGORY_PANEL_WIDTH, height=140).facet(
+        facet=alt.Facet("category:N", title=None, header=alt.Header(labelFontSize=12)), columns=3,
+    )
+
+
+def changes_chart(changes: pd.DataFrame) -> alt.Chart:
+    """How many concepts appear and vanish at each run of the sweep."""
+    field, title = _order(changes)
+    counts = changes.groupby([field, "change"], as_index=False).size().rename(columns={"size": "concepts"})
+    return alt.Chart(counts).mark_bar().encode(
+        x=alt.X(f"{field}:O", title=title, axis=alt.Axis(labelOverlap=True, labelAngle=0)),
+        y=alt.Y("concepts:Q", title="Concepts", axis=alt.Axis(tickMinStep=1, format="d")),
+        color=alt.Color("change:N", title=None, scale=alt.Scale(domain=["appears", "vanishes"],
+                                                               range=["#2a9d8f", "#e76f51"]),
+                        legend=alt.Legend(orient="bottom")),
+        xOffset="change:N",
+        tooltip=[f"{field}:O", "change:N", "concepts:Q"],
+    ).properties(height=CHART_HEIGHT)

@@ -1,0 +1,57 @@
+"""Sweep: many runs at once (a model zoo, or one network's checkpoints over training):
+concepts against depth, category shares by depth, concepts that appear or vanish, and a
+table of every run from which any two open in Model differences."""
+import streamlit as st
+
+import dissect_app
+from dissect_app import sweep_charts
+from dissect_core.runs import sweep_summary
+
+frame = dissect_app.page_frame("Sweep")
+points = dissect_app.sweep_points(frame)
+if len(points) < 2:
+    st.info("A sweep needs at least two runs: load a sweep's folder with `--results`, "
+            "or run `dissect sweep SPEC.toml`.", icon=":material/info:")
+    st.stop()
+st.caption(f"{len(points)} runs, in sweep order.")
+
+st.subheader("Distinct concepts by depth")
+st.caption("One line per run, coloured by its place in the sweep (dark: first, bright: last). "
+           "Depth is relative: a network's first chosen layer is 0, its last 1.")
+profile = sweep_summary.depth_profile(points)
+dissect_app.show_chart(sweep_charts.depth_chart(profile), key="sweep_depth", file_name="sweep_concepts_by_depth")
+
+st.subheader("Concept categories by depth")
+shares = sweep_summary.category_share_by_depth(points)
+if not shares.empty:
+    dissect_app.show_chart(sweep_charts.category_depth_chart(shares), key="sweep_categories",
+                           file_name="sweep_categories_by_depth")
+
+st.subheader("Concepts that appear or vanish along the sweep")
+changes = sweep_summary.concept_changes(points)
+if changes.empty:
+    st.caption("Every run names the same concepts.")
+else:
+    dissect_app.show_chart(sweep_charts.changes_chart(changes), key="sweep_changes", file_name="sweep_changes")
+    dissect_app.show_table(changes, key="sweep_changes_csv", file_name="sweep_concept_changes")
+
+st.subheader("Every run")
+st.caption("Sort by any column. Pick two rows to compare them in Model differences.")
+table = sweep_summary.sweep_table(points)
+picked = st.dataframe(
+    table, key="sweep_table", hide_index=True, on_select="rerun", selection_mode="multi-row",
+    column_config={
+        "position": st.column_config.NumberColumn("#", width="small"),
+        "model": st.column_config.TextColumn("Run", width="large"),
+        "stable_share": st.column_config.NumberColumn("Stable units", format="percent",
+                                                      help="Share of units whose label holds in 80 % of resamples"),
+        "output_top1": st.column_config.NumberColumn("Output check (top-1)", format="percent"),
+    },
+)
+rows = picked.selection.rows
+if len(rows) == 2:
+    first, second = (table.iloc[row]["model"] for row in rows)
+    if st.button("Compare these two in Model differences", icon=":material/compare_arrows:", type="primary"):
+        dissect_app.open_differences(first, second)
+elif rows:
+    st.caption("Pick exactly two rows to compare them.")

@@ -1,0 +1,57 @@
+"""The Sweep page with many runs: every figure drawn, and two picked rows open Model differences."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import streamlit as st
+
+import dissect_app
+from test_app_pages import open_app, rerun
+
+SWEEP = "pages/6_Sweep.py"
+CONCEPTS = ["red", "striped", "dog", "cat", "kitchen", "wheel", "wood", "sky"]
+
+
+def write_checkpoint_run(folder: Path, step: int) -> None:
+    """A run whose deeper layers name more concepts as training goes on."""
+    folder.mkdir(parents=True)
+    rows = ["layer,unit,description,similarity"]
+    for depth, layer in enumerate(["conv1", "conv2", "conv3"]):
+        variety = 1 + min(len(CONCEPTS) - 1, (depth + 1) * step // 20)
+        rows += [f"{layer},{unit},{CONCEPTS[unit % variety]},{0.1 * unit}" for unit in range(16)]
+    (folder / "descriptions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "args.txt").write_text(json.dumps({"target_model": f"small_cnn step {step:03d}"}), encoding="utf-8")
+
+
+@pytest.fixture
+def hundred_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "sweep"
+    for step in range(100):
+        write_checkpoint_run(root / f"step_{step:03d}", step)
+    monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(root)])
+    monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "nothing_computed"))
+    st.cache_data.clear()
+    return root
+
+
+def test_a_hundred_runs_are_drawn_and_two_rows_open_model_differences(hundred_runs):
+    at = open_app(SWEEP)
+    assert "100 runs, in sweep order." in [c.value for c in at.caption]
+    subheaders = [h.value for h in at.subheader]
+    assert subheaders == ["Distinct concepts by depth", "Concept categories by depth",
+                          "Concepts that appear or vanish along the sweep", "Every run"]
+    (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
+    assert len(table.value) == 100
+    # the later the checkpoint, the more concepts: the table shows what the runs hold
+    assert table.value["distinct_concepts"].iloc[-1] > table.value["distinct_concepts"].iloc[0]
+    # Two rows picked in the table (as a click on their boxes sets the widget's state).
+    at.session_state["sweep_table"] = {"selection": {"rows": [0, 99], "columns": [], "cells": []}}
+    at = rerun(at)
+    (button,) = [b for b in at.button if b.label == "Compare these two in Model differences"]
+    at = rerun(button.click())
+    assert [h.value for h in at.title] == ["Model differences"]
+    first, last = table.value["model"].iloc[0], table.value["model"].iloc[-1]
+    assert at.selectbox(key="model_a").value == first and at.selectbox(key="model_b").value == last

@@ -1,0 +1,51 @@
+"""Figures of a sweep: depth profiles, category shares, concepts appearing and vanishing, the table."""
+import pandas as pd
+import pytest
+
+from dissect_core.runs.run import Run
+from dissect_core.runs.sweep_summary import (SweepPoint, category_share_by_depth, concept_changes, depth_profile,
+                                             relative_depths, sweep_table)
+
+
+def _run(label: str, layers: dict[str, list[str]]) -> Run:
+    rows = [(layer, unit, concept, 1.0) for layer, concepts in layers.items() for unit, concept in enumerate(concepts)]
+    return Run(label, pd.DataFrame(rows, columns=["layer", "unit", "description", "similarity"]))
+
+
+POINTS = [
+    SweepPoint(0, _run("step 0", {"conv1": ["red", "red"], "conv2": ["red", "dog", "dog"], "fc": ["dog"]}), step=0),
+    SweepPoint(1, _run("step 100", {"conv1": ["red", "striped"], "conv2": ["dog", "cat", "kitchen"], "fc": ["cat"]}),
+               step=100),
+]
+
+
+def test_depth_runs_from_first_to_last_layer_whatever_the_network_length():
+    assert relative_depths(["conv1", "conv2", "fc"]) == {"conv1": 0.0, "conv2": 0.5, "fc": 1.0}
+    assert relative_depths(["fc"]) == {"fc": 0.0}
+    profile = depth_profile(POINTS)
+    first = profile[profile["position"] == 0].set_index("layer")
+    assert first.loc["conv2", "depth"] == 0.5 and first.loc["conv2", "distinct_concepts"] == 2
+    assert list(profile["units"]) == [2, 3, 1, 2, 3, 1]
+
+
+def test_concepts_that_appear_and_vanish_along_the_sweep():
+    changes = concept_changes(POINTS)
+    appears = set(changes[changes["change"] == "appears"]["concept"])
+    vanishes = set(changes[changes["change"] == "vanishes"]["concept"])
+    assert appears == {"striped", "cat", "kitchen"} and vanishes == set()
+    reverse = concept_changes([SweepPoint(0, POINTS[1].run), SweepPoint(1, POINTS[0].run)])
+    assert set(reverse[reverse["change"] == "vanishes"]["concept"]) == {"striped", "cat", "kitchen"}
+    # the units a vanishing concept had in the run before
+    assert reverse.set_index("concept").loc["cat", "units"] == 2
+
+
+def test_category_shares_sum_to_one_per_run_and_layer():
+    shares = category_share_by_depth(POINTS)
+    assert shares.groupby(["position", "layer"])["share"].sum().tolist() == pytest.approx([1.0] * 6)
+
+
+def test_table_leaves_absent_figures_empty_not_zero():
+    table = sweep_table(POINTS)
+    assert list(table["distinct_concepts"]) == [2, 5]
+    assert table["stable_share"].isna().all() and table["output_top1"].isna().all()
+    assert list(table["step"]) == [0, 100]
