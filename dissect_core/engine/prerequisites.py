@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
@@ -68,6 +68,7 @@ class Prerequisite:
     fix: str = ""  # what to do, for a missing item
     setting: Optional[str] = None  # the DescribeConfig field it is about
     url: str = ""  # where a DOWNLOAD item comes from
+    error: Optional[DissectError] = field(default=None, compare=False)  # the loader's own error, if it gave one
 
     @property
     def missing(self) -> bool:
@@ -83,7 +84,10 @@ class MissingPrerequisitesError(InvalidInputError):
     def __init__(self, items: Sequence[Prerequisite]):
         self.items = list(items)
         if len(self.items) == 1:
-            text = self.items[0].message()
+            only = self.items[0]
+            text = only.message()
+            if only.setting and f"`{only.setting}`" not in text:
+                text = f"`{only.setting}`: {text}"  # as errors.about() names the setting
         else:
             text = f"{len(self.items)} things this run needs are missing:\n" + "\n".join(
                 f"- {item.item}: {item.message()}" for item in self.items)
@@ -125,6 +129,9 @@ def require_prerequisites(configs: Sequence[DescribeConfig]) -> list[Prerequisit
         check_settings(config)
     items = check_prerequisites(configs)
     missing = [item for item in items if item.missing]
+    if len(missing) == 1 and missing[0].error is not None:
+        with about(missing[0].setting):  # alone, the loader's own error says it best (and keeps its type)
+            raise missing[0].error
     if missing:
         raise MissingPrerequisitesError(missing)
     return items
@@ -366,8 +373,8 @@ def _folder(what: str, folder, setting: str) -> Prerequisite:
 def _from_error(item: str, error: DissectError, setting: str) -> Prerequisite:
     if isinstance(error, MissingResourceError):
         return Prerequisite(item, MISSING, f"{error.what} is missing (looked in {error.looked_in}).",
-                            error.how_to_fix, setting=setting)
-    return Prerequisite(item, MISSING, str(error), setting=setting)
+                            error.how_to_fix, setting=setting, error=error)
+    return Prerequisite(item, MISSING, str(error), setting=setting, error=error)
 
 
 def _reach(items: list[Prerequisite]) -> list[Prerequisite]:
