@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Optional, Sequence, Union
 
 import dissect_core
 from dissect_core.common.errors import InvalidInputError
+from dissect_core.common.files import staging_dir
 from dissect_core.common.progress import ProgressFn
 
 # What browsing needs: the app's package (its server script, pages and UI code) and the library.
@@ -92,7 +92,7 @@ def write_host_folder(
     runs = load_runs(run_sources) if run_sources else []  # a bad run folder fails before anything is written
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    staging = staging_dir(out.parent, f".{out.name}-")
     try:
         shutil.copy2(SERVER_SCRIPT, staging / SERVER_SCRIPT.name)
         for package in PACKAGES:

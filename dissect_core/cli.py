@@ -13,7 +13,9 @@ adding one is one more row there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from dissect_core.choices.catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, P
 from dissect_core.engine.concept_sources import CONCEPT_SOURCES
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.choices.config import DescribeConfig
-from dissect_core.common.errors import DissectError, InvalidInputError, in_words
+from dissect_core.common.errors import DissectError, InvalidInputError, in_words, name_settings
 from dissect_core.choices.layouts import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
@@ -145,8 +147,22 @@ def _similarity_params(pairs: Sequence[str]) -> dict:
     return params
 
 
+# Flags whose text is not the field's value itself; every other describe flag is its
+# field's value as argparse read it. target_model and target_checkpoint are per model.
+_CONVERTERS: dict[str, Callable] = {
+    "target_layers": lambda text: tuple(text.split(",")),
+    "similarity_params": _similarity_params,
+    "layer_layout": parse_layer_layouts,
+}
+_PER_MODEL = ("target_model", "target_checkpoint")
+
+
 def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
-    """The library configurations the ``describe`` flags stand for: one per target model."""
+    """The library configurations the ``describe`` flags stand for: one per target model.
+
+    Each DescribeConfig field with a flag (:data:`FLAGS`) takes that flag's value, through
+    :data:`_CONVERTERS` where it needs one; a field without a flag keeps its default.
+    """
     models = [name.strip() for name in args.target_model.split(",")]
     if not all(models):
         raise InvalidInputError(f"--target_model has an empty name: {args.target_model!r}. "
@@ -160,42 +176,51 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
             raise InvalidInputError(
                 f"--target_checkpoint names {len(checkpoints)} file(s) for {len(models)} model(s): give one "
                 "per model, comma-separated, with an empty entry for a model that keeps its own weights.")
-    shared = DescribeConfig(
-        target_layers=tuple(args.target_layers.split(",")),
-        clip_model=args.clip_model,
-        d_probe=args.d_probe,
-        concept_set=args.concept_set,
-        similarity_fn=args.similarity_fn,
-        similarity_params=_similarity_params(args.similarity_param),
-        pool_mode=args.pool_mode,
-        batch_size=args.batch_size,
-        device=args.device,
-        activation_dir=args.activation_dir,
-        result_dir=args.result_dir,
-        data_dir=args.data_dir,
-        imagenet_val_dir=args.imagenet_val_dir,
-        download=args.download,
-        num_workers=args.num_workers,
-        concept_source=args.concept_source,
-        probe_labels=args.probe_labels,
-        top_images=args.top_images,
-        top_maps=args.top_maps,
-        layer_layout=parse_layer_layouts(args.layer_layout),
-        quality_resamples=args.quality_resamples,
-        decoder=args.decoder,
-    )
+    settings = {}
+    for field in dataclasses.fields(DescribeConfig):
+        dest = FLAGS[field.name][2:]
+        if field.name not in _PER_MODEL and hasattr(args, dest):
+            value = getattr(args, dest)
+            settings[field.name] = _CONVERTERS[field.name](value) if field.name in _CONVERTERS else value
+    shared = DescribeConfig(**settings)
     return [dataclasses.replace(shared, target_model=model, target_checkpoint=checkpoint)
             for model, checkpoint in zip(models, checkpoints)]
 
 
+@contextlib.contextmanager
+def _warnings_to(progress):
+    """Print the library's warnings as they happen, between the progress lines (they are
+    repeated in the run's summary; with --quiet, only there)."""
+    if progress is None:
+        yield
+        return
+    from dissect_core.common.progress import log
+
+    class ToProgress(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            progress.write(f"warning: {record.getMessage()}")
+
+    handler = ToProgress(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
+
 def _run_describe(args: argparse.Namespace) -> int:
+    from dissect_core.engine.prerequisites import require_prerequisites
+
+    configs = configs_from_args(args)
+    require_prerequisites(configs)  # before torch is imported: what is missing is said in a second
+
     from dissect_core.engine.pipeline import describe_together
     from dissect_core.common.progress import TqdmProgress
 
-    configs = configs_from_args(args)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
-        results = describe_together(configs, progress)
+        with _warnings_to(progress):
+            results = describe_together(configs, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -203,9 +228,39 @@ def _run_describe(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"{result.run.target_model}:")
         for line in result.summary():
-            print(f"warning: {line.text}" if line.warning else line.text,
-                  file=sys.stderr if line.warning else sys.stdout)
+            warning, text = line.kind == "warning", name_settings(line.text, FLAGS)
+            print(f"warning: {text}" if warning else text, file=sys.stderr if warning else sys.stdout)
     return 0
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """``describe``'s prerequisites as a checklist, without running anything (exit 1 if any is missing)."""
+    from dissect_core.engine.prerequisites import DOWNLOAD, MISSING, OK, check_prerequisites
+
+    items = check_prerequisites(configs_from_args(args))
+    marks = {OK: "✓", DOWNLOAD: "↓", MISSING: "✗"}
+    if not _can_print("".join(marks.values())):
+        marks = {OK: "ok", DOWNLOAD: "download", MISSING: "MISSING"}
+    for item in items:
+        print(f"{marks[item.status]} {item.item}: {name_settings(item.detail, FLAGS)}")
+        if item.missing and item.fix:
+            print(f"    fix: {name_settings(item.fix, FLAGS)}")
+    missing = sum(item.missing for item in items)
+    downloads = sum(item.status == DOWNLOAD for item in items)
+    print(f"{missing} missing" + (f", {downloads} to download when the run starts" if downloads else "")
+          + (": describe would stop before any work." if missing else ": describe can start."))
+    return 1 if missing else 0
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -281,7 +336,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from dissect_core.engine.demo_build import write_demo
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folders = write_demo(args.out, progress)
     finally:
@@ -296,7 +351,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_download(args: argparse.Namespace) -> int:
     from dissect_core.common.progress import TqdmProgress
 
-    progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
+    progress = TqdmProgress(sys.stderr, unit="B", unit_scale=True)
     try:
         if args.what in PROBE_SETS:
             from dissect_core.engine.probe_sets import download_dataset
@@ -335,7 +390,7 @@ def _run_bundle(args: argparse.Namespace) -> int:
     from dissect_core.runs.run_folders import load_runs
 
     runs = load_runs(args.runs)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         data = export_bundle(runs, images_per_unit=args.images_per_unit, thumbnail_px=args.thumbnail_px,
                              device=args.device, progress=progress)
@@ -396,7 +451,7 @@ def _run_host(args: argparse.Namespace) -> int:
     from dissect_app.host_folder import DEFAULT_TITLE, write_host_folder
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folder = write_host_folder(args.out_dir, args.sources, title=args.title or DEFAULT_TITLE,
                                    device=args.device, progress=progress)
@@ -442,6 +497,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _add_demo_arguments, _run_demo,
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
         "concepts, into OUT (seconds on a CPU; no downloads). Open them with dissect app --results OUT.",
+    ),
+    "doctor": Subcommand(
+        "check everything describe needs (device, concepts, probe images, weights, folders), running nothing",
+        _add_describe_arguments, _run_doctor,
+        "Take describe's flags and print its prerequisites as a checklist, each missing one with its fix, in "
+        "seconds and without downloading or loading anything. Exits with 1 when something is missing.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",

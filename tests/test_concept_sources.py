@@ -56,6 +56,15 @@ def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, simi
     (check,) = manifest.majority_check
     assert (check.layer, check.top_k, check.agreeing) == ("detect", 100, len(UNIT_COLOURS))
     assert check.label_count == check.majority_count == [20] * len(UNIT_COLOURS)
+    # The result says so, and what to do; likewise for the quality figures this small probe set cannot give.
+    skipped = {stage.stage: stage for stage in result.skipped}
+    assert "dissect evaluate RUN_DIR --class_names FILE" in skipped["output-layer check"].fix
+    if similarity_fn.startswith("cos"):  # quality figures re-score with the PMI functions only
+        assert "Use `similarity_fn` soft_wpmi or wpmi to have them." == skipped["label quality"].fix
+    else:
+        assert ("label quality" in skipped) == (result.run.label_quality is None)
+    assert [line.text for line in result.summary() if line.kind == "skipped"] == [
+        f"Skipped {stage.stage}: {stage.reason} {stage.fix}" for stage in result.skipped]
 
 
 def test_labels_csv_gives_several_labels_per_image(planted_probe, tmp_path):

@@ -5,8 +5,11 @@ Plain data without torch, so the CLI builds its flags and defaults from it at on
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+from dissect_core.common.errors import InvalidInputError
 
 if TYPE_CHECKING:  # only for the annotations: these modules import torch
     from dissect_core.engine.clip import ClipModel
@@ -60,3 +63,23 @@ class DescribeConfig:
     layer_layout: dict = field(default_factory=dict)  # layer -> layout name, where it can't be read from the model
     quality_resamples: int = QUALITY_RESAMPLES  # bootstrap resamples for label stability
     decoder: str = "pil"  # how probe images are decoded and preprocessed (catalog.DECODERS)
+
+
+def default_num_workers() -> int:
+    """Decode workers: the cores this process may use but one (the main process runs the
+    models), at most 16. Decoding JPEGs is the bound of a pass once the models run on a GPU."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # respects taskset and container CPU sets
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return min(16, max(1, cores - 1))
+
+
+def check_num_workers(num_workers: Optional[int]) -> None:
+    """Refuse a negative worker count (None means the default)."""
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 0):
+        raise InvalidInputError(
+            f"`num_workers` must be 0 (decode images in the main process) or a positive number of "
+            f"loader processes, not {num_workers!r}. Leave it out for the default ({default_num_workers()})."
+        )

@@ -61,11 +61,13 @@ def _check_outputs_in_class_order(result: "DescribeResult") -> None:
     its check would compare unit i with the wrong class.
     """
     from dissect_core.engine.label_quality import run_output_checks
+    from dissect_core.engine.pipeline import OUTPUT_CHECK
 
     run = result.run
     checks = run_output_checks(run.descriptions, run.top_concepts, CLASSES)
     run.manifest = msgspec.structs.replace(run.manifest, output_check=[asdict(check) for check in checks])
     run.manifest.write(result.run_dir)
+    result.skipped = [stage for stage in result.skipped if stage.stage != OUTPUT_CHECK]  # done here after all
 
 
 def write_demo(out_dir: Path | str, progress: Optional[ProgressFn] = None) -> list[Path]:

@@ -352,7 +352,7 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
         raise InvalidInputError(
             f"Layer {layer}: the quality figures need at least {needed} probe images (a fit part of "
             f"top_k={top_k} images plus a held-out part of {MIN_HELDOUT_IMAGES}, with "
-            f"heldout_fraction={settings.heldout_fraction}); this run has {n_images}. Use a larger probe set."
+            f"heldout_fraction={settings.heldout_fraction}); this run has {n_images}."
         )
     generator = torch.Generator().manual_seed(settings.seed)
     order = torch.randperm(n_images, generator=generator)

@@ -44,13 +44,12 @@ from dissect_core.engine.label_scores import check_probe_size as check_label_pro
 from dissect_core.choices.layouts import TOKENS, Layout
 from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, MajorityCheck, ProbeRecord, RunManifest
 from dissect_core.engine.models import TargetModel, check_model_name, get_layer, imagenet_class_names, load_target_model
-from dissect_core.engine.probe_loading import check_num_workers
+from dissect_core.engine.prerequisites import check_settings, require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
-from dissect_core.common.progress import ProgressFn, report, report_warning
-from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
-                      run_output_checks)
+from dissect_core.common.progress import ProgressFn, log as logger, report
+from dissect_core.engine.label_quality import (RESCORABLE, LayerQuality, QualitySettings, layer_quality,
+                                               minimum_probe_images, output_layers, quality_files, run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
-from dissect_core.runs.side_tables import check_layer_name
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run, new_run_dir, refuse_imported, write_run
 from dissect_core.engine.similarity import check_probe_size, resolve_params, similarity_matrix
@@ -70,6 +69,7 @@ class DescribeResult:
     # Problems found and worked around (damaged cache entries recomputed, files
     # skipped while listing the probe folder): the CLI and the app show them.
     warnings: list[str] = field(default_factory=list)
+    skipped: list["SkippedStage"] = field(default_factory=list)  # optional stages left out, with why
 
     def summary(self) -> list["SummaryLine"]:
         """What a finished run reports, in order: the CLI prints these lines and the app
@@ -83,19 +83,37 @@ class DescribeResult:
                   for layer, row in counts.iterrows()]
         if self.reused:
             lines.append(SummaryLine("Reused from the cache: " + ", ".join(self.reused)))
-        lines += [SummaryLine(warning, warning=True) for warning in self.warnings]
+        lines += [SummaryLine(warning, WARNING) for warning in self.warnings]
         if self.skipped_images:
             lines.append(SummaryLine(f"Skipped {len(self.skipped_images)} unreadable image(s), "
-                                     f"e.g. {self.skipped_images[0]}", warning=True))
+                                     f"e.g. {self.skipped_images[0]}", WARNING))
+        lines += [SummaryLine(f"Skipped {stage.stage}: {stage.reason} {stage.fix}", SKIPPED) for stage in self.skipped]
         lines.append(SummaryLine("Timings: " + ", ".join(f"{stage} {seconds:.1f} s"
                                                          for stage, seconds in self.timings.items())))
         return lines
 
 
+# Kinds of summary line: a plain line; something to look at (skipped images, recomputed
+# cache entries); an optional stage the run left out, with why and what to do.
+INFO, WARNING, SKIPPED = "info", "warning", "skipped"
+
+
 @dataclass(frozen=True)
 class SummaryLine:
     text: str
-    warning: bool = False  # something the user should look at (skipped images, recomputed entries)
+    kind: str = INFO
+
+
+@dataclass(frozen=True)
+class SkippedStage:
+    """An optional stage a run left out: which, why, and what to do to have it."""
+
+    stage: str  # LABEL_QUALITY or OUTPUT_CHECK
+    reason: str
+    fix: str
+
+
+LABEL_QUALITY, OUTPUT_CHECK = "label quality", "output-layer check"
 
 
 def config_from_run(run: Run, **overrides) -> DescribeConfig:
@@ -135,16 +153,7 @@ def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:
 
 def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     """The checks that need nothing loaded: layer list, registered names, numbers."""
-    layers = [layer.strip() for layer in config.target_layers if layer.strip()]
-    with about("target_layers"):
-        if not layers:
-            raise InvalidInputError(
-                "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
-        if len(set(layers)) != len(layers):
-            raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
-        for layer in layers:  # each names files of the run folder (maps/<layer>.npy)
-            check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
-                             "(dissect_core.engine.models.layer_names lists a model's).")
+    layers = check_settings(config)
     with about("pool_mode"):
         POOL_MODES.get(config.pool_mode)
     with about("similarity_fn"):
@@ -157,14 +166,6 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     if isinstance(config.target_model, str):
         with about("target_model"):
             check_model_name(config.target_model)
-    for name in ("batch_size", "top_images"):
-        value = getattr(config, name)
-        if value < 1:
-            raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
-    if config.top_maps < 0:
-        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
-    with about("num_workers"):
-        check_num_workers(config.num_workers)
     with about("quality_resamples"):
         QualitySettings(resamples=config.quality_resamples).check()
     return layers, params
@@ -220,7 +221,7 @@ class _RunLog:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        report_warning(self.progress, message)
+        logger.warning(message)
 
     def start_model(self) -> None:
         if self._shared is None:
@@ -288,6 +289,7 @@ class UnitLabels:
     quality_note: dict  # the manifest's label_quality record: settings, or why skipped
     output_checks: list
     majority_checks: list[MajorityCheck]  # labelled runs only
+    skipped: list[SkippedStage]
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -301,6 +303,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
     _check_shared_fields(configs)
     layer_lists, params = zip(*(_validate(each) for each in configs))
     params = params[0]
+    require_prerequisites(configs)  # all that is missing, in one message, before anything loads
     with about("activation_dir"):
         cache = FeatureCache(config.activation_dir, on_problem=log.warn)
     with about("device"):
@@ -449,7 +452,7 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
     quality_settings = QualitySettings(resamples=config.quality_resamples)
     qualities: list[LayerQuality] = []
     quality_indices: dict[str, np.ndarray] = {}
-    quality_skipped: Optional[str] = None
+    quality_skipped: Optional[SkippedStage] = None
     majority_checks: list[MajorityCheck] = []
     indicator = inputs.labelled.indicator() if inputs.labelled is not None else None
     for done, layer in enumerate(target.layers):
@@ -479,7 +482,8 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
                 quality_indices[layer] = image_indices.numpy()
             except InvalidInputError as error:
                 # The labels stand without their quality figures; the run says why they are absent.
-                quality_skipped = f"Label-quality figures were not computed: {error}"
+                quality_skipped = SkippedStage(LABEL_QUALITY, str(error),
+                                               _quality_fix(config.similarity_fn, inputs.params, quality_settings))
                 qualities = []
         report(log.progress, f"describe layers of {target.model.name}", done + 1, len(target.layers))
     log.lap("similarity")
@@ -493,12 +497,20 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         similarity_keys=similarity_keys,
         reused=reused,
         quality_files=quality_files(qualities, quality_indices) if qualities else {},
-        quality_note={"skipped": quality_skipped} if quality_skipped else {"settings": asdict(quality_settings)},
+        quality_note=({"skipped": f"Label-quality figures were not computed: {quality_skipped.reason} "
+                                  f"{quality_skipped.fix}"} if quality_skipped
+                      else {"settings": asdict(quality_settings)}),
         # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
         # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
         output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
         majority_checks=majority_checks,
+        skipped=[quality_skipped] if quality_skipped else [],
     )
+    if inputs.labelled is not None and output_layers(descriptions, len(concepts)):
+        labels.skipped.append(SkippedStage(
+            OUTPUT_CHECK, "the concepts are the probe images' labels in alphabetical order, which need not be "
+            "the classifier's output order.", "Run `dissect evaluate RUN_DIR --class_names FILE` with the class "
+            "names in output order."))
     log.lap("label quality")
     return labels
 
@@ -591,7 +603,8 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
         extra_files=labels.quality_files,
     )
     log.lap("write")
-    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings))
+    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings),
+                          list(labels.skipped))
 
 
 def _check_shared_fields(configs: Sequence[DescribeConfig]) -> None:
@@ -742,6 +755,14 @@ def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: B
                             text_features, pooled, similarity_fn, params, settings, progress)
     cache.save(quality, key, parts)
     return quality
+
+
+def _quality_fix(similarity_fn: str, params: dict, settings: QualitySettings) -> str:
+    """What gives a run its label-quality figures."""
+    if similarity_fn not in RESCORABLE:
+        return f"Use `similarity_fn` {' or '.join(RESCORABLE)} to have them."
+    return (f"Use a probe set of at least {minimum_probe_images(params.get('top_k', 1), settings)} readable images "
+            "(`d_probe`) to have them.")
 
 
 def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:
