@@ -1,6 +1,6 @@
 """Peak memory (RSS) of the app in hosted mode while a browser visits every page.
 
-Serves, with ``streamlit run streamlit_app.py -- --hosted --results DIR``:
+Serves, with ``dissect app --hosted --results DIR`` (started by ``dissect_app.local_server``):
 
 * the two real ResNet-18 runs of the reference results (ImageNet and Places365, 896
   units each) from the reference outputs (labels only; ``python scripts/fetch_references.py``
@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -62,12 +59,6 @@ def bundled_run(scratch: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -94,6 +85,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(REPO))
+    from dissect_app.local_server import local_server
     from dissect_core.runs.run_folders import load_run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,23 +96,9 @@ def main() -> None:
             (served / name).mkdir(parents=True)
             for file in (reference / REFERENCE_RUNS / name).iterdir():
                 (served / name / file.name).write_bytes(file.read_bytes())
-        port = free_port()
-        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                   "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-                   "--browser.gatherUsageStats", "false", "--", "--hosted", "--results", str(served)]
-        for extra in args.extra:
-            command += ["--results", extra]
         env = {**os.environ, "DISSECT_HOSTED": "1", "DISSECT_RESULTS_DIR": str(scratch / "none")}
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(240):
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read() == b"ok":
-                            break
-                except OSError:
-                    time.sleep(0.25)
+        with local_server(results=[served, *args.extra], hosted=True, cwd=REPO, env=env) as running:
+            server, url = running.process, running.url
             idle = peak_rss_mb(server.pid)
             label = load_run(bundled).label
             started = time.perf_counter()
@@ -145,9 +123,6 @@ def main() -> None:
                   f"(target <= 500 MB: {'met' if peak <= 500 else 'NOT met'})")
             print(f"torch loaded in the server process: {torch_loaded(server.pid)}")
             print(f"browsing took {time.perf_counter() - started:.1f} s")
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
 
 
 if __name__ == "__main__":

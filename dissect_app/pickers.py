@@ -8,14 +8,12 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from dissect_app.navigation import UNIT_EXPLORER_URL
 from dissect_core.runs.formats import CLIP_DISSECT
 from dissect_core.runs.run import Run
 
 if TYPE_CHECKING:
     from dissect_app.frame import Frame
-
-# URL path of the Unit explorer: Streamlit's legacy pages/ router drops the "4_" prefix.
-UNIT_EXPLORER_URL = "Unit_explorer"
 
 # Session-state keys shared by all pages (widget keys; each has a "_"-prefixed shadow).
 MODELS_KEY = "models"

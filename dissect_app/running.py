@@ -12,7 +12,6 @@ from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
 from dissect_core.runs.bundle_format import THUMBNAILS_DIR
 from dissect_core.runs.demo_runs import is_demo_run
-from dissect_core.common.progress import WARNING_STAGE
 from dissect_core.runs.run import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
@@ -32,8 +31,6 @@ class StreamlitProgress:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage.startswith(WARNING_STAGE):
-            return  # warnings are shown with the run's summary when it ends
         fraction = min(done / total, 1.0) if total else 1.0
         text = f"{stage}: {done:,} / {total:,}"
         if stage not in self.bars:
@@ -50,7 +47,7 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
     Returns the results, or ``None`` after showing the error (nothing computed is lost:
     finished stages stay in the cache), its settings named by ``widgets`` (field → label).
     """
-    from dissect_core.common.errors import DissectError, in_words
+    from dissect_core.common.errors import DissectError, in_words, name_settings
     from dissect_core.engine.pipeline import describe_together
 
     status = st.status(md(title), expanded=True)
@@ -67,8 +64,10 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
             if len(results) > 1:
                 st.markdown(f"**{md(result.run.target_model)}**")
             for line in result.summary():
-                if line.warning:
+                if line.kind == "warning":
                     st.warning(md(line.text))
+                elif line.kind == "skipped":  # an optional stage left out: why, and what to do
+                    st.info(md(name_settings(line.text, widgets or {})), icon=":material/skip_next:")
                 else:
                     st.text(line.text)
         seconds = max(sum(result.timings.values()) for result in results)

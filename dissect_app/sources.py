@@ -3,8 +3,8 @@
 Runs come from three sources, merged in this order:
 
 * every supported result file (``dissect_core.runs.formats.RESULT_FORMATS``: CLIP-Dissect,
-  NetDissect, MILAN) under each ``--results DIR`` given after ``--`` on the
-  ``streamlit run`` command line;
+  NetDissect, MILAN) under each ``--results DIR`` given to ``dissect app`` (after ``--``
+  on a ``streamlit run`` command line);
 * runs computed by this project in the result folder (``results/``, or the
   ``DISSECT_RESULTS_DIR`` environment variable);
 * result files uploaded in the sidebar, kept in ``st.session_state`` for the session
@@ -52,7 +52,7 @@ MAX_UNIT = 1_000_000
 
 
 def cli_results_dirs(argv: Optional[list[str]] = None) -> list[str]:
-    """The ``--results DIR`` values given after ``--`` on the ``streamlit run`` line.
+    """The ``--results DIR`` values given to ``dissect app`` (after ``--`` on a ``streamlit run`` line).
 
     Other arguments are ignored, so the app also runs under pytest or AppTest.
     """

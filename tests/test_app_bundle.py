@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -14,8 +13,7 @@ import dissect_app
 from dissect_core.engine.bundle_export import export_bundle
 from dissect_core.runs.run_folders import find_runs, load_run
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
+APP = dissect_app.ENTRY_SCRIPT
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +48,7 @@ def test_imported_bundle_joins_the_picker_and_shows_stored_heatmaps(app, bundle,
     assert app.multiselect(key="models").value == [label]
 
     app.query_params.update({"model": label, "layer": "layer4", "unit": "3"})
-    app.switch_page("pages/4_Unit_explorer.py").run()
+    app.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
     assert not app.exception
     assert [tab.label for tab in app.tabs] == ["Heatmaps", "Masks (top 0.5 %)", "Images"]
     assert len(app.tabs[0].get("image")) == 10

@@ -19,7 +19,7 @@ from dissect_core.runs.run_folders import load_run
 from dissect_core.runs.unit_evidence import stored_image_names, top_label_counts, unit_close_margin
 from tests.test_app_pages import open_app
 
-UNIT_EXPLORER = "pages/4_Unit_explorer.py"
+UNIT_EXPLORER = dissect_app.UNIT_EXPLORER_PAGE
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ def chart_specs(at: AppTest) -> list[dict]:
 
 
 def open_unit(trained, layer: str, unit: int) -> AppTest:
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "overview.py"), default_timeout=120).run()
+    at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=120).run()
     at.query_params.update({"model": trained.label, "layer": layer, "unit": str(unit)})
     at.switch_page(UNIT_EXPLORER).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -81,7 +81,7 @@ def test_the_unit_explorer_speaks_of_labels_not_clip(trained):
     at = open_unit(trained, "conv1", 0)
     texts = page_texts(at)
     assert not [text for text in texts if "CLIP similarity" in text or "text cosine" in text or "labels by" in text]
-    assert any("label score (soft_wpmi)" in text for text in texts)
+    assert any(f"label score ({trained.similarity_fn})" in text for text in texts)
     scatter = next(spec for spec in chart_specs(at) if spec.get("mark", {}).get("type") == "circle")
     assert "CLIP" not in scatter["encoding"]["x"]["title"] and "carries" in scatter["encoding"]["x"]["title"]
     ranking = at.dataframe[-1].value
@@ -91,10 +91,11 @@ def test_the_unit_explorer_speaks_of_labels_not_clip(trained):
 def test_the_unit_explorer_counts_the_labels_of_the_top_k_images(trained):
     at = open_unit(trained, "conv1", 0)
     counts = top_label_counts(trained, "conv1", 0, stored_image_names(trained.path).get)
-    note = next(plain(m.value) for m in at.markdown if "top_k" in plain(m.value))
-    assert f"top {trained.similarity_top_k}" in note
+    # The demo's auprc ranks all probe images (no top_k): the note counts the listed top images.
+    note = next(plain(m.value) for m in at.markdown if "over all probe images" in plain(m.value))
+    assert f"top {counts.counted} images" in note
     assert f"{counts.label_images} of them carry {counts.label}" in note
-    assert f"Most carry {counts.majority} ({int(counts.counts['images'].iloc[0])})" in note
+    assert ("Most carry" in note) == (counts.majority != counts.label)
     bars = next(spec for spec in chart_specs(at) if "Labels of its top" in " ".join(spec.get("title", {}).get("text", [])))
     assert bars["layer"][0]["encoding"]["x"]["axis"]["format"] == "d"
 
@@ -113,7 +114,7 @@ def test_the_close_margin_note_follows_the_stated_rule(trained):
 
 
 def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
-    at = open_app("pages/5_Run.py")
+    at = open_app(dissect_app.RUN_PAGE)
     reasons = "\n".join(plain(info.value) for info in at.info)
     assert "built-in demo" in reasons and "probe images' labels" in reasons
     assert "No run computed by this app or the CLI" not in reasons
@@ -121,7 +122,8 @@ def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
 
 
 def test_model_differences_names_the_label_score():
-    at = open_app("pages/3_Model_differences.py")
+    at = open_app(dissect_app.MODEL_DIFFERENCES_PAGE)
     links = [plain(link.proto.label) for link in at.get("page_link") if "best unit" in link.proto.label]
-    assert links and all("label score (soft_wpmi)" in link and "similarity" not in link for link in links), links
+    # The demo's runs are scored with the labelled probes' default, auprc.
+    assert links and all("label score (auprc)" in link and "similarity" not in link for link in links), links
     assert any(plain(c.value).startswith(f"Labels of A by {PROBE_LABELS}") for c in at.caption)

@@ -3,7 +3,6 @@ re-describing a finished run with an uploaded list from the cache."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -13,9 +12,8 @@ import dissect_app
 from dissect_core.engine import downloads
 from dissect_core.runs.run_folders import find_runs
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-PAGE = "pages/5_Run.py"
+APP = dissect_app.ENTRY_SCRIPT
+PAGE = dissect_app.RUN_PAGE
 
 
 @pytest.fixture

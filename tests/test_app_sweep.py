@@ -11,7 +11,7 @@ import streamlit as st
 import dissect_app
 from test_app_pages import open_app, rerun
 
-SWEEP = "pages/6_Sweep.py"
+SWEEP = dissect_app.SWEEP_PAGE
 CONCEPTS = ["red", "striped", "dog", "cat", "kitchen", "wheel", "wood", "sky"]
 
 

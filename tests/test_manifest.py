@@ -93,8 +93,15 @@ def test_a_newer_manifest_asks_for_a_newer_dissect(run_copy):
 
 def test_runs_are_written_in_the_current_format_which_has_the_quality_fields(computed_run):
     record = json.loads((computed_run["run_dir"] / MANIFEST_FILE).read_text())
-    assert FORMAT_VERSION == 3 and record["format"] == "dissect_core-run/3"
-    assert {"label_quality", "output_check"} <= set(record)
+    assert FORMAT_VERSION == 4 and record["format"] == "dissect_core-run/4"
+    assert {"label_quality", "output_check", "majority_check"} <= set(record)
+    assert record["majority_check"] == []  # a CLIP run has no labels to take a majority of
+
+
+def test_a_version_3_manifest_reads_without_the_majority_check(run_copy):
+    _rewrite(run_copy, lambda record: (record.update(format="dissect_core-run/3"), record.pop("majority_check")))
+    manifest = load_run(run_copy).manifest
+    assert manifest.format_version == 3 and manifest.majority_check == []
 
 
 def test_a_version_2_manifest_still_reads_with_or_without_the_quality_fields(run_copy):
@@ -116,6 +123,7 @@ def test_a_real_version_2_run_reads_with_its_quality_figures():
     run = load_run(folder)
     assert run.manifest.format_version == 2 and "settings" in run.manifest.label_quality
     assert run.manifest.output_check and run.label_quality is not None
+    assert run.manifest.majority_check == []  # recorded from format 4 on
 
 
 def test_a_damaged_run_is_listed_with_its_reason(run_copy, computed_run):

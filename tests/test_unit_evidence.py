@@ -40,8 +40,8 @@ def test_labelled_runs_name_their_method_and_score_without_clip(trained, tmp_pat
     assert trained.clip_model is None  # the manifest's "labels" is no CLIP model
     assert trained.score_name == f"label score ({trained.similarity_fn})" and "CLIP" not in trained.score_name
     assert "CLIP" not in trained.match_name("Sandal") and "Sandal" in trained.match_name("Sandal")
-    # soft-WPMI's own top_k, as the manifest records it.
-    assert trained.similarity_top_k == trained.manifest.similarity_params["top_k"] == 100
+    # The demo's auprc ranks all probe images: it has no top_k to record.
+    assert trained.similarity_fn == "auprc" and trained.similarity_top_k is None
     clip = load_run(clip_copy(demo_runs()[0], tmp_path))
     assert not clip.labelled and clip.method_name == CLIP_DISSECT and clip.score_name == "similarity"
     assert clip.clip_model == clip.manifest.clip_model and clip.match_name("Sandal").startswith("CLIP similarity")
@@ -77,7 +77,8 @@ def test_top_label_counts_are_the_classes_of_the_units_top_k_images(trained):
         counts = top_label_counts(trained, layer, unit, names.get)
         top = trained.unit_top_images(layer, unit, 100)["image_index"]
         expected = Counter(probe.item_label(int(i)).split("/")[0] for i in top)
-        assert counts.top_k == counts.counted == 100 and counts.unknown == 0
+        # auprc has no top_k: every listed top image (the demo lists 100) is counted.
+        assert counts.top_k is None and counts.counted == 100 and counts.unknown == 0
         assert dict(zip(counts.counts["label"], counts.counts["images"])) == expected
         assert counts.counts["images"].is_monotonic_decreasing
         assert counts.label_images == expected[counts.label]

@@ -143,6 +143,24 @@ SIMILARITY_FUNCTIONS.add(
     "how well a concept's CLIP scores reorder a unit's top activations (seeded permutations)",
     top_fraction=0.05, p=3.0, scale_p=0.5, seed=0,
 )
+# Scores against the probe images' own labels (dissect_core.engine.label_scores): for the labels
+# concept source only. docs/labelled_scores.md compares them with soft-WPMI on the demo.
+SIMILARITY_FUNCTIONS.add(
+    "precision_at_k", LazyFunction("dissect_core.engine.label_scores:precision_at_k_scores"),
+    "labelled probes only: the share of a unit's top_k images that carry the label",
+    top_k=100,
+)
+SIMILARITY_FUNCTIONS.add(
+    "auprc", LazyFunction("dissect_core.engine.label_scores:auprc_scores"),
+    "labelled probes only: average precision (area under precision-recall) of a unit's activations "
+    "at finding the label's images, less the label's share of images (chance); the labels source's default",
+)
+SIMILARITY_FUNCTIONS.add(
+    "iou", LazyFunction("dissect_core.engine.label_scores:iou_scores"),
+    "labelled probes only: Network Dissection's IoU at image level, |top_k images ∩ labelled images| / |∪|",
+    top_k=100,
+)
+LABEL_SCORES = ("precision_at_k", "auprc", "iou")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from dissect_core.common.files import atomic_write_text, file_sha256
 from dissect_core.common.progress import ProgressFn, report
 from dissect_core.engine.activations import record_probe_pass
 from dissect_core.engine.cache import process_alive, stable_hash
+from dissect_core.engine.concept_sources import with_source_defaults
 from dissect_core.engine.layer_rules import LAYER_RULES, resolve_rule
 from dissect_core.engine.models import get_layer, load_target_model
 from dissect_core.engine.pipeline import (PER_MODEL_FIELDS, RunLog, check_config, check_inputs, encode_concepts,
@@ -319,8 +320,13 @@ def _expand(number: int, line: int, keys: dict[str, Any], key_lines: dict[str, i
     runs = []
     for checkpoint, step in checkpoints:
         label = name.replace("{step}", str(step)) if name and step is not None else name
-        config = DescribeConfig(**{**settings, "target_checkpoint": checkpoint, "run_name": label,
-                                   **({"target_layers": ()} if rule is not None else {})})
+        try:  # the concept source's defaults, as describe fills them
+            config = with_source_defaults(DescribeConfig(**{
+                **settings, "target_checkpoint": checkpoint, "run_name": label,
+                **({"target_layers": ()} if rule is not None else {})}))
+        except DissectError as error:
+            problems.add(key_lines.get(error.setting or "", line), str(error))
+            return runs, True
         model = config.target_model if isinstance(config.target_model, str) else "model"
         folder = label or (model + (f"_{Path(checkpoint).stem}" if checkpoint else ""))
         runs.append(SweepModel(number, _folder_name(folder), config, rule, step, line,

@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -59,7 +58,7 @@ import msgspec
 import numpy as np
 
 from dissect_core.common.errors import InvalidInputError, NewerFormatError
-from dissect_core.common.files import atomic_write_text
+from dissect_core.common.files import atomic_write_text, staging_dir
 from dissect_core.runs.quality_tables import (
     LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
     read_quality_points,
@@ -174,7 +173,7 @@ def import_bundle(data: Union[bytes, IO[bytes]], dest_root: Union[Path, str], *,
         made_root = not dest_root.exists()
         dest_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_staging(dest_root)
-        staging = Path(tempfile.mkdtemp(dir=dest_root, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+        staging = staging_dir(dest_root, f"{STAGING_PREFIX}{os.getpid()}-")
         try:
             _extract(archive, staging, what, total)
             imported = {"bundle": filename.name or "upload", "sha256": digest,

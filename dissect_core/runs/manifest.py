@@ -30,7 +30,8 @@ FORMAT_NAME = "dissect_core-run"
 # 2: probe.listing_skipped and warnings added (a version-1 manifest reads with both empty).
 # 3: label_quality and output_check added (a version-2 manifest without them reads with {} and
 #    []; some version-2 manifests, written before the bump, carry them already).
-FORMAT_VERSION = 3
+# 4: majority_check added (older manifests read with []).
+FORMAT_VERSION = 4
 
 
 class DamagedRunError(InvalidInputError):
@@ -97,6 +98,27 @@ class RunSources(_Record):
         return _convert(json.loads(key), cls, "run sources")
 
 
+class MajorityCheck(_Record):
+    """One layer of a labelled run: do the units' labels agree with the label most of their
+    ``top_k`` images carry? Lists are per unit, in unit order."""
+
+    layer: str
+    top_k: int  # the unit's top images counted (engine.label_scores.MAJORITY_TOP_K, at most the probe's images)
+    agreeing: int  # units whose label is carried by as many of their top images as any label
+    majority: list[str]  # the label most of the unit's top images carry (the first concept on a tie)
+    majority_count: list[int]  # how many of its top images carry that label
+    label_count: list[int]  # how many carry the unit's own label
+
+    @property
+    def units(self) -> int:
+        return len(self.majority)
+
+    @property
+    def share(self) -> float:
+        """The share of the layer's units whose label agrees."""
+        return self.agreeing / self.units if self.units else float("nan")
+
+
 class RunManifest(_Record):
     created: str  # ISO 8601, UTC
     target_model: str
@@ -125,6 +147,9 @@ class RunManifest(_Record):
     label_quality: dict[str, Any] = msgspec.field(default_factory=dict)
     # CLIP-Dissect's output-layer check (quality.OutputCheck as dicts); [] when no layer qualifies.
     output_check: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # Labelled runs, per layer: agreement of the labels with their top images' majority label;
+    # [] for CLIP runs and runs made before it was recorded.
+    majority_check: list[MajorityCheck] = msgspec.field(default_factory=list)
     # Set by bundle.import_bundle: {"bundle": file name, "sha256": its hash, "imported": ISO time}.
     imported: Optional[dict[str, str]] = None
     format_version: int = FORMAT_VERSION

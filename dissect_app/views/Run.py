@@ -3,15 +3,17 @@
 Results are written to the result folder and appear on every other page; every
 stage is cached, so describing a dissected model with another concept list costs
 only the concepts' text encoding and the similarity step.
+
+A hosted (read-only) demo does not route to this page at all (``dissect_app.navigation``),
+so its torch imports never run there.
 """
 import streamlit as st
 
 import dissect_app
 
 frame = dissect_app.page_frame("Run CLIP-Dissect")
-dissect_app.refuse_in_hosted_mode()
 
-# Imported after the hosted-mode check: a hosted demo never loads torch.
+# Imported once the frame is drawn: importing torch takes seconds.
 from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
                                   SIMILARITY_FUNCTIONS)
 from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
