@@ -242,7 +242,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                              "option names as keys (docs/sweeps.md)")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run on a Ray cluster: auto (the running cluster), ray://HOST:PORT, or nothing "
-                             "for a local Ray on this machine (needs pip install 'dissect-core[ray]')")
+                             "for a local Ray on this machine (needs pip install 'clip-dissect-explorer[ray]')")
     parser.add_argument("--ray_workers", type=int, default=None, metavar="N",
                         help="with --ray: actors recording the probe images (default: one per GPU of the "
                              "cluster; without GPUs, half its CPUs)")

@@ -307,7 +307,7 @@ def test_without_ray_the_ray_option_says_how_to_install_it(inputs, swept, monkey
     swept, _ = swept
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
     assert main(["sweep", str(swept), "--ray", "--quiet"]) == 2
-    assert "pip install 'dissect-core[ray]'" in capsys.readouterr().err
+    assert "pip install 'clip-dissect-explorer[ray]'" in capsys.readouterr().err
 
 
 def test_a_sweep_entry_records_the_run_it_belongs_to(inputs, swept):

@@ -23,7 +23,7 @@ from dissect_core.engine.sweep import run_sweep
 
 from sweep_setup import FOLDERS, make_sweep_inputs, write_spec
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dissect-core[ray]')")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'clip-dissect-explorer[ray]')")
 psutil = pytest.importorskip("psutil")  # comes with Ray
 pytestmark = pytest.mark.ray
 

@@ -1,4 +1,5 @@
-"""Sweeps on a Ray cluster: ``dissect sweep SPEC --ray [ADDRESS]`` (``pip install 'dissect-core[ray]'``).
+"""Sweeps on a Ray cluster: ``dissect sweep SPEC --ray [ADDRESS]``
+(``pip install 'clip-dissect-explorer[ray]'``).
 
 :class:`RayEngine` runs a sweep's heavy stages on Ray, with the results of the one-machine
 path (``sweep.LocalEngine``):
@@ -45,7 +46,7 @@ from dissect_core.engine.pipeline import layer_scoring
 from dissect_core.engine.probe_loading import ProbeDataset, collate_probe_batch
 from dissect_core.engine.probe_sets import ProbeSet
 
-INSTALL_HINT = "pip install 'dissect-core[ray]' (or pip install 'ray[data]==2.60.*')"
+INSTALL_HINT = "pip install 'clip-dissect-explorer[ray]' (or pip install 'ray[data]==2.60.*')"
 CONNECT_TIMEOUT_S = 5.0  # for an address that does not answer
 
 
