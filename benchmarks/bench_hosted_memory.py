@@ -95,24 +95,35 @@ def torch_loaded(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
+WAIT_MS = 300_000  # a script run on a loaded machine
+
+
+async def settled(page) -> None:
+    """Wait until the session's script run has finished (connected, script not running)."""
+    await page.wait_for_timeout(300)  # a widget's rerun may not have started yet
+    await page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+                       "[data-test-script-state='notRunning']").wait_for(state="attached", timeout=WAIT_MS)
+
+
 async def visit(browser, url: str, number: int, args, label: str, bundle: Path, upload: Path) -> None:
     """One visitor in a fresh page (a new session): every page, an upload, units, maybe a bundle."""
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         for path, title in PAGES:
             await page.goto(f"{url}/{path}")
-            await page.get_by_role("heading", name=title, exact=True).wait_for(timeout=180_000)
-            await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=180_000)
+            await page.get_by_role("heading", name=title, exact=True).wait_for(timeout=WAIT_MS)
+            await settled(page)
         uploads = page.locator("[data-testid='stSidebar'] input[type='file']")
         await uploads.nth(0).set_input_files(str(upload))
-        await page.get_by_text(f"{upload.name} ·", exact=False).first.wait_for(timeout=180_000)
+        await page.get_by_text(f"{upload.name} ·", exact=False).first.wait_for(state="attached", timeout=WAIT_MS)
+        await settled(page)
         if number % args.bundle_every == 0:
             await uploads.nth(1).set_input_files(str(bundle))
-            await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=180_000)
+            await settled(page)
         for unit in range(args.units):
             await page.goto(f"{url}/Unit_explorer?{urlencode({'model': label, 'layer': 'layer4', 'unit': unit})}")
-            await page.get_by_role("heading", name="Unit explorer", exact=True).wait_for(timeout=180_000)
-            await page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=180_000)
+            await page.get_by_role("heading", name="Unit explorer", exact=True).wait_for(timeout=WAIT_MS)
+            await settled(page)
         errors = await page.get_by_test_id("stException").count()
         if errors:
             raise RuntimeError(f"visit {number} met an exception on the page")

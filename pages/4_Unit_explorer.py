@@ -120,7 +120,7 @@ st.markdown("**Top concepts**")
 dissect_app.show_table(run.unit_top_concepts(layer, unit), key="unit_concepts_csv",
                        file_name=f"{model}_{layer}_{unit}_concepts",
                        column_config={"rank": st.column_config.NumberColumn("Rank", width="small"),
-                                      "concept": st.column_config.TextColumn("Concept", width="large"),
+                                      "concept": st.column_config.TextColumn("Concept", width="medium"),
                                       "score": st.column_config.NumberColumn("Score", format="%.4f",
                                                                              width="small")})
 
@@ -166,7 +166,9 @@ if run.label_quality is not None and layer in set(run.label_quality["layer"]):
     st.caption(f"{len(ranked)} of {len(in_layer)} units pass the filters.")
 ranked["open"] = [dissect_app.unit_link_url(model, layer, u) for u in ranked["unit"]]
 dissect_app.show_table(ranked, key="unit_ranking_csv", file_name=f"{model}_{layer}_ranking", height=320,
-                  column_config={"similarity": st.column_config.NumberColumn("Similarity", format="%.4f",
+                  # The unit pinned: at 900 px the figures scroll beside it.
+                  column_config={"unit": st.column_config.NumberColumn("Unit", pinned=True),
+                                 "similarity": st.column_config.NumberColumn("Similarity", format="%.4f",
                                                                              width="small"),
                                  "stability": st.column_config.NumberColumn("Stability", format="percent",
                                                                             width="small"),
