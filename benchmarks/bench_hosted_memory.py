@@ -96,6 +96,7 @@ def torch_loaded(pid: int) -> bool:
 
 
 WAIT_MS = 300_000  # a script run on a loaded machine
+RESENT: list[int] = []  # visits whose CSV upload had to be sent twice
 
 
 async def settled(page) -> None:
@@ -107,18 +108,30 @@ async def settled(page) -> None:
 
 async def visit(browser, url: str, number: int, args, label: str, bundle: Path, upload: Path) -> None:
     """One visitor in a fresh page (a new session): every page, an upload, units, maybe a bundle."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         for path, title in PAGES:
             await page.goto(f"{url}/{path}")
             await page.get_by_role("heading", name=title, exact=True).wait_for(timeout=WAIT_MS)
             await settled(page)
-        uploads = page.locator("[data-testid='stSidebar'] input[type='file']")
-        await uploads.nth(0).set_input_files(str(upload))
-        await page.get_by_text(f"{upload.name} ·", exact=False).first.wait_for(state="attached", timeout=WAIT_MS)
+        sidebar = page.get_by_test_id("stSidebar")
+        for attempt in range(2):
+            await sidebar.get_by_test_id("stFileUploader").filter(has_text="Result files").locator(
+                "input[type='file']").set_input_files(str(upload))
+            try:
+                await page.get_by_text(f"{upload.name} ·", exact=False).first.wait_for(state="attached",
+                                                                                       timeout=60_000)
+                break
+            except PlaywrightTimeout:
+                if attempt:
+                    raise
+                RESENT.append(number)  # the upload did not reach the app: send it again, and say so
         await settled(page)
         if number % args.bundle_every == 0:
-            await uploads.nth(1).set_input_files(str(bundle))
+            await sidebar.get_by_test_id("stFileUploader").filter(has_text="results bundle").locator(
+                "input[type='file']").set_input_files(str(bundle))
             await settled(page)
         for unit in range(args.units):
             await page.goto(f"{url}/Unit_explorer?{urlencode({'model': label, 'layer': 'layer4', 'unit': unit})}")
@@ -127,6 +140,10 @@ async def visit(browser, url: str, number: int, args, label: str, bundle: Path, 
         errors = await page.get_by_test_id("stException").count()
         if errors:
             raise RuntimeError(f"visit {number} met an exception on the page")
+    except Exception:
+        if args.failed_screenshots:
+            await page.screenshot(path=f"{args.failed_screenshots}/visit_{number}.png", full_page=True)
+        raise
     finally:
         await page.close()
 
@@ -163,6 +180,7 @@ def main() -> None:
     parser.add_argument("--bundle-every", type=int, default=5, help="every n-th visitor imports the bundle")
     parser.add_argument("--session-ttl", type=int, default=30,
                         help="seconds a left session is kept for a reconnect (server.disconnectedSessionTTL)")
+    parser.add_argument("--failed-screenshots", help="a folder for a screenshot of each failed visit")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -213,6 +231,7 @@ def main() -> None:
             print(f"visits: {args.visits}, {args.parallel} at a time, each: {len(PAGES)} pages, a CSV upload, "
                   f"{args.units} units; every {args.bundle_every}th also imports the bundle; all without an error "
                   f"({took:.0f} s)")
+            print(f"CSV uploads sent twice (the first did not show within 60 s): {len(RESENT)} {RESENT}")
             print(f"server RSS after start and warm-up: {before:.0f} MB")
             for what, value in readings.items():
                 print(f"server RSS {what}: {value:.0f} MB")
