@@ -39,7 +39,7 @@ from dissect_app.navigation import (
     UNIT_EXPLORER_PAGE, UNIT_EXPLORER_URL, AppPage,
 )
 from dissect_app.pickers import (
-    LAYERS_KEY, LAYERS_SEEN_KEY, MODELS_KEY, UnitLink, check_unit_link, default_selection,
+    LAYERS_KEY, LAYERS_DROPPED_KEY, MODELS_KEY, UnitLink, check_unit_link, default_selection,
     parse_unit_link, persistent, pick_layers, require_layers, unit_link_params, unit_link_url,
 )
 from dissect_app.running import (
@@ -53,17 +53,17 @@ from dissect_app.quality_panels import (
     STABLE_KEY, absent_notes, count_moves, descriptions_for, output_checks, quality_table, stable_toggle,
 )
 from dissect_app.sweep_view import open_differences, sweep_points
-from dissect_app.text import md, message, safe_filename
+from dissect_app.text import breakable, md, message, safe_filename
 from dissect_app.unit_gallery import UnitGallery, image_names, unit_gallery
 
 __all__ = [
     "APP_NAME", "AppPage", "ENTRY_SCRIPT", "MODEL_DIFFERENCES_PAGE", "SHARED_CONCEPTS_PAGE", "SWEEP_PAGE", "BUNDLE_KEY", "BUNDLE_UPLOAD_KEY", "CACHE_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_RESULTS_DIR",
-    "Frame", "HOME_PAGE", "HOSTED_ENV", "RUN_PAGE", "hosted", "message", "redescribe_blocker", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_SEEN_KEY", "MODELS_KEY", "PAGES",
+    "Frame", "HOME_PAGE", "HOSTED_ENV", "RUN_PAGE", "hosted", "message", "redescribe_blocker", "IMPORTED_BUNDLES_KEY", "LAYERS_KEY", "LAYERS_DROPPED_KEY", "MODELS_KEY", "PAGES",
     "PENDING_SELECT_KEY", "RESULTS_ENV", "StreamlitProgress", "UNIT_EXPLORER_PAGE", "UNIT_EXPLORER_URL",
     "UPLOADED_RUNS_KEY", "UPLOAD_KEY", "UnitGallery", "UnitLink", "check_unit_link", "cache_dir", "cli_results_dirs", "default_selection",
     "how_to_get_results", "load_folder_runs", "md", "page_frame", "parse_unit_link", "persistent", "pick_layers",
     "require_layers", "require_models", "results_dir", "run_dissection", "safe_filename", "select_after_rerun",
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
     "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
-    "stable_toggle", "image_names", "open_differences", "sweep_points",
+    "stable_toggle", "image_names", "open_differences", "sweep_points", "breakable",
 ]

@@ -12,7 +12,7 @@ from dissect_app.demo_banner import demo_banner, demo_runs_to_show, offer_demo
 from dissect_app.download_buttons import share_section
 from dissect_app.hosted_mode import hosted
 from dissect_app.navigation import RUN_PAGE
-from dissect_app.naming import MAX_NAME, clean_name, rename, run_key, saved_names
+from dissect_app.naming import MAX_NAME, clean_name, key_is_kept, rename, run_key, saved_names
 from dissect_app.pickers import MODELS_KEY, default_selection, persistent
 from dissect_app.sources import (
     PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
@@ -59,13 +59,14 @@ def page_frame(title: str) -> Frame:
     store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
     # Copies: labels are made unique on them without touching the session's stored runs.
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
-    all_runs = folder_runs + list(uploaded.values())
-    keys = [run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
+    demo = demo_runs_to_show(other_runs_loaded=bool(folder_runs or uploaded))
+    all_runs = folder_runs + list(uploaded.values()) + demo
+    # Every run has a key, the demo's included: renaming looks its run up by it.
+    keys = ([run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
+            + [run_key(run, demo=True) for run in demo])
     names = saved_names()
     for run, key in zip(all_runs, keys):
         run.label = names.get(key, run.label)
-    demo = demo_runs_to_show(other_runs_loaded=bool(all_runs))
-    all_runs = all_runs or demo
     make_labels_unique(all_runs)
     _follow_new_labels(dict(zip(keys, (run.label for run in all_runs))))
     notes_section(all_runs)
@@ -115,7 +116,7 @@ def _rename_section(runs: dict[str, Run], keys: dict[str, str], errors: DeltaGen
         errors.error(f"Another model is already called {md(name)}.", icon=":material/error:")
         return
     key = keys[old]
-    rename(key, name, persist=not key.startswith("upload:"))
+    rename(key, name, persist=key_is_kept(key))
     _relabel_pickers({old: name})
     st.session_state[LABELS_KEY][key] = name
     st.rerun()

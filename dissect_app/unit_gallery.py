@@ -95,7 +95,14 @@ def image_names(run: Run) -> Callable[[int], Optional[str]]:
     return lambda index: probe.item_label(index) if 0 <= index < len(probe) else None
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+# Drawn views are a few MB a unit; runs of hosted visitors' bundles add keys of their own,
+# so the caches are bounded in entries and time (what a visit leaves behind; see
+# benchmarks/bench_hosted_memory.py).
+VIEWS_KEPT = 16
+VIEWS_TTL_S = 600
+
+
+@st.cache_data(show_spinner=False, max_entries=VIEWS_KEPT, ttl=VIEWS_TTL_S)
 def _stored_views(sources_key: str, run_dir: str, layer: str, unit: int, top: tuple, threshold: Optional[float],
                   _probe: Any) -> list[dict]:
     """Cached per (run sources, run folder, layer, unit, images): the probe is fixed by the key."""
@@ -106,7 +113,7 @@ def _stored_views(sources_key: str, run_dir: str, layer: str, unit: int, top: tu
     return [vars(view) for view in views or []]
 
 
-@st.cache_data(show_spinner="Drawing activation maps…", max_entries=64)
+@st.cache_data(show_spinner="Drawing activation maps…", max_entries=VIEWS_KEPT, ttl=VIEWS_TTL_S)
 def _live_views(sources_key: str, layer: str, unit: int, top: tuple, threshold: Optional[float],
                 layout: Optional[str], _probe: Any, _target: Any) -> list[dict]:
     """Cached per (run sources, layer, unit, images): the model and probe are fixed by the key."""

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 from dissect_core import __version__
 from dissect_core.choices import catalog
 from dissect_core.choices.catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS, SIMILARITY_FUNCTIONS
-from dissect_core.engine.concept_sources import CONCEPT_SOURCES
+from dissect_core.choices.catalog import CONCEPT_SOURCES
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.choices.config import DescribeConfig
 from dissect_core.common.errors import DissectError, InvalidInputError, in_words, name_settings
@@ -46,7 +46,7 @@ def _choices(registry) -> str:
 
 
 def _source_default(source: str, setting: str) -> str:
-    """A concept source's default for ``setting`` (``concept_sources.CONCEPT_SOURCES``)."""
+    """A concept source's default for ``setting`` (``choices.catalog.CONCEPT_SOURCES``)."""
     return str(CONCEPT_SOURCES.get(source).defaults[setting])
 
 

@@ -54,6 +54,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require_references()
 
 
+@pytest.fixture(autouse=True)
+def own_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-user data folder of the test's own (platformdirs reads ``XDG_DATA_HOME``): the app
+    unpacks bundles there, and no test may read or fill the real one in the home folder."""
+    folder = tmp_path_factory.mktemp("user_data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def reference_dir(request) -> Path:
     """The folder holding the original tool's outputs and concept lists."""

@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
+from dissect_app.sources import user_import_dir
 from dissect_core.engine.bundle_export import export_bundle
 from dissect_core.runs.run_folders import find_runs, load_run
 
@@ -42,7 +43,9 @@ def app(tmp_path, monkeypatch) -> AppTest:
 def test_imported_bundle_joins_the_picker_and_shows_stored_heatmaps(app, bundle, tmp_path):
     app.file_uploader(key="bundle_file").set_value(("demo.zip", bundle, "application/zip")).run()
     assert not app.exception and not app.error
-    runs, problems = find_runs(tmp_path / "results")
+    # Unpacked outside the checkout and the result folder: in the user's own data folder.
+    assert not (tmp_path / "results").exists()
+    runs, problems = find_runs(user_import_dir())
     assert len(runs) == 1 and not problems
     label = runs[0].label
     assert app.multiselect(key="models").value == [label]

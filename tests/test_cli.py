@@ -15,7 +15,7 @@ import torch
 
 from dissect_core.engine import downloads
 from dissect_core.cli import build_parser, configs_from_args, main
-from dissect_core.engine.concept_sources import with_source_defaults
+from dissect_core.choices.catalog import with_source_defaults
 from dissect_core.runs.run_folders import load_run
 
 from standins import (add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights,

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import pytest
+
+from dissect_core.engine.label_quality import RESCORABLE
 import torch
 
-from dissect_core.engine.concept_sources import CONCEPT_SOURCES, labelled_probe
+from dissect_core.choices.catalog import CONCEPT_SOURCES
+from dissect_core.engine.concept_sources import labelled_probe
 from dissect_core.choices.concept_sets import ConceptSet
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.engine.pipeline import DescribeConfig, config_from_run, describe
@@ -59,8 +62,8 @@ def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, simi
     # The result says so, and what to do; likewise for the quality figures this small probe set cannot give.
     skipped = {stage.stage: stage for stage in result.skipped}
     assert "dissect evaluate RUN_DIR --class_names FILE" in skipped["output-layer check"].fix
-    if similarity_fn.startswith("cos"):  # quality figures re-score with the PMI functions only
-        assert "Use `similarity_fn` soft_wpmi or wpmi to have them." == skipped["label quality"].fix
+    if (similarity_fn or "auprc").startswith("cos"):  # quality figures re-score the rescorable scores only
+        assert f"Use `similarity_fn` {' or '.join(RESCORABLE)} to have them." == skipped["label quality"].fix
     else:
         assert ("label quality" in skipped) == (result.run.label_quality is None)
     assert [line.text for line in result.summary() if line.kind == "skipped"] == [

@@ -68,7 +68,7 @@ def test_build_system_and_dependencies():
     # CI pins exactly what the package and its app extra declare (numpy and huggingface_hub come with torch).
     assert (core | app) - {"numpy", "huggingface-hub"} == runtime
     # Only the app draws charts: the library does not depend on Altair or vl-convert.
-    assert {"streamlit", "altair", "vl-convert-python"} == app and not core & app
+    assert {"streamlit", "altair", "vl-convert-python", "platformdirs"} == app and not core & app
     # A hosted folder installs the app's extra, without torch.
     hosted = _requirement_names(HOSTED_REQUIREMENTS)
     assert app <= hosted and not hosted & {"torch", "torchvision", "open-clip-torch"}

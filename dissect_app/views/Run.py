@@ -13,12 +13,15 @@ import dissect_app
 
 frame = dissect_app.page_frame("Run CLIP-Dissect")
 
-# Imported once the frame is drawn: importing torch takes seconds.
-from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
-                                  SIMILARITY_FUNCTIONS)
-from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
-from dissect_core.common.errors import DissectError  # noqa: E402
-from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
+# Imported once the frame is drawn (a hosted server does not route this page at all). The
+# first visit imports PyTorch (several seconds), so the page says what it is waiting for.
+with st.spinner("Loading PyTorch and the dissection engine (the first visit takes a few seconds)…",
+                show_time=True):
+    from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES,  # noqa: E402
+                                              PROBE_SETS, SIMILARITY_FUNCTIONS)
+    from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
+    from dissect_core.common.errors import DissectError  # noqa: E402
+    from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"

@@ -131,38 +131,41 @@ if run.labelled:
                                    key="unit_label_counts", file_name=f"{model}_{layer}_{unit}_label_counts")
         label_counts_words.markdown("\n\n".join(label_counts_note(counts, run.similarity_fn)))
 
-concepts_column, images_column = st.columns([1, 3])
-with concepts_column:
-    st.markdown("**Top concepts**")
-    dissect_app.show_table(run.unit_top_concepts(layer, unit), key="unit_concepts_csv",
-                      file_name=f"{model}_{layer}_{unit}_concepts",
-                      column_config={"score": st.column_config.NumberColumn("Score", format="%.4f")})
+THUMBNAIL_PX = 128  # each image at a fixed width, as many to a row as fit: 3 at 900 px, 7 at 1400 px
 
-with images_column:
-    gallery = dissect_app.unit_gallery(run, layer, unit, count)
-    if gallery.no_images:
-        st.info(f"No images for this run. {dissect_app.message(gallery.no_images)}", icon=":material/hide_image:")
-    else:
-        tabs = {"Heatmaps": "heatmap", "Masks (top 0.5 %)": "mask", "Images": "image"}
-        if gallery.no_maps:
-            st.warning(f"Showing the images without activation maps. {dissect_app.message(gallery.no_maps)}")
-            tabs = {"Images": "image"}
-        elif gallery.views and gallery.views[0]["heatmap"] is None:
-            st.info(f"Layer {dissect_app.md(layer)} has no spatial map to draw (one value per image, or patch "
-                    "tokens that form no square grid).")
-            tabs = {"Images": "image"}
-        if len(gallery.views) < count:
-            st.caption(f"{len(gallery.views)} images are available for this unit: a dissection stores the "
-                       "activation maps of each unit's top images (10 by default, more with --top_maps).")
-        for tab, field in zip(st.tabs(list(tabs)), tabs.values()):
-            with tab:
-                columns = st.columns(5)
-                for position, view in enumerate(gallery.views):
-                    columns[position % 5].image(view[field], width="stretch",
-                                                caption=f"{view['activation']:.3f} · {view['label']}")
-        st.caption("Heatmap: the unit's activation map upsampled over the image (bright = strong). "
-                   "Mask: the region above the unit's top-0.5 % activation level over the probe set "
-                   "(the Network Dissection view).")
+# Stacked, each at full width: beside the images, at 900 px, the table lost its columns
+# and the images shrank to 50 px.
+st.markdown("**Top concepts**")
+dissect_app.show_table(run.unit_top_concepts(layer, unit), key="unit_concepts_csv",
+                       file_name=f"{model}_{layer}_{unit}_concepts",
+                       column_config={"rank": st.column_config.NumberColumn("Rank", width="small"),
+                                      "concept": st.column_config.TextColumn("Concept", width="medium"),
+                                      "score": st.column_config.NumberColumn("Score", format="%.4f",
+                                                                             width="small")})
+
+gallery = dissect_app.unit_gallery(run, layer, unit, count)
+if gallery.no_images:
+    st.info(f"No images for this run. {dissect_app.message(gallery.no_images)}", icon=":material/hide_image:")
+else:
+    tabs = {"Heatmaps": "heatmap", "Masks (top 0.5 %)": "mask", "Images": "image"}
+    if gallery.no_maps:
+        st.warning(f"Showing the images without activation maps. {dissect_app.message(gallery.no_maps)}")
+        tabs = {"Images": "image"}
+    elif gallery.views and gallery.views[0]["heatmap"] is None:
+        st.info(f"Layer {dissect_app.md(layer)} has no spatial map to draw (one value per image, or patch "
+                "tokens that form no square grid).")
+        tabs = {"Images": "image"}
+    if len(gallery.views) < count:
+        st.caption(f"{len(gallery.views)} images are available for this unit: a dissection stores the "
+                   "activation maps of each unit's top images (10 by default, more with --top_maps).")
+    for tab, field in zip(st.tabs(list(tabs)), tabs.values()):
+        with tab, st.container(horizontal=True, wrap=True):
+            for view in gallery.views:
+                st.image(view[field], width=THUMBNAIL_PX,
+                         caption=dissect_app.breakable(f"{view['activation']:.3f} · {view['label']}"))
+    st.caption("Heatmap: the unit's activation map upsampled over the image (bright = strong). "
+               "Mask: the region above the unit's top-0.5 % activation level over the probe set "
+               "(the Network Dissection view).")
 
 st.subheader(f"Most interpretable units of {dissect_app.md(layer)}")
 ranked = analysis.rank_units(run.descriptions, layer)
@@ -184,9 +187,14 @@ if run.label_quality is not None and layer in set(run.label_quality["layer"]):
     st.caption(f"{len(ranked)} of {len(in_layer)} units pass the filters.")
 ranked["open"] = [dissect_app.unit_link_url(model, layer, u) for u in ranked["unit"]]
 dissect_app.show_table(ranked, key="unit_ranking_csv", file_name=f"{model}_{layer}_ranking", height=320,
-                  column_config={"similarity": st.column_config.NumberColumn(
-                                     (run.score_name or "similarity").capitalize(), format="%.4f"),
-                                 "stability": st.column_config.NumberColumn("Stability", format="percent"),
-                                 "correlation": st.column_config.NumberColumn("Correlation", format="%.3f"),
-                                 "margin": st.column_config.NumberColumn("Margin", format="%.4g"),
-                                 "open": st.column_config.LinkColumn("Open", display_text="open ↗")})
+                  # The unit pinned: at 900 px the figures scroll beside it.
+                  column_config={"unit": st.column_config.NumberColumn("Unit", pinned=True),
+                                 "similarity": st.column_config.NumberColumn((run.score_name or "similarity").capitalize(), format="%.4f",
+                                                                             width="small"),
+                                 "stability": st.column_config.NumberColumn("Stability", format="percent",
+                                                                            width="small"),
+                                 "correlation": st.column_config.NumberColumn("Correlation", format="%.3f",
+                                                                              width="small"),
+                                 "margin": st.column_config.NumberColumn("Margin", format="%.4g", width="small"),
+                                 "open": st.column_config.LinkColumn("Open", display_text="open ↗",
+                                                                     width="small")})

@@ -15,11 +15,12 @@ is :func:`markdown` (``python -m dissect_core list --markdown``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from dissect_core.choices.concept_sets import CONCEPT_SETS
-from dissect_core.common.errors import name_settings
+from dissect_core.choices.config import DescribeConfig
+from dissect_core.common.errors import about, name_settings
 from dissect_core.choices.layouts import Layout
 from dissect_core.common.registry import Entry, LazyFunction, Registry
 
@@ -221,3 +222,40 @@ def markdown(names: Optional[Mapping[str, str]] = None) -> str:
             rows.append(f"| {registry.kind} | `{entry.name}` | {text} | "
                         + (f"`{defaults}`" if defaults else "") + " |")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- concept sources
+
+# The similarity function of labelled runs that name none (docs/labelled_scores.md says why).
+LABELS_SIMILARITY_FN = "auprc"
+
+# A concept source builds a LabelledProbe from a probe set and an optional labels
+# CSV; ``None`` means CLIP encodes the concept set's texts and the probe images. Its
+# defaults fill the DescribeConfig fields left at None: ``similarity_fn``, and
+# ``concept_set`` (None for labelled sources: the labels themselves).
+# The implementation is named as "module:function" (it imports torch).
+CONCEPT_SOURCES: Registry[Optional[LazyFunction]] = Registry("concept source")
+CONCEPT_SOURCES.add(
+    "clip", None,
+    "concepts from the concept set, each image's match to them from CLIP (the method as published)",
+    similarity_fn="soft_wpmi", concept_set="data/20k.txt",
+)
+
+CONCEPT_SOURCES.add(
+    "labels", LazyFunction("dissect_core.engine.concept_sources:labelled_probe"),
+    "the probe images' own labels: class sub-folders, or a CSV (image,label) given as probe_labels; "
+    "a concept set then holds formulas over the labels (Sandal OR Sneaker)",
+    similarity_fn=LABELS_SIMILARITY_FN, concept_set=None,
+)
+
+
+def with_source_defaults(config: DescribeConfig) -> DescribeConfig:
+    """``config`` with ``concept_set`` and ``similarity_fn`` filled from its concept source's
+    defaults where they are None."""
+    with about("concept_source"):
+        defaults = CONCEPT_SOURCES.get(config.concept_source).defaults
+    return replace(
+        config,
+        concept_set=defaults["concept_set"] if config.concept_set is None else config.concept_set,
+        similarity_fn=config.similarity_fn or defaults["similarity_fn"],
+    )

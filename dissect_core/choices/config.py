@@ -27,7 +27,7 @@ class DescribeConfig:
     """Everything that defines a dissection. Defaults are the reference tool's,
     except ``device``, where ``None`` means CUDA if available, else the CPU.
     ``concept_set`` and ``similarity_fn`` left at ``None`` take the concept source's
-    defaults (``engine.concept_sources.CONCEPT_SOURCES``, ``with_source_defaults``): the reference's data/20k.txt and
+    defaults (``choices.catalog.CONCEPT_SOURCES``, ``with_source_defaults``): the reference's data/20k.txt and
     soft_wpmi for CLIP concepts; the labels themselves and the labelled-probe default
     (docs/labelled_scores.md) for the labels source.
 

@@ -2,7 +2,7 @@
 
 CLIP-Dissect scores a unit against concepts through an image × concept matrix P:
 the cosine between each probe image's CLIP image feature and each concept's CLIP
-text feature. Two sources fill P, registered in :data:`CONCEPT_SOURCES`:
+text feature. Two sources fill P, registered in ``choices.catalog.CONCEPT_SOURCES``:
 
 * ``clip`` (the method's own): concepts from a concept set, P from CLIP.
 * ``labels``: for a probe set whose images carry labels (class sub-folders, as
@@ -15,7 +15,7 @@ text feature. Two sources fill P, registered in :data:`CONCEPT_SOURCES`:
   ``dissect_core.engine.label_formulas`` and :func:`formula_probe`).
 
 Labelled runs that name no similarity function score with ``auprc``
-(:data:`LABELS_SIMILARITY_FN`, ``dissect_core.engine.label_scores``): on hard labels soft-WPMI
+(``choices.catalog.LABELS_SIMILARITY_FN``, ``dissect_core.engine.label_scores``): on hard labels soft-WPMI
 at λ = 1 picks the label most distinctive of a unit among its layer rather than the one
 its top images carry; docs/labelled_scores.md compares the choices on the demo.
 
@@ -42,14 +42,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from dissect_core.choices.concept_sets import MAX_CONCEPT_CHARS, ConceptSet
-from dissect_core.choices.config import DescribeConfig
-from dissect_core.common.errors import InvalidInputError, MissingResourceError, about
-from dissect_core.common.registry import Registry
+from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.runs.unit_evidence import FOLDER_LABELS, image_class
 
 if TYPE_CHECKING:  # the registry is read by the CLI and app without importing torch
@@ -61,8 +59,6 @@ LABELS_CSV_COLUMNS = ("image", "label")
 # The source of a labelled probe's own concepts (ConceptSet.source) from a CSV (from class
 # sub-folders: runs.unit_evidence.FOLDER_LABELS).
 CSV_LABELS = "labels CSV "
-# The similarity function of labelled runs that name none (docs/labelled_scores.md says why).
-LABELS_SIMILARITY_FN = "auprc"
 # A file this large is not a labels CSV of a probe set (Broden's 63k images need ~3 MB).
 MAX_LABELS_CSV_BYTES = 200 * 1024**2
 
@@ -88,17 +84,6 @@ class LabelledProbe:
         return self.image_features[:, self.text_features.argmax(dim=1)] > 0
 
 
-# A concept source builds a LabelledProbe from a probe set and an optional labels
-# CSV; ``None`` means CLIP encodes the concept set's texts and the probe images. Its
-# defaults fill the DescribeConfig fields left at None: ``similarity_fn``, and
-# ``concept_set`` (None for labelled sources: the labels themselves).
-ConceptSourceFn = Optional[Callable[["ProbeSet", Optional[str]], LabelledProbe]]
-CONCEPT_SOURCES: Registry[ConceptSourceFn] = Registry("concept source")
-CONCEPT_SOURCES.add(
-    "clip", None,
-    "concepts from the concept set, each image's match to them from CLIP (the method as published)",
-    similarity_fn="soft_wpmi", concept_set="data/20k.txt",
-)
 
 
 def folder_labels(probe: ProbeSet) -> list[list[str]]:
@@ -189,12 +174,6 @@ def labelled_probe(probe: ProbeSet, labels_csv: Optional[str] = None) -> Labelle
     return LabelledProbe(concepts, indicator, torch.eye(len(names)), digest.hexdigest())
 
 
-CONCEPT_SOURCES.add(
-    "labels", labelled_probe,
-    "the probe images' own labels: class sub-folders, or a CSV (image,label) given as probe_labels; "
-    "a concept set then holds formulas over the labels (Sandal OR Sneaker)",
-    similarity_fn=LABELS_SIMILARITY_FN, concept_set=None,
-)
 
 
 def is_own_labels(concept_source: str) -> bool:
@@ -227,15 +206,3 @@ def formula_probe(labelled: LabelledProbe, formulas: ConceptSet) -> LabelledProb
                 "they score lowest for every unit.",) if never else ()
     digest = hashlib.sha256(f"{labelled.fingerprint}\n{formulas.sha256}".encode("utf-8")).hexdigest()
     return LabelledProbe(formulas, image_features, text_features, digest, labelled.warnings + warnings)
-
-
-def with_source_defaults(config: DescribeConfig) -> DescribeConfig:
-    """``config`` with ``concept_set`` and ``similarity_fn`` filled from its concept source's
-    defaults where they are None."""
-    with about("concept_source"):
-        defaults = CONCEPT_SOURCES.get(config.concept_source).defaults
-    return replace(
-        config,
-        concept_set=defaults["concept_set"] if config.concept_set is None else config.concept_set,
-        similarity_fn=config.similarity_fn or defaults["similarity_fn"],
-    )

@@ -31,8 +31,8 @@ from dissect_core.engine.activations import LayerActivations, ProbePass, TargetL
 from dissect_core.engine.cache import FeatureCache
 from dissect_core.choices.catalog import DECODERS, POOL_MODES, SIMILARITY_FUNCTIONS
 from dissect_core.engine.clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
-from dissect_core.engine.concept_sources import (CONCEPT_SOURCES, LabelledProbe, formula_probe, is_own_labels,
-                                                 with_source_defaults)
+from dissect_core.choices.catalog import CONCEPT_SOURCES, with_source_defaults
+from dissect_core.engine.concept_sources import LabelledProbe, formula_probe, is_own_labels
 from dissect_core.choices.concept_sets import ConceptSet, load_concept_set
 from dissect_core.choices.config import DescribeConfig
 from dissect_core.engine.device import resolve_device

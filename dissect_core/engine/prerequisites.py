@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from dissect_core.choices.catalog import CLIP_ALIASES, IMAGENET_VAL_ENV, NAMED_MODELS, PROBE_SETS
 from dissect_core.choices.concept_sets import ConceptSet, load_concept_set
+from dissect_core.choices.catalog import with_source_defaults
 from dissect_core.choices.config import DescribeConfig, check_num_workers
 from dissect_core.common.errors import DissectError, InvalidInputError, MissingResourceError, about
 from dissect_core.engine import downloads
@@ -144,6 +145,7 @@ def check_prerequisites(configs: Sequence[DescribeConfig], network: bool = True)
     downloads missing, with the manual fix."""
     if not configs:
         return []
+    configs = [with_source_defaults(each) for each in configs]  # a concept set of None: the source's own
     config = configs[0]
     items = [_device(config.device)]
     if config.concept_source == "clip":
