@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, Union
 
+from dissect_core.choices.catalog import with_source_defaults
 from dissect_core.choices.config import DescribeConfig
 from dissect_core.choices.layouts import parse_layer_layouts
 from dissect_core.common.errors import DissectError, InvalidInputError, about, name_settings
@@ -56,7 +57,6 @@ from dissect_core.common.files import atomic_write_text, file_sha256
 from dissect_core.common.progress import ProgressFn, report
 from dissect_core.engine.activations import record_probe_pass
 from dissect_core.engine.cache import process_alive, stable_hash
-from dissect_core.engine.concept_sources import with_source_defaults
 from dissect_core.engine.layer_rules import LAYER_RULES, resolve_rule
 from dissect_core.engine.models import get_layer, load_target_model
 from dissect_core.engine.pipeline import (PER_MODEL_FIELDS, RunLog, check_config, check_inputs, encode_concepts,
