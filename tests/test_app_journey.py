@@ -81,7 +81,7 @@ def test_the_demo_is_renamed_on_every_page_and_named_back() -> None:
     visit_every_page(at)
     rerun(at.switch_page(EXPLORER))
     assert at.sidebar.selectbox(key="unit_model").value == "Trained"
-    assert any(c.value.startswith("Trained · labels by") for c in at.caption)
+    assert any(c.value.startswith("Trained · concepts: its probe images") for c in at.caption)
     rename(at, "Trained", trained)  # undo
     assert models(at).value == [trained, untrained]
     assert at.sidebar.selectbox(key="unit_model").value == trained

@@ -50,6 +50,21 @@ class SweepRun:
 def read_sweep(result_dir: Union[str, Path]) -> list[SweepRun]:
     """The runs of the sweep written into ``result_dir``, in sweep order: finished ones
     loaded, the others with why they are missing."""
+    runs = []
+    for entry in read_sweep_entries(result_dir):
+        folder = Path(result_dir) / entry.folder
+        if not (folder / DESCRIPTIONS_FILE).is_file():
+            runs.append(SweepRun(entry, None, "not computed yet"))
+            continue
+        try:
+            runs.append(SweepRun(entry, load_run(folder)))
+        except DissectError as error:
+            runs.append(SweepRun(entry, None, str(error)))
+    return runs
+
+
+def read_sweep_entries(result_dir: Union[str, Path]) -> list[SweepEntry]:
+    """``sweep.json`` of ``result_dir``: the sweep's entries in order, without loading runs."""
     path = Path(result_dir) / SWEEP_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -61,14 +76,4 @@ def read_sweep(result_dir: Union[str, Path]) -> list[SweepRun]:
                                 "with this folder as result_dir.") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise InvalidInputError(f"{path} cannot be read as a sweep ({error}): run dissect sweep again.") from None
-    runs = []
-    for entry in entries:
-        folder = Path(result_dir) / entry.folder
-        if not (folder / DESCRIPTIONS_FILE).is_file():
-            runs.append(SweepRun(entry, None, "not computed yet"))
-            continue
-        try:
-            runs.append(SweepRun(entry, load_run(folder)))
-        except DissectError as error:
-            runs.append(SweepRun(entry, None, str(error)))
-    return runs
+    return entries
