@@ -249,9 +249,9 @@ def test_dead_unit_gives_nan_cosines_as_in_the_reference():
 def test_chunk_sizes_do_not_change_the_result(name):
     image_features, text_features, activations = random_case(n_images=400, n_concepts=70, n_units=20, dim=8)
     reference = similarity_matrix(name, image_features, text_features, activations)
-    # Three images per matmul and two (rank, unit) pairs at a time: the float32 sums of logs
+    # Three images per matmul and one (rank, unit) pair at a time: the float32 sums of logs
     # (up to about 300 here) are added in another order, so only their last bits may differ.
-    tiny = similarity_matrix(name, image_features, text_features, activations, _row_batch=3, _pair_block=2)
+    tiny = similarity_matrix(name, image_features, text_features, activations, _row_batch=3, _pair_bytes=1)
     torch.testing.assert_close(tiny, reference, atol=1e-4, rtol=0)  # a few float32 ulps of 300
     assert torch.equal(tiny.argmax(dim=1), reference.argmax(dim=1))
 

@@ -43,7 +43,7 @@ from dissect_core.common.progress import ProgressFn, report
 from dissect_core.runs.manifest import MajorityCheck
 
 if TYPE_CHECKING:
-    from dissect_core.engine.similarity import _Call
+    from dissect_core.engine.similarity import ScoringSettings
 
 # The top images the majority check counts labels in, whatever the similarity function
 # (soft-WPMI's default top_k), so that runs scored differently compare.
@@ -261,21 +261,21 @@ def rescore_label_scores(name: str, params: dict, image_features: torch.Tensor, 
 
 # The functions ``catalog.SIMILARITY_FUNCTIONS`` registers (the signature of similarity.py's).
 
-def _scores(name: str, img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "_Call") -> torch.Tensor:
+def _scores(name: str, img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "ScoringSettings") -> torch.Tensor:
     pairs = LabelPairs.from_indicator(label_indicator(img, txt, name).cpu())
     check_probe_size(name, acts.shape[0], call.params)
     return label_score_matrix(name, pairs, acts, call.params, None, call.progress, call.stage).float()
 
 
-def precision_at_k_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "_Call") -> torch.Tensor:
+def precision_at_k_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "ScoringSettings") -> torch.Tensor:
     return _scores("precision_at_k", img, txt, acts, call)
 
 
-def auprc_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "_Call") -> torch.Tensor:
+def auprc_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "ScoringSettings") -> torch.Tensor:
     return _scores("auprc", img, txt, acts, call)
 
 
-def iou_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "_Call") -> torch.Tensor:
+def iou_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, call: "ScoringSettings") -> torch.Tensor:
     return _scores("iou", img, txt, acts, call)
 
 

@@ -24,11 +24,16 @@ P = I·Tᵀ holds image×concept cosines (no CLIP logit scale), as in the refere
   score = Ãᵀ·P̃.
 * ``rank_reorder``: see :func:`_rank_reorder`.
 
-Memory. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and its
-softmax. Here ``soft_wpmi``/``wpmi`` compute each softmax row once, only for images in
-the union of the units' top-k sets, a thousand rows per matmul, and keep one K×M float32
-sum (40 MB for 512 units × 20k concepts); see :func:`_pmi`. The cosine functions and
-``rank_reorder`` work on blocks of concepts (256 MiB of P at a time).
+Every registered function is called as ``fn(image_features, text_features, activations,
+settings)`` with a :class:`ScoringSettings`; :func:`similarity_matrix` is the entry point.
+
+Memory and time. The reference materialises P (N×M, 5 GB for Broden × 20k concepts) and
+its softmax. Here ``soft_wpmi``/``wpmi`` compute each softmax row once, only for images
+in the union of the units' top-k sets, a thousand rows per matmul, and keep one K×M
+float32 sum (40 MB for 512 units × 20k concepts); see :func:`_pmi`. Their cost is that
+matmul and K·top_k·M log1p terms, formed a few MiB at a time so that each step finds the
+previous one's rows in the CPU's cache. The cosine functions and ``rank_reorder`` work on
+blocks of concepts (256 MiB of P at a time).
 
 Precision. ``soft_wpmi``/``wpmi`` split each term into a constant and a small log1p
 term, so their float32 sums stay close to the exact (float64) values: about 3e-6
@@ -40,9 +45,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
+import numpy as np
 import torch
 
 from dissect_core.choices.catalog import SIMILARITY_FUNCTIONS
@@ -53,11 +61,30 @@ from dissect_core.common.progress import ProgressFn, report
 # of the resolved params (nor of cache keys).
 _TUNING_DEFAULTS: dict[str, int] = {
     "_row_batch": 1024,  # images whose softmax rows are computed in one matmul
-    "_pair_block": 2048,  # (rank, unit) pairs whose rows of terms are formed at once
+    "_pair_bytes": 4 << 20,  # budget for the rows of terms formed at once
     "_block_bytes": 256 << 20,  # budget for one block of P in the cosine functions
 }
 
 _INT_PARAMS = {"top_k", "seed"}
+_MIN_SLICE = 1 << 16  # elements below which a thread's share of a log1p is not worth its start
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """What a registered similarity function gets besides its three matrices.
+
+    Every entry of ``catalog.SIMILARITY_FUNCTIONS`` is called as
+    ``fn(image_features, text_features, activations, settings)``: raw CLIP image (N×d)
+    and text (M×d) features on any device and in any float dtype, float32 activations
+    (N×K) already on ``settings.device``; it returns the K×M float32 scores on that
+    device. :func:`similarity_matrix` checks the inputs and builds the settings.
+    """
+
+    params: Mapping[str, Union[int, float]]  # the function's parameters, checked, defaults filled in (resolve_params)
+    tuning: Mapping[str, int]  # speed and memory knobs (leading underscore): they never change the scores
+    device: torch.device  # where the work runs
+    progress: Optional[ProgressFn] = None  # receives (stage, done, total) as the work advances
+    stage: str = "similarity"  # the stage name given to ``progress``
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -231,16 +258,33 @@ def similarity_matrix(
     compute = SIMILARITY_FUNCTIONS.get(name).value
     with torch.no_grad():
         scores = compute(image_features, text_features, activations.to(compute_on).float(),
-                         _Call(resolved, tuning, compute_on, progress, stage))
+                         ScoringSettings(resolved, tuning, compute_on, progress, stage))
     return scores.cpu()
 
 
 # ----------------------------------------------------------------------------- soft_wpmi / wpmi
 
 
+def _log1p_(block: torch.Tensor, pool: Optional[ThreadPoolExecutor], threads: int) -> None:
+    """log1p of a contiguous block, in place.
+
+    torch's CPU log1p is not vectorised (it takes about six times as long as its log);
+    numpy's is, and it releases the GIL, so on the CPU ``threads`` equal slices of the
+    block go through numpy in ``pool``. Other devices use torch's.
+    """
+    if pool is None:
+        block.log1p_()
+        return
+    flat = block.numpy().reshape(-1)
+    if threads == 1 or flat.size < threads * _MIN_SLICE:
+        np.log1p(flat, out=flat)
+        return
+    for _ in pool.map(lambda part: np.log1p(part, out=part), np.array_split(flat, threads)):
+        pass
+
+
 def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, acts: torch.Tensor,
-         params: dict, tuning: dict, device: torch.device, progress: Optional[ProgressFn],
-         stage: str) -> torch.Tensor:
+         settings: ScoringSettings) -> torch.Tensor:
     """soft_wpmi / wpmi without materialising the N×M image×concept matrix.
 
     Every term is log(offset_j + scale_j·Q[s,m]) for the image s at rank j of a unit:
@@ -252,11 +296,12 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     Only images in the union of the units' top-k sets matter. They are taken
     ``_row_batch`` at a time: one matmul gives E = exp(a·P) for those rows and one sum
     their softmax denominators Z, so Q = E/Z is never formed for the whole chunk. The
-    (rank, unit) pairs whose image is in the chunk are then handled at most
-    ``_pair_block`` at a time (an image can be in every unit's top set, so this bounds
-    memory): gather their rows of E, multiply each by w_j/Z_s, log1p, and add each row
-    into its unit's sum.
+    (rank, unit) pairs whose image is in the chunk are then handled a block of about
+    ``_pair_bytes`` at a time (small enough to stay in the CPU's cache between the
+    steps; an image can be in every unit's top set, so this also bounds memory): gather
+    their rows of E, multiply each by w_j/Z_s, log1p, and add each row into its unit's sum.
     """
+    params, tuning, device = settings.params, settings.tuning, settings.device
     top_k, a, min_prob = params["top_k"], params["a"], params["min_prob"]
     n_units = acts.shape[1]
     txt = _unit_rows("text_features", text_features.to(device))
@@ -280,36 +325,41 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     # The (rank, unit) pairs ordered by image, so a chunk of images is a range of pairs.
     pair_slot, order = torch.sort(slots.flatten(), stable=True)
     pair_slot, pair_rank, pair_unit = pair_slot.to(device), (order // n_units).to(device), (order % n_units).to(device)
-    row_batch, pair_block = tuning["_row_batch"], tuning["_pair_block"]
+    row_batch = tuning["_row_batch"]
+    pair_block = min(max(1, tuning["_pair_bytes"] // (4 * n_concepts)), ranked.numel())
     bounds = torch.searchsorted(pair_slot.cpu(), torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
 
     sums = torch.zeros(n_units, n_concepts, device=device)  # Σ_j log1p(w_j·Q[s_j, m]) per unit
-    pair_ids = torch.arange(min(pair_block, ranked.numel()), device=device)
-    ones = torch.ones(pair_ids.numel(), device=device)
+    pair_ids = torch.arange(pair_block, device=device)
+    ones = torch.ones(pair_block, device=device)
     exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
-    terms = torch.empty(min(pair_block, ranked.numel()), n_concepts, device=device)
+    terms = torch.empty(pair_block, n_concepts, device=device)
+    threads = torch.get_num_threads()
     n_chunks = len(bounds) - 1
-    for number, start in enumerate(range(0, images.numel(), row_batch)):
-        chunk = exps[: min(row_batch, images.numel() - start)]
-        torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
-        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
-        # a needs each row's maximum subtracted, which cancels in the softmax.
-        if a > 80:
-            chunk.sub_(chunk.amax(dim=1, keepdim=True))
-        chunk.exp_()
-        denominators = chunk.sum(dim=1)
-        for lo in range(bounds[number], bounds[number + 1], pair_block):
-            hi = min(lo + pair_block, bounds[number + 1])
-            rows = pair_slot[lo:hi] - start
-            block = torch.index_select(chunk, 0, rows, out=terms[: hi - lo])
-            block.mul_((ratio[pair_rank[lo:hi]] / denominators[rows]).float().unsqueeze(1)).log1p_()
-            # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
-            # several times faster than index_add_ on the CPU. The indices are in range by
-            # construction, so torch's invariant check (a scan per block) is skipped.
-            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]), ones[: hi - lo],
-                                             size=(n_units, hi - lo), check_invariants=False)
-            sums.addmm_(owners, block)
-        report(progress, stage, number + 1, n_chunks)
+    with ThreadPoolExecutor(threads) if device.type == "cpu" else nullcontext() as pool:
+        for number, start in enumerate(range(0, images.numel(), row_batch)):
+            chunk = exps[: min(row_batch, images.numel() - start)]
+            torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
+            # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+            # a needs each row's maximum subtracted, which cancels in the softmax.
+            if a > 80:
+                chunk.sub_(chunk.amax(dim=1, keepdim=True))
+            chunk.exp_()
+            factors = ratio[pair_rank[bounds[number]:bounds[number + 1]]]
+            factors = factors.div_(chunk.sum(dim=1)[pair_slot[bounds[number]:bounds[number + 1]] - start]).float()
+            for lo in range(bounds[number], bounds[number + 1], pair_block):
+                hi = min(lo + pair_block, bounds[number + 1])
+                block = torch.index_select(chunk, 0, pair_slot[lo:hi] - start, out=terms[: hi - lo])
+                block.mul_(factors[lo - bounds[number]:hi - bounds[number]].unsqueeze(1))
+                _log1p_(block, pool, threads)
+                # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
+                # faster than index_add_ on the CPU, which with two threads can take ten times as
+                # long as with one. The indices are in range by construction, so torch's invariant
+                # check (a scan per block) is skipped.
+                owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]),
+                                                 ones[: hi - lo], size=(n_units, hi - lo), check_invariants=False)
+                sums.addmm_(owners, block)
+            report(settings.progress, settings.stage, number + 1, n_chunks)
     del exps, terms
 
     log_likelihood = sums.double().add_(constant)
@@ -327,7 +377,7 @@ def _concept_block(n_images: int, tuning: dict) -> int:
 
 
 def _cosine(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, min_norm: Optional[float],
-            tuning: dict, progress: Optional[ProgressFn], stage: str) -> torch.Tensor:
+            settings: ScoringSettings) -> torch.Tensor:
     """cos_similarity (``min_norm`` None) or cos_similarity_cubed, block by block of concepts."""
     if min_norm is None:
         acts = acts / torch.norm(acts, p=2, dim=0, keepdim=True)
@@ -336,7 +386,7 @@ def _cosine(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, min_norm: 
         acts = acts / torch.clip(torch.norm(acts, p=2, dim=0, keepdim=True), min_norm)
     acts_t = acts.T
     n_concepts = txt.shape[0]
-    block = _concept_block(img.shape[0], tuning)
+    block = _concept_block(img.shape[0], settings.tuning)
     scores = torch.empty(acts.shape[1], n_concepts, device=img.device)
     total = math.ceil(n_concepts / block)
     for number, start in enumerate(range(0, n_concepts, block)):
@@ -348,15 +398,15 @@ def _cosine(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, min_norm: 
             cosines.pow_(3)
             cosines /= torch.clip(torch.norm(cosines, p=2, dim=0, keepdim=True), min_norm)
         torch.mm(acts_t, cosines, out=scores[:, start:start + block])
-        report(progress, stage, number + 1, total)
+        report(settings.progress, settings.stage, number + 1, total)
     return scores
 
 
 # ----------------------------------------------------------------------------- rank_reorder
 
 
-def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, params: dict,
-                  tuning: dict, progress: Optional[ProgressFn], stage: str) -> torch.Tensor:
+def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor,
+                  settings: ScoringSettings) -> torch.Tensor:
     """rank_reorder: how well each concept's cosines reorder a unit's top activations.
 
     For unit k take its n = int(top_fraction·N) highest activations a (descending) and
@@ -370,6 +420,7 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
     seeded with ``seed`` (the reference uses the unseeded global generator), five per
     unit in unit order.
     """
+    params = settings.params
     power, scale_p = params["p"], params["scale_p"]
     n_images, n_units = acts.shape
     top_n = int(n_images * params["top_fraction"])
@@ -386,7 +437,7 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
     images, rows = torch.unique(ranked, return_inverse=True)
     img = img.index_select(0, images)
     n_concepts = txt.shape[0]
-    block = _concept_block(images.numel(), tuning)
+    block = _concept_block(images.numel(), settings.tuning)
     positions = torch.arange(top_n, device=acts.device)
     errors = torch.empty(n_units, n_concepts, device=acts.device)
     blocks = math.ceil(n_concepts / block)
@@ -401,22 +452,11 @@ def _rank_reorder(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, para
             reordered = ascending[:, unit][rank_of]
             error = torch.mean(torch.abs(values[:, unit] - reordered) ** power, dim=1) / baselines[unit]
             errors[unit, start:start + block] = error / mean_cosine ** scale_p
-            report(progress, stage, number * n_units + unit + 1, blocks * n_units)
+            report(settings.progress, settings.stage, number * n_units + unit + 1, blocks * n_units)
     return -errors
 
 
 # ----------------------------------------------------------------------------- the registered functions
-
-
-@dataclass(frozen=True)
-class _Call:
-    """What every registered function gets besides the three matrices."""
-
-    params: dict  # resolved parameters
-    tuning: dict  # speed and memory knobs
-    device: torch.device
-    progress: Optional[ProgressFn]
-    stage: str
 
 
 def _normalised(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -425,24 +465,23 @@ def _normalised(image_features: torch.Tensor, text_features: torch.Tensor,
             _unit_rows("text_features", text_features.to(device)))
 
 
-# The functions that ``catalog.SIMILARITY_FUNCTIONS`` registers: each takes
-# (image_features, text_features, activations on the device, _Call) and returns the K×M scores.
+# The functions that ``catalog.SIMILARITY_FUNCTIONS`` registers (see ScoringSettings).
 
-def soft_wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
-    return _pmi("soft_wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
-
-
-def wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
-    return _pmi("wpmi", img, txt, acts, c.params, c.tuning, c.device, c.progress, c.stage)
+def soft_wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, s: ScoringSettings) -> torch.Tensor:
+    return _pmi("soft_wpmi", img, txt, acts, s)
 
 
-def cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
-    return _cosine(*_normalised(img, txt, c.device), acts, None, c.tuning, c.progress, c.stage)
+def wpmi_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, s: ScoringSettings) -> torch.Tensor:
+    return _pmi("wpmi", img, txt, acts, s)
 
 
-def cubed_cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
-    return _cosine(*_normalised(img, txt, c.device), acts, c.params["min_norm"], c.tuning, c.progress, c.stage)
+def cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, s: ScoringSettings) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, s.device), acts, None, s)
 
 
-def rank_reorder_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, c: _Call) -> torch.Tensor:
-    return _rank_reorder(*_normalised(img, txt, c.device), acts, c.params, c.tuning, c.progress, c.stage)
+def cubed_cosine_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, s: ScoringSettings) -> torch.Tensor:
+    return _cosine(*_normalised(img, txt, s.device), acts, s.params["min_norm"], s)
+
+
+def rank_reorder_scores(img: torch.Tensor, txt: torch.Tensor, acts: torch.Tensor, s: ScoringSettings) -> torch.Tensor:
+    return _rank_reorder(*_normalised(img, txt, s.device), acts, s)
