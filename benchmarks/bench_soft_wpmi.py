@@ -153,7 +153,8 @@ def measure(args: argparse.Namespace, units: int) -> dict:
         scores["exact"] = torch.load(Path(tmp) / "exact.pt")
     union = results["ours"]["union"]
     print(f"\n{args.images:,} images × {args.concepts:,} concepts × {units:,} units: union of the top-{TOP_K} "
-          f"sets {union:,} images ({union / args.images:.0%}), {results['ours']['threads']} threads")
+          f"sets {union:,} images ({union / args.images:.0%}), {results['ours']['threads']} threads; "
+          f"load average {os.getloadavg()[0]:.1f} at the end (other jobs on the machine inflate wall times)")
     for variant in ("dense", "ours"):
         r = results[variant]
         wall, cpu = min(r["runs"])

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
@@ -66,7 +64,6 @@ _TUNING_DEFAULTS: dict[str, int] = {
 }
 
 _INT_PARAMS = {"top_k", "seed"}
-_MIN_SLICE = 1 << 16  # elements below which a thread's share of a log1p is not worth its start
 
 
 @dataclass(frozen=True)
@@ -265,22 +262,19 @@ def similarity_matrix(
 # ----------------------------------------------------------------------------- soft_wpmi / wpmi
 
 
-def _log1p_(block: torch.Tensor, pool: Optional[ThreadPoolExecutor], threads: int) -> None:
+def _log1p_(block: torch.Tensor) -> None:
     """log1p of a contiguous block, in place.
 
-    torch's CPU log1p is not vectorised (it takes about six times as long as its log);
-    numpy's is, and it releases the GIL, so on the CPU ``threads`` equal slices of the
-    block go through numpy in ``pool``. Other devices use torch's.
+    On the CPU through numpy: torch's CPU log1p is not vectorised (it takes about twenty
+    times as long as numpy's here, and six times as long as torch's own log). It runs in
+    the calling thread: torch's idle worker thread spins on the other core for a while
+    after each parallel operation, so a second numpy thread would only compete with it.
     """
-    if pool is None:
+    if block.device.type == "cpu":
+        array = block.numpy()
+        np.log1p(array, out=array)
+    else:
         block.log1p_()
-        return
-    flat = block.numpy().reshape(-1)
-    if threads == 1 or flat.size < threads * _MIN_SLICE:
-        np.log1p(flat, out=flat)
-        return
-    for _ in pool.map(lambda part: np.log1p(part, out=part), np.array_split(flat, threads)):
-        pass
 
 
 def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, acts: torch.Tensor,
@@ -310,7 +304,7 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     ranked = torch.topk(acts, top_k, dim=0).indices.cpu()  # ranked[j, k]: image at rank j of unit k
     images, slots = torch.unique(ranked, return_inverse=True)
     img = _unit_rows("image_features", image_features.index_select(0, images.to(image_features.device)).to(device))
-    scaled_txt_t = (txt * a).T.contiguous()
+    img.mul_(a)  # so that one matmul gives a·P
 
     if name == "soft_wpmi":
         scale = params["p_start"] - torch.arange(top_k, dtype=torch.float64) / top_k * (
@@ -334,32 +328,30 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     ones = torch.ones(pair_block, device=device)
     exps = torch.empty(min(row_batch, images.numel()), n_concepts, device=device)
     terms = torch.empty(pair_block, n_concepts, device=device)
-    threads = torch.get_num_threads()
     n_chunks = len(bounds) - 1
-    with ThreadPoolExecutor(threads) if device.type == "cpu" else nullcontext() as pool:
-        for number, start in enumerate(range(0, images.numel(), row_batch)):
-            chunk = exps[: min(row_batch, images.numel() - start)]
-            torch.mm(img[start:start + chunk.shape[0]], scaled_txt_t, out=chunk)
-            # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
-            # a needs each row's maximum subtracted, which cancels in the softmax.
-            if a > 80:
-                chunk.sub_(chunk.amax(dim=1, keepdim=True))
-            chunk.exp_()
-            factors = ratio[pair_rank[bounds[number]:bounds[number + 1]]]
-            factors = factors.div_(chunk.sum(dim=1)[pair_slot[bounds[number]:bounds[number + 1]] - start]).float()
-            for lo in range(bounds[number], bounds[number + 1], pair_block):
-                hi = min(lo + pair_block, bounds[number + 1])
-                block = torch.index_select(chunk, 0, pair_slot[lo:hi] - start, out=terms[: hi - lo])
-                block.mul_(factors[lo - bounds[number]:hi - bounds[number]].unsqueeze(1))
-                _log1p_(block, pool, threads)
-                # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
-                # faster than index_add_ on the CPU, which with two threads can take ten times as
-                # long as with one. The indices are in range by construction, so torch's invariant
-                # check (a scan per block) is skipped.
-                owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]),
-                                                 ones[: hi - lo], size=(n_units, hi - lo), check_invariants=False)
-                sums.addmm_(owners, block)
-            report(settings.progress, settings.stage, number + 1, n_chunks)
+    for number, start in enumerate(range(0, images.numel(), row_batch)):
+        chunk = exps[: min(row_batch, images.numel() - start)]
+        torch.mm(img[start:start + chunk.shape[0]], txt.T, out=chunk)
+        # a·P lies in [−a, a]: exp stays within float32's normal range for a ≤ 80. A larger
+        # a needs each row's maximum subtracted, which cancels in the softmax.
+        if a > 80:
+            chunk.sub_(chunk.amax(dim=1, keepdim=True))
+        chunk.exp_()
+        factors = ratio[pair_rank[bounds[number]:bounds[number + 1]]]
+        factors = factors.div_(chunk.sum(dim=1)[pair_slot[bounds[number]:bounds[number + 1]] - start]).float()
+        for lo in range(bounds[number], bounds[number + 1], pair_block):
+            hi = min(lo + pair_block, bounds[number + 1])
+            block = torch.index_select(chunk, 0, pair_slot[lo:hi] - start, out=terms[: hi - lo])
+            block.mul_(factors[lo - bounds[number]:hi - bounds[number]].unsqueeze(1))
+            _log1p_(block)
+            # sums[unit] += its block rows, as a sparse (unit × pair) 0/1 matrix times the block:
+            # faster than index_add_ on the CPU, which with two threads can take ten times as
+            # long as with one. The indices are in range by construction, so torch's invariant
+            # check (a scan per block) is skipped.
+            owners = torch.sparse_coo_tensor(torch.stack([pair_unit[lo:hi], pair_ids[: hi - lo]]),
+                                             ones[: hi - lo], size=(n_units, hi - lo), check_invariants=False)
+            sums.addmm_(owners, block)
+        report(settings.progress, settings.stage, number + 1, n_chunks)
     del exps, terms
 
     log_likelihood = sums.double().add_(constant)
