@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
-         "pages/4_Unit_explorer.py", "pages/5_Run.py")
+sys.path.insert(0, str(REPO))
+from dissect_app.navigation import ENTRY_SCRIPT, HOME_PAGE, PAGES, UNIT_EXPLORER_PAGE  # noqa: E402
 LAYERS = {"layer2": (128, 68), "layer3": (256, 130), "layer4": (512, 290)}  # units, distinct concepts
 
 
@@ -67,10 +67,10 @@ def computed_run(root: Path) -> str:
 def time_page(page: str, repeats: int, query: dict | None = None) -> tuple[float, list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "overview.py"), default_timeout=300)
+    at = AppTest.from_file(ENTRY_SCRIPT, default_timeout=300)
     start = time.perf_counter()
     at.run()
-    if page != "overview.py":
+    if page != HOME_PAGE:
         at.query_params.update(query or {})
         at.switch_page(page).run()
     cold = time.perf_counter() - start
@@ -89,8 +89,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="warm runs per page")
     repeats = parser.parse_args().repeats
 
-    sys.path.insert(0, str(REPO))
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "results_cli"
         write_run(root / "resnet18_bench", "resnet18", seed=1)
@@ -100,12 +98,12 @@ def main() -> None:
 
         print(f"{'page':<40} {'cold s':>8} {'warm median s':>14} {'warm min s':>11}")
         for page in PAGES:
-            cold, warm = time_page(page, repeats, {"model": "resnet18 · layer2–layer4 · broden · 20k", "layer": "layer4", "unit": "7"})
-            print(f"{page:<40} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
+            cold, warm = time_page(page.script, repeats, {"model": "resnet18 · layer2–layer4 · broden · 20k", "layer": "layer4", "unit": "7"})
+            print(f"{page.title:<40} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
 
         os.environ["DISSECT_RESULTS_DIR"] = str(Path(tmp) / "computed" / "results")
         label = computed_run(Path(tmp) / "computed")
-        cold, warm = time_page("pages/4_Unit_explorer.py", repeats, {"model": label, "layer": "layer4", "unit": "7"})
+        cold, warm = time_page(UNIT_EXPLORER_PAGE, repeats, {"model": label, "layer": "layer4", "unit": "7"})
         name = "Unit explorer, 10 heatmaps"
         print(f"{name:<40} {cold:8.3f} {statistics.median(warm):14.3f} {min(warm):11.3f}")
 

@@ -9,7 +9,7 @@ exceeds it; on an idle one they meet) and the process's peak RSS.
 
 AppTest's run also scans the installed packages for Streamlit components (about 0.5 s
 here), which a real server does once at start. ``--browser`` therefore also times what a
-visitor sees: a fresh ``streamlit run`` server and headless Debian chromium, from the
+visitor sees: a fresh ``dissect app`` server and headless Debian chromium, from the
 request of the Overview (sent as soon as the server is healthy) until the demo banner
 shows and until all its charts are drawn, for the server's first visitor and a second one.
 
@@ -25,19 +25,22 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
-         "pages/4_Unit_explorer.py")
+sys.path.insert(0, str(REPO))
+from dissect_app.navigation import ENTRY_SCRIPT, HOME_PAGE, PAGES, RUN_PAGE  # noqa: E402
+from dissect_app.local_server import local_server  # noqa: E402
+
+BROWSING = [page for page in PAGES if page.script != RUN_PAGE]
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, resource, sys, time
 from streamlit.testing.v1 import AppTest
 
-repo, page = sys.argv[1], sys.argv[2]
+entry, home, page = sys.argv[1:4]
 sys.argv = ["streamlit_app.py"]
-at = AppTest.from_file(os.path.join(repo, "overview.py"), default_timeout=120)
+at = AppTest.from_file(entry, default_timeout=120)
 start, cpu_start = time.perf_counter(), time.process_time()
 at.run()
-if page != "overview.py":
+if page != home:
     at.switch_page(page).run()
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
 assert not at.exception, [e.value for e in at.exception]
@@ -49,7 +52,7 @@ print(json.dumps({"seconds": seconds, "cpu": cpu, "torch": "torch" in sys.module
 
 def measure(page: str, results_dir: str) -> dict:
     env = {"DISSECT_RESULTS_DIR": results_dir, "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(REPO), page], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, "-c", CHILD, ENTRY_SCRIPT, HOME_PAGE, page], cwd=REPO, env=env,
                          capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{page} failed:\n{out.stderr[-3000:]}")
@@ -84,41 +87,20 @@ def browser_visits(results_dir: str) -> dict[str, tuple[float, float]]:
 
     The first request goes out as soon as the server answers its health check, so the
     server's start-up warm-up (``dissect_app.warm_up``) overlaps the browser loading the frontend,
-    as when ``streamlit run`` opens a newcomer's browser.
+    as when ``dissect app`` opens a newcomer's browser.
     """
-    import socket
-    import time
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = {"DISSECT_RESULTS_DIR": results_dir, "PATH": "/usr/bin:/bin", "HOME": results_dir}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with sync_playwright() as playwright:
-            # Chromium starts before the server is asked for anything: a visitor's browser is already open.
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            for _ in range(240):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                        if response.read() == b"ok":
-                            break
-                except OSError:
-                    time.sleep(0.1)
-            url = f"http://127.0.0.1:{port}/"
+    with sync_playwright() as playwright:
+        # Chromium starts before the server is asked for anything: a visitor's browser is already open.
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        with local_server(cwd=REPO, env=env) as server:
+            url = f"{server.url}/"
             visits = {"first": _visit(browser, url), "second": _visit(browser, url)}
-            browser.close()
-        return visits
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        browser.close()
+    return visits
 
 
 def main() -> None:
@@ -129,11 +111,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as empty:
         print(f"{'page':32} {'best s':>7} {'all runs (s)':>24} {'CPU s':>6} {'torch':>6} {'peak RSS MB':>12}")
-        for page in PAGES:
+        for page in BROWSING:
             # The Overview alone is the first page load; the others add the Overview's run before them.
-            results = [measure(page, str(Path(empty) / "none")) for _ in range(args.repeats)]
+            results = [measure(page.script, str(Path(empty) / "none")) for _ in range(args.repeats)]
             times = [r["seconds"] for r in results]
-            print(f"{page:32} {min(times):7.2f} {', '.join(f'{t:.2f}' for t in times):>24} "
+            print(f"{page.title:32} {min(times):7.2f} {', '.join(f'{t:.2f}' for t in times):>24} "
                   f"{min(r['cpu'] for r in results):6.2f} "
                   f"{str(any(r['torch'] for r in results)):>6} {max(r['peak_rss_mb'] for r in results):12.0f}")
         if args.browser:

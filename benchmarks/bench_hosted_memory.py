@@ -1,46 +1,50 @@
-"""Peak memory (RSS) of the app in hosted mode while a browser visits every page.
+"""Memory (RSS) of the app in hosted mode before and after serving many visitors.
 
-Serves, with ``streamlit run streamlit_app.py -- --hosted --results DIR``:
+Serves, with ``dissect app --hosted --results DIR`` (``dissect_app.local_server``):
 
-* the two real ResNet-18 runs of the reference results (ImageNet and Places365, 896
-  units each) from ``/work/shared/reference/clip_dissect_results`` (labels only);
+* two reference-format runs (``layer,unit,description,similarity``; layers layer2-layer4,
+  896 units each, labels drawn from 300 made-up concepts), written in a scratch folder;
 * a results bundle of a run computed on stand-ins (a random ResNet-18 in the Places
   layout, layers layer1-layer4 = 960 units, 120 synthetic images), imported the way a
   hosted demo ships it, so the Unit explorer draws heatmaps and masks from stored maps;
 * any further folders given with ``--extra DIR`` (e.g. the built-in demo's runs).
 
-Headless Chromium opens every page, steps through ten units of the bundled run in
-the Unit explorer, and the server's peak RSS (``VmHWM`` in /proc) is printed, with
-whether torch was ever loaded into the server process. Target: at most 500 MB.
+Then ``--visits`` visitors (100 by default), ``--parallel`` at a time, each in a fresh
+headless-Chromium page (a new Streamlit session): open every page, upload a CSV of its
+own, every ``--bundle-every``-th visitor also imports the bundle (a per-session folder),
+step through ``--units`` units in the Unit explorer, then leave. The server's RSS
+(``VmRSS`` in /proc) is printed after start, after the first ten visits, after all of
+them, and once the left sessions' time to reconnect (``server.disconnectedSessionTTL``,
+set to ``--session-ttl`` s) has passed; with the peak (``VmHWM``) and whether torch was
+ever loaded into the server process. Any visit that met an error fails the benchmark.
 
-Usage: ``flock /work/bench.lock .venv/bin/python benchmarks/bench_hosted_memory.py``
+Usage: ``.venv/bin/python benchmarks/bench_hosted_memory.py [--visits 100] [--parallel 4]``
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import socket
-import subprocess
+import random
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path("/work/shared/reference/clip_dissect_results/ashishsubedi_TML25_A4_27")
 PAGES = [("", "Overview"), ("Shared_concepts", "Shared concepts"), ("Model_differences", "Model differences"),
          ("Unit_explorer", "Unit explorer")]
+LAYERS = {"layer2": 128, "layer3": 256, "layer4": 512}
 
 
-def bundled_run(scratch: Path) -> Path:
-    """Compute a stand-in run with the CLI, export it as a bundle, import it into a fresh folder."""
+def bundled_run(scratch: Path) -> tuple[Path, bytes]:
+    """Compute a stand-in run with the CLI, export it as a bundle, import it into the served folder."""
     sys.path.insert(0, str(REPO / "tests"))
     sys.path.insert(0, str(REPO))
+    from dissect_core.cli import main as cli
     from dissect_core.engine.bundle_export import export_bundle
     from dissect_core.runs.bundle_format import import_bundle
-    from dissect_core.cli import main as cli
     from dissect_core.runs.run_folders import load_run
     from standins import make_image_folder, make_tiny_clip_checkpoint, save_places_style_checkpoint
 
@@ -55,92 +59,166 @@ def bundled_run(scratch: Path) -> Path:
                 "--activation_dir", str(scratch / "cache"), "--result_dir", str(scratch / "computed"),
                 "--data_dir", str(scratch / "data"), "--num_workers", "0", "--quiet"])
     assert code == 0, "the stand-in run failed"
-    run_dir = next((scratch / "computed").iterdir())
-    data = export_bundle([load_run(run_dir)])
+    data = export_bundle([load_run(next((scratch / "computed").iterdir()))])
     (folder,) = import_bundle(data, scratch / "served" / "bundled")
-    return folder
+    return folder, data
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def reference_format_run(folder: Path, seed: int) -> None:
+    """A descriptions.csv as the reference tool writes it, with made-up labels."""
+    rng = random.Random(seed)
+    concepts = [f"concept{index}" for index in range(300)]
+    lines = ["layer,unit,description,similarity"]
+    for layer, units in LAYERS.items():
+        lines += [f"{layer},{unit},{rng.choice(concepts)},{rng.uniform(1, 12):.4f}" for unit in range(units)]
+    folder.mkdir(parents=True)
+    (folder / "descriptions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    raise RuntimeError(f"no {field} in /proc status")
 
 
 def torch_loaded(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
+WAIT_MS = 300_000  # a script run on a loaded machine
+RESENT: list[int] = []  # visits whose CSV upload had to be sent twice
+
+
+async def settled(page) -> None:
+    """Wait until the session's script run has finished (connected, script not running)."""
+    await page.wait_for_timeout(300)  # a widget's rerun may not have started yet
+    await page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+                       "[data-test-script-state='notRunning']").wait_for(state="attached", timeout=WAIT_MS)
+
+
+async def visit(browser, url: str, number: int, args, label: str, bundle: Path, upload: Path) -> None:
+    """One visitor in a fresh page (a new session): every page, an upload, units, maybe a bundle."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        for path, title in PAGES:
+            await page.goto(f"{url}/{path}")
+            await page.get_by_role("heading", name=title, exact=True).wait_for(timeout=WAIT_MS)
+            await settled(page)
+        sidebar = page.get_by_test_id("stSidebar")
+        for attempt in range(2):
+            await sidebar.get_by_test_id("stFileUploader").filter(has_text="Result files").locator(
+                "input[type='file']").set_input_files(str(upload))
+            try:
+                await page.get_by_text(f"{upload.name} ·", exact=False).first.wait_for(state="attached",
+                                                                                       timeout=60_000)
+                break
+            except PlaywrightTimeout:
+                if attempt:
+                    raise
+                RESENT.append(number)  # the upload did not reach the app: send it again, and say so
+        await settled(page)
+        if number % args.bundle_every == 0:
+            await sidebar.get_by_test_id("stFileUploader").filter(has_text="results bundle").locator(
+                "input[type='file']").set_input_files(str(bundle))
+            await settled(page)
+        for unit in range(args.units):
+            await page.goto(f"{url}/Unit_explorer?{urlencode({'model': label, 'layer': 'layer4', 'unit': unit})}")
+            await page.get_by_role("heading", name="Unit explorer", exact=True).wait_for(timeout=WAIT_MS)
+            await settled(page)
+        errors = await page.get_by_test_id("stException").count()
+        if errors:
+            raise RuntimeError(f"visit {number} met an exception on the page")
+    except Exception:
+        if args.failed_screenshots:
+            await page.screenshot(path=f"{args.failed_screenshots}/visit_{number}.png", full_page=True)
+        raise
+    finally:
+        await page.close()
+
+
+async def serve_visits(url: str, pid: int, args, label: str, bundle: Path, upload: Path) -> dict[str, float]:
+    from playwright.async_api import async_playwright
+
+    readings = {}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        limit = asyncio.Semaphore(args.parallel)
+        done = 0
+
+        async def one(number: int) -> None:
+            nonlocal done
+            async with limit:
+                await visit(browser, url, number, args, label, bundle, upload)
+            done += 1
+            if done == 10 and args.visits > 10:
+                readings["after 10 visits"] = rss_mb(pid)
+
+        await asyncio.gather(*(one(number) for number in range(1, args.visits + 1)))
+        await browser.close()
+    return readings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--extra", action="append", default=[], help="another folder of runs to serve")
-    parser.add_argument("--units", type=int, default=10, help="units to step through in the Unit explorer")
+    parser.add_argument("--visits", type=int, default=100, help="visitors to serve")
+    parser.add_argument("--parallel", type=int, default=4, help="visitors at a time")
+    parser.add_argument("--units", type=int, default=2, help="units each visitor opens in the Unit explorer")
+    parser.add_argument("--bundle-every", type=int, default=5, help="every n-th visitor imports the bundle")
+    parser.add_argument("--session-ttl", type=int, default=30,
+                        help="seconds a left session is kept for a reconnect (server.disconnectedSessionTTL)")
+    parser.add_argument("--failed-screenshots", help="a folder for a screenshot of each failed visit")
     args = parser.parse_args()
-
-    from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(REPO))
     from dissect_core.runs.run_folders import load_run
+    from dissect_app.local_server import local_server
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        bundled = bundled_run(scratch)
+        bundled, data = bundled_run(scratch)
+        bundle = scratch / "shared_runs.zip"
+        bundle.write_bytes(data)
         served = scratch / "served"
-        for name in ("resnet18_25_07_16_18_08", "resnet18_places_25_07_16_17_57"):
-            (served / name).mkdir(parents=True)
-            for file in (REFERENCE / name).iterdir():
-                (served / name / file.name).write_bytes(file.read_bytes())
-        port = free_port()
-        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                   "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-                   "--browser.gatherUsageStats", "false", "--", "--hosted", "--results", str(served)]
-        for extra in args.extra:
-            command += ["--results", extra]
-        env = {**os.environ, "DISSECT_HOSTED": "1", "DISSECT_RESULTS_DIR": str(scratch / "none")}
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(240):
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read() == b"ok":
-                            break
-                except OSError:
-                    time.sleep(0.25)
-            idle = peak_rss_mb(server.pid)
-            label = load_run(bundled).label
+        reference_format_run(served / "resnet18_25_07_16_18_08", seed=0)
+        reference_format_run(served / "resnet18_places_25_07_16_17_57", seed=1)
+        upload = scratch / "visitor_run.csv"
+        reference_format_run(scratch / "visitor", seed=2)
+        (scratch / "visitor" / "descriptions.csv").rename(upload)
+        # Streamlit reads its options from STREAMLIT_* variables too: the TTL of left sessions.
+        env = {**os.environ, "DISSECT_HOSTED": "1", "DISSECT_RESULTS_DIR": str(scratch / "none"),
+               "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(args.session_ttl)}
+        with local_server(results=[served, *args.extra], hosted=True, cwd=REPO, env=env) as running:
+            server, url = running.process, running.url
+            time.sleep(10)  # the server's warm-up thread (dissect_app.warm_up)
+            before = rss_mb(server.pid)
             started = time.perf_counter()
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                                     args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                for path, title in PAGES:
-                    page.goto(f"{url}/{path}")
-                    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=120_000)
-                    page.wait_for_timeout(1500)
-                for unit in range(args.units):
-                    page.goto(f"{url}/Unit_explorer?{urlencode({'model': label, 'layer': 'layer4', 'unit': unit})}")
-                    page.get_by_role("heading", name="Unit explorer", exact=True).wait_for(timeout=120_000)
-                    page.wait_for_timeout(1000)
-                browser.close()
-            peak = peak_rss_mb(server.pid)
-            print(f"runs served: 2 reference ResNet-18 runs (896 units each), 1 bundled stand-in ResNet-18 "
-                  f"(960 units, stored maps){' + ' + ', '.join(args.extra) if args.extra else ''}")
-            print(f"server RSS after start: {idle:.0f} MB")
-            print(f"peak server RSS after every page and {args.units} units with heatmaps: {peak:.0f} MB "
-                  f"(target <= 500 MB: {'met' if peak <= 500 else 'NOT met'})")
+            readings = asyncio.run(serve_visits(url, server.pid, args, load_run(bundled).label, bundle, upload))
+            took = time.perf_counter() - started
+            after = rss_mb(server.pid)
+            time.sleep(args.session_ttl + 15)
+            # Streamlit drops expired sessions lazily, when its session storage is next used: one more visitor.
+            asyncio.run(serve_visits(url, server.pid, argparse.Namespace(**{**vars(args), "visits": 1, "units": 0}),
+                                     load_run(bundled).label, bundle, upload))
+            settled = rss_mb(server.pid)
+            print(f"runs served: 2 reference-format ResNet-18 runs (896 units each), 1 bundled stand-in "
+                  f"ResNet-18 (960 units, stored maps){' + ' + ', '.join(args.extra) if args.extra else ''}")
+            print(f"visits: {args.visits}, {args.parallel} at a time, each: {len(PAGES)} pages, a CSV upload, "
+                  f"{args.units} units; every {args.bundle_every}th also imports the bundle; all without an error "
+                  f"({took:.0f} s)")
+            print(f"CSV uploads sent twice (the first did not show within 60 s): {len(RESENT)} {RESENT}")
+            print(f"server RSS after start and warm-up: {before:.0f} MB")
+            for what, value in readings.items():
+                print(f"server RSS {what}: {value:.0f} MB")
+            print(f"server RSS after {args.visits} visits: {after:.0f} MB")
+            print(f"server RSS {args.session_ttl + 15} s later, after one more visit (left sessions expired): "
+                  f"{settled:.0f} MB")
+            print(f"peak server RSS: {rss_mb(server.pid, 'VmHWM'):.0f} MB")
             print(f"torch loaded in the server process: {torch_loaded(server.pid)}")
-            print(f"browsing took {time.perf_counter() - started:.1f} s")
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def run_parent(args: argparse.Namespace) -> None:
     print(f"label-quality benchmark: {args.images:,} images × {args.concepts:,} concepts × {args.units} units, "
           f"d={args.dim}, {args.activations} activations, {args.resamples} resamples, seed {args.seed}, "
           f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads")
-    best_path = Path(f"/tmp/bench_quality_best_{args.images}_{args.units}_{args.activations}.pt")
+    best_path = Path(tempfile.gettempdir()) / f"bench_quality_best_{args.images}_{args.units}_{args.activations}.pt"
     results = {"similarity": [], "quality": []}
     for _ in range(args.repeats):
         for step in ("similarity", "quality"):

@@ -49,11 +49,13 @@ def computed_run(root: Path) -> Path:
 def time_views(label: str, views: int) -> tuple[float, list[float], list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "overview.py"), default_timeout=600)
+    from dissect_app.navigation import ENTRY_SCRIPT, UNIT_EXPLORER_PAGE
+
+    at = AppTest.from_file(ENTRY_SCRIPT, default_timeout=600)
     start = time.perf_counter()
     at.run()
     at.query_params.update({"model": label, "layer": "layer4", "unit": "0"})
-    at.switch_page("pages/4_Unit_explorer.py").run()
+    at.switch_page(UNIT_EXPLORER_PAGE).run()
     cold = time.perf_counter() - start
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.tabs[0].get("image")) == 10, "the view should show 10 heatmaps"

@@ -44,6 +44,8 @@ LAYER_AXIS = alt.Axis(labelOverlap=False, labelLimit=160, labelFlush=False)
 TITLE_LINE_CHARS = 48
 # A value label just right of its bar's end.
 VALUE_LABEL = {"align": "left", "dx": 3, "fontSize": 11}
+# An axis of counts (units, concepts, images): whole-number ticks only.
+COUNT_AXIS = alt.Axis(format="d", tickMinStep=1)
 
 
 def _layer_sort(frame: pd.DataFrame) -> list[str]:
@@ -80,7 +82,8 @@ def distinct_concepts_chart(summary: pd.DataFrame) -> alt.LayerChart:
     """
     data = summary[["model", "layer", "distinct_concepts", "units"]]
     base = alt.Chart(data).encode(
-        x=alt.X("distinct_concepts:Q", title="Distinct concepts", scale=_value_scale(data["distinct_concepts"].max())),
+        x=alt.X("distinct_concepts:Q", title="Distinct concepts", scale=_value_scale(data["distinct_concepts"].max()),
+                axis=COUNT_AXIS),
         **_per_layer(data),
         tooltip=[
             alt.Tooltip("model:N", title="Model"),
@@ -141,7 +144,7 @@ def shared_concepts_chart(
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("n_units:Q", title="Units", scale=scale, axis=alt.Axis(format="d", tickMinStep=1)),
+            x=alt.X("n_units:Q", title="Units", scale=scale, axis=COUNT_AXIS),
             y=alt.Y("concept:N", sort="-x", title=None, axis=CONCEPT_AXIS),
             tooltip=[
                 alt.Tooltip("concept:N", title="Concept"),
@@ -202,7 +205,7 @@ def diff_chart(comparison: pd.DataFrame, label_a: str, label_b: str, *, top: int
         .mark_bar()
         .encode(
             x=alt.X("signed_units:Q", title="← units in A · units in B →",
-                    axis=alt.Axis(labelExpr="abs(datum.value)", tickMinStep=1)),
+                    axis=alt.Axis(labelExpr="format(abs(datum.value), 'd')", tickMinStep=1)),
             y=alt.Y("concept:N", title=None, axis=CONCEPT_AXIS,
                     sort=alt.EncodingSortField(field="total", op="max", order="descending")),
             color=alt.Color("model:N", title="Model", scale=alt.Scale(domain=[label_a, label_b]),
@@ -264,11 +267,27 @@ def category_mix_chart(mix: pd.DataFrame) -> alt.FacetChart:
                       columns=2).properties(title="Concept categories per layer")
 
 
-def quality_scatter_chart(points: pd.DataFrame, label: str) -> alt.Chart:
-    """Activation against the label's image–text cosine over held-out probe images
-    (``points``: ``activation``, ``similarity``)."""
+def quality_scatter_chart(points: pd.DataFrame, x_title: str) -> alt.Chart:
+    """Activation against the label's match over held-out probe images (``points``:
+    ``activation``, ``similarity``); ``x_title`` says what the match is (``Run.match_name``:
+    CLIP similarity, or for labelled runs whether the image carries the label)."""
     return alt.Chart(points[["activation", "similarity"]]).mark_circle(size=18, opacity=0.5).encode(
-        x=alt.X("similarity:Q", title=f"CLIP similarity to '{label}'", scale=alt.Scale(zero=False)),
+        x=alt.X("similarity:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y("activation:Q", title="Unit activation", scale=alt.Scale(zero=False)),
         tooltip=[alt.Tooltip("similarity:Q", format=".3f"), alt.Tooltip("activation:Q", format=".3f")],
-    ).properties(title=_wrapped_title("Activation vs label similarity (held-out images)"), height=260)
+    ).properties(title=_wrapped_title("Activation vs the label (held-out images)"), height=260)
+
+
+def label_counts_chart(counts: pd.DataFrame, label: str, title: str) -> alt.LayerChart:
+    """Horizontal bars: how many of a unit's top images carry each label (``counts``:
+    ``label``, ``images``, most first), the unit's own ``label`` highlighted, counts printed."""
+    data = counts[["label", "images"]].assign(is_label=counts["label"] == label)
+    base = alt.Chart(data).encode(
+        y=alt.Y("label:N", sort=list(data["label"]), title=None, axis=CONCEPT_AXIS),
+        x=alt.X("images:Q", title="Top images", axis=COUNT_AXIS, scale=_value_scale(data["images"].max())),
+        tooltip=[alt.Tooltip("label:N", title="Label"), alt.Tooltip("images:Q", title="Images")],
+    )
+    bars = base.mark_bar().encode(color=alt.condition(alt.datum.is_label, alt.value("#d6604d"),
+                                                      alt.value("#4c78a8")))
+    values = base.mark_text(baseline="middle", **VALUE_LABEL).encode(text="images:Q", color=alt.value("#333"))
+    return alt.layer(bars, values).properties(title=_wrapped_title(title), height=alt.Step(BAR_STEP))

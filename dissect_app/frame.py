@@ -1,4 +1,4 @@
-"""The page frame: page config, sidebar navigation, run sources and the model picker."""
+"""The page frame: page config, run sources and the model picker."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,8 @@ from streamlit.delta_generator import DeltaGenerator
 from dissect_app.demo_banner import demo_banner, demo_runs_to_show, offer_demo
 from dissect_app.download_buttons import share_section
 from dissect_app.hosted_mode import hosted
-from dissect_app.naming import MAX_NAME, clean_name, rename, run_key, saved_names
+from dissect_app.navigation import RUN_PAGE
+from dissect_app.naming import MAX_NAME, clean_name, key_is_kept, rename, run_key, saved_names
 from dissect_app.pickers import MODELS_KEY, default_selection, persistent
 from dissect_app.sources import (
     PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
@@ -25,20 +26,6 @@ LABELS_KEY = "run_labels"  # {run key: its label in the last script run}
 # Widgets whose values are run labels (the sidebar's model picker, Model differences' A
 # and B, the Unit explorer's model): they follow a run when its label changes.
 RUN_PICKER_KEYS = (MODELS_KEY, "model_a", "model_b", "unit_model")
-
-HOME_PAGE = "overview.py"
-DIFFERENCES_PAGE = "pages/3_Model_differences.py"
-UNIT_EXPLORER_PAGE = "pages/4_Unit_explorer.py"
-RUN_PAGE = "pages/5_Run.py"
-SWEEP_PAGE = "pages/6_Sweep.py"
-PAGES = (
-    (HOME_PAGE, "Overview", ":material/bar_chart:"),
-    ("pages/2_Shared_concepts.py", "Shared concepts", ":material/stacked_bar_chart:"),
-    (DIFFERENCES_PAGE, "Model differences", ":material/compare_arrows:"),
-    (UNIT_EXPLORER_PAGE, "Unit explorer", ":material/grid_view:"),
-    (SWEEP_PAGE, "Sweep", ":material/timeline:"),
-    (RUN_PAGE, "Run CLIP-Dissect", ":material/play_arrow:"),
-)
 
 
 @dataclass
@@ -55,22 +42,14 @@ class Frame:
         return {run.label: run.descriptions for run in self.selected}
 
 
-def _navigation() -> None:
-    for path, label, icon in PAGES:
-        if path == RUN_PAGE and hosted():
-            continue  # a hosted demo is read-only
-        st.sidebar.page_link(path, label=label, icon=icon)
-    st.sidebar.divider()
-
-
 def page_frame(title: str) -> Frame:
-    """Set up a page: config, sidebar navigation, run sources and the model picker.
+    """Set up a page: config, run sources and the model picker (``st.navigation`` in the
+    entry script draws the sidebar navigation above them).
 
     Draws ``title`` as the page title. The model picker (key ``"models"``) lists every
     loaded run; its choice persists across pages.
     """
     st.set_page_config(page_title=f"{title} · {APP_NAME}", layout="wide")
-    _navigation()
     picker_slot = st.sidebar.container()
     controls = st.sidebar.container()
     errors = st.sidebar.container()
@@ -80,13 +59,14 @@ def page_frame(title: str) -> Frame:
     store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
     # Copies: labels are made unique on them without touching the session's stored runs.
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
-    all_runs = folder_runs + list(uploaded.values())
-    keys = [run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
+    demo = demo_runs_to_show(other_runs_loaded=bool(folder_runs or uploaded))
+    all_runs = folder_runs + list(uploaded.values()) + demo
+    # Every run has a key, the demo's included: renaming looks its run up by it.
+    keys = ([run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
+            + [run_key(run, demo=True) for run in demo])
     names = saved_names()
     for run, key in zip(all_runs, keys):
         run.label = names.get(key, run.label)
-    demo = demo_runs_to_show(other_runs_loaded=bool(all_runs))
-    all_runs = all_runs or demo
     make_labels_unique(all_runs)
     _follow_new_labels(dict(zip(keys, (run.label for run in all_runs))))
     notes_section(all_runs)
@@ -136,7 +116,7 @@ def _rename_section(runs: dict[str, Run], keys: dict[str, str], errors: DeltaGen
         errors.error(f"Another model is already called {md(name)}.", icon=":material/error:")
         return
     key = keys[old]
-    rename(key, name, persist=not key.startswith("upload:"))
+    rename(key, name, persist=key_is_kept(key))
     _relabel_pickers({old: name})
     st.session_state[LABELS_KEY][key] = name
     st.rerun()
@@ -176,14 +156,6 @@ def require_models(frame: Frame, minimum: int) -> list[Run]:
     st.stop()
 
 
-def refuse_in_hosted_mode() -> None:
-    """Stop a page that computes or writes on the server when the app is hosted (read-only)."""
-    if hosted():
-        st.info("This is a read-only demo: dissections cannot be run here. Install the project to run "
-                "CLIP-Dissect on your own models (see its README).", icon=":material/lock:")
-        st.stop()
-
-
 def how_to_get_results() -> None:
     """Short instructions for loading results, shown while no runs are loaded."""
     st.info("No CLIP-Dissect results are loaded yet.", icon=":material/info:")
@@ -201,7 +173,7 @@ def how_to_get_results() -> None:
         "(`layer,unit,description,similarity`), NetDissect-Lite's per-layer `MODEL_LAYER.csv` files "
         "(`unit,category,label,score,…`; all of a model's layers at once) or MILAN's "
         "`layer,unit,description`.\n"
-        "2. **Point the app at a folder**: `streamlit run streamlit_app.py -- --results DIR` "
+        "2. **Point the app at a folder**: `dissect app --results DIR` "
         "loads every such file under `DIR`, at any depth; a run's `args.txt` names it.\n"
         f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
         f"(set `{RESULTS_ENV}` to change it) and appear here automatically."

@@ -3,8 +3,10 @@
 ``write_host_folder(out, sources)`` writes a self-contained folder that runs as a
 Hugging Face Space (Docker template) or a Streamlit Community Cloud app::
 
-    streamlit_app.py, overview.py, pages/, dissect_app/, dissect_core/   the app (copied)
-    requirements.txt            the hosted set (requirements-hosted.txt): no torch
+    streamlit_app.py            the server script (a copy of dissect_app/server/streamlit_app.py)
+    dissect_app/, dissect_core/ the app and the library, copied from the installed packages
+                                (so this works from ``pip install``, not only from a checkout)
+    requirements.txt            the hosted set (dissect_app/requirements-hosted.txt): no torch
     .streamlit/config.toml      headless, no usage statistics, no error details for visitors
     .streamlit/secrets.toml     DISSECT_HOSTED = "1": Streamlit makes root-level secrets
                                 environment variables when the server starts, so hosted
@@ -25,21 +27,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import dissect_core
 from dissect_core.common.errors import InvalidInputError
+from dissect_core.common.files import staging_dir
 from dissect_core.common.progress import ProgressFn
 
-APP_ROOT = Path(__file__).resolve().parent.parent
-# What browsing needs: the server's entry file, the home page, the other pages, the app's
-# UI package and the engine.
-APP_FILES = ("streamlit_app.py", "overview.py")
-APP_DIRS = ("pages", "dissect_app", "dissect_core")
-HOSTED_REQUIREMENTS = "requirements-hosted.txt"
+# What browsing needs: the app's package (its server script, pages and UI code) and the library.
+APP_PACKAGE = Path(__file__).resolve().parent
+PACKAGES = (APP_PACKAGE, Path(dissect_core.__file__).resolve().parent)
+SERVER_SCRIPT = APP_PACKAGE / "server" / "streamlit_app.py"
+APP_CONFIG = APP_PACKAGE / "server" / ".streamlit" / "config.toml"
+HOSTED_REQUIREMENTS = APP_PACKAGE / "requirements-hosted.txt"
 RESULTS_DIR = "results"
 PORT = 8501
 HOSTED_ENV = "DISSECT_HOSTED"
@@ -60,7 +63,6 @@ def write_host_folder(
     sources: Sequence[Union[str, Path]],
     *,
     title: str = DEFAULT_TITLE,
-    app_root: Path = APP_ROOT,
     device: str = "cpu",
     progress: Optional[ProgressFn] = None,
 ) -> HostFolder:
@@ -87,24 +89,15 @@ def write_host_folder(
         raise InvalidInputError(f"Not found: {', '.join(missing)}. Give bundles (.zip), run folders or result files.")
     bundles = [Path(s) for s in sources if Path(s).is_file() and Path(s).suffix.lower() == ".zip"]
     run_sources = [Path(s) for s in sources if Path(s) not in bundles]
-    requirements = app_root / HOSTED_REQUIREMENTS
-    missing_app = [name for name in (*APP_FILES, *APP_DIRS, HOSTED_REQUIREMENTS)
-                   if not (app_root / name).exists()]
-    if missing_app:
-        raise InvalidInputError(
-            f"The app's files are not beside dissect_core ({', '.join(missing_app)} missing in {app_root}): "
-            "run this command from a checkout of the project."
-        )
     runs = load_runs(run_sources) if run_sources else []  # a bad run folder fails before anything is written
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    staging = staging_dir(out.parent, f".{out.name}-")
     try:
-        for name in APP_FILES:
-            shutil.copy2(app_root / name, staging / name)
-        for name in APP_DIRS:
-            shutil.copytree(app_root / name, staging / name, ignore=_SKIPPED)
-        shutil.copy2(requirements, staging / "requirements.txt")
+        shutil.copy2(SERVER_SCRIPT, staging / SERVER_SCRIPT.name)
+        for package in PACKAGES:
+            shutil.copytree(package, staging / package.name, ignore=_SKIPPED)
+        shutil.copy2(HOSTED_REQUIREMENTS, staging / "requirements.txt")
         results = staging / RESULTS_DIR
         results.mkdir()
         unpacked: list[Path] = []
@@ -115,7 +108,7 @@ def write_host_folder(
             data = export_bundle(runs, device=device, progress=progress)
             unpacked += import_bundle(_Named(data, "runs.zip"), results)
         (staging / ".streamlit").mkdir()
-        (staging / ".streamlit" / "config.toml").write_text(streamlit_config(app_root), encoding="utf-8")
+        (staging / ".streamlit" / "config.toml").write_text(streamlit_config(), encoding="utf-8")
         (staging / ".streamlit" / "secrets.toml").write_text(
             "# Not a secret: Streamlit exports root-level secrets as environment variables at startup,\n"
             "# which turns the app's hosted (read-only) mode on wherever this folder is served.\n"
@@ -153,16 +146,15 @@ HOSTED_CONFIG = {
 }
 
 
-def streamlit_config(app_root: Path = APP_ROOT) -> str:
-    """``.streamlit/config.toml`` for a public host: the app's own settings (its sidebar
-    navigation, theme, upload limit) with no file watching, no usage statistics and no
+def streamlit_config() -> str:
+    """``.streamlit/config.toml`` for a public host: the app's own settings (theme, upload
+    limit, toolbar) with no file watching, no usage statistics and no
     tracebacks (they would show the server's paths).
 
     Written by hand: the standard library reads TOML but does not write it, and these
     sections hold only strings, numbers and booleans.
     """
-    own = app_root / ".streamlit" / "config.toml"
-    config = tomllib.loads(own.read_text(encoding="utf-8")) if own.is_file() else {}
+    config = tomllib.loads(APP_CONFIG.read_text(encoding="utf-8"))
     for section, values in HOSTED_CONFIG.items():
         config.setdefault(section, {}).update(values)
     lines = ["# Written by `python -m dissect_core host`: the app's settings, made fit for a public demo."]

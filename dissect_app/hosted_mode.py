@@ -1,11 +1,10 @@
 """Hosted (read-only) mode: for a public demo where visitors must not touch the server.
 
-Turned on by ``DISSECT_HOSTED=1`` or ``--hosted`` after ``--`` on the ``streamlit
-run`` line. Then the Run page and re-description are off, the app imports no
-torch (browsing never runs a model), a visitor's uploads stay in their session
-(bundles are unpacked into a per-session temporary folder, removed with the
-session), uploads are bounded in size and number, and messages name no server
-path.
+Turned on by ``DISSECT_HOSTED=1`` or ``dissect app --hosted`` (``--hosted`` after ``--``
+on a ``streamlit run`` line). Then the Run page is not routable, re-description is off,
+the app imports no torch (browsing never runs a model), a visitor's uploads stay in their
+session (bundles are unpacked into a per-session temporary folder, removed with the
+session), uploads are bounded in size and number, and messages name no server path.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Names users give runs in the app, kept with the runs.
 
-A run's key is its folder (runs from result folders) or ``upload:<sha256>`` (uploaded
-CSVs). Names of folder runs are kept in ``names.json`` in the result folder, so they
-survive restarts; in hosted mode, and for uploads, they live in the session only,
-so nothing a visitor types is written to the server.
+A run's key is its folder (runs from result folders), ``upload:<sha256>`` (uploaded
+CSVs) or ``demo:<label>`` (the built-in demo). Names of folder runs are kept in
+``names.json`` in the result folder, so they survive restarts; in hosted mode, and
+for uploads and the demo, they live in the session only, so nothing a visitor types
+is written to the server.
 """
 from __future__ import annotations
 
@@ -24,11 +25,19 @@ SESSION_NAMES_KEY = "run_names"   # {run key: name} given in this session
 MAX_NAME = 80
 
 
-def run_key(run: Run, upload_digest: Optional[str] = None) -> str:
+def run_key(run: Run, upload_digest: Optional[str] = None, demo: bool = False) -> str:
     """The key a run's name is kept under."""
     if upload_digest is not None:
         return f"upload:{upload_digest}"
+    if demo:  # the built-in demo belongs to no result folder: its names stay in the session
+        return f"demo:{run.label}"
     return str(run.path.resolve()) if run.path is not None else f"label:{run.label}"
+
+
+def key_is_kept(key: str) -> bool:
+    """Whether a name under ``key`` is kept in the names file (runs in result folders),
+    not only in the session (uploads, the demo)."""
+    return not key.startswith(("upload:", "demo:"))
 
 
 def _names_path() -> Path:

@@ -3,27 +3,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from urllib.parse import urlencode
 
 import streamlit as st
 
+from dissect_app.navigation import UNIT_EXPLORER_URL
 from dissect_core.runs.formats import CLIP_DISSECT
 from dissect_core.runs.run import Run
+from dissect_app.text import md
 
 if TYPE_CHECKING:
     from dissect_app.frame import Frame
 
-# URL path of the Unit explorer: Streamlit's legacy pages/ router drops the "4_" prefix.
-UNIT_EXPLORER_URL = "Unit_explorer"
-
 # Session-state keys shared by all pages (widget keys; each has a "_"-prefixed shadow).
 MODELS_KEY = "models"
 LAYERS_KEY = "layers"
-LAYERS_SEEN_KEY = "layers_seen"         # every layer the layer picker has offered so far
+LAYERS_DROPPED_KEY = "layers_dropped"   # layers the user took out of the layer picker
 
 
-def _remember(key: str) -> None:
+def _remember(key: str, on_change: Optional[Callable[[], None]] = None) -> None:
+    if on_change is not None:
+        on_change()
     st.session_state[f"_{key}"] = st.session_state[key]
 
 
@@ -34,6 +36,7 @@ def persistent(
     key: str,
     default: Any,
     sanitize: Callable[[Any], Any] = lambda value: value,
+    on_change: Optional[Callable[[], None]] = None,
     **kwargs: Any,
 ) -> Any:
     """Create ``widget`` whose value survives visits to pages that lack it.
@@ -41,7 +44,8 @@ def persistent(
     Streamlit drops a widget's state when a page without it runs, so the value is
     kept in the shadow key ``_<key>`` and re-seeded before the widget is drawn.
     ``sanitize`` maps a remembered value that no longer fits the options (a run was
-    removed, say) to a valid one. Do not pass ``index``/``value``/``default`` to the
+    removed, say) to a valid one. ``on_change`` runs when the user changes the value,
+    before it is remembered (the old value is still in ``_<key>``). Do not pass ``index``/``value``/``default`` to the
     widget: the value comes from session state.
 
     Example: ``persistent(st.selectbox, "Layer", key="layer", default=layers[0],
@@ -51,7 +55,7 @@ def persistent(
     value = sanitize(st.session_state.get(shadow, default))
     st.session_state[shadow] = value
     st.session_state[key] = value
-    return widget(label, key=key, on_change=_remember, args=(key,), **kwargs)
+    return widget(label, key=key, on_change=_remember, args=(key, on_change), **kwargs)
 
 
 def default_selection(runs: list[Run]) -> list[str]:
@@ -70,28 +74,65 @@ def default_selection(runs: list[Run]) -> list[str]:
     return [r.label for r in runs[:2]]
 
 
-def pick_layers(frame: Frame, runs: Optional[list[Run]] = None) -> list[str]:
-    """Layer multiselect (key ``"layers"``) in the sidebar over the runs' layers, in file order.
+def layer_order(runs: list[Run]) -> list[str]:
+    """Every layer of ``runs`` once, each run's layers kept in their order.
 
-    Defaults to every layer; the choice persists across pages. A layer seen for the
-    first time (a newly picked or uploaded model) starts out selected, while layers
-    the user removed stay removed.
+    Runs list their layers in network order, so merging the orders places a new run's
+    earlier layers before the others' (``conv1``, ``layer1`` before ``layer2``), not at
+    the end. Where runs disagree on the order, layers come in the order first seen.
+    """
+    seen = list(dict.fromkeys(layer for run in runs for layer in run.layers))
+    position = {layer: index for index, layer in enumerate(seen)}
+    graph = TopologicalSorter({layer: () for layer in seen})
+    for run in runs:
+        for before, after in zip(run.layers, run.layers[1:]):
+            graph.add(after, before)
+    try:
+        graph.prepare()
+    except CycleError:
+        return seen
+    ordered: list[str] = []
+    ready: list[str] = []
+    while graph.is_active():
+        ready = sorted([*ready, *graph.get_ready()], key=position.__getitem__)
+        ordered.append(ready.pop(0))  # one at a time: the earliest-seen ready layer goes next
+        graph.done(ordered[-1])
+    return ordered
+
+
+def _layers_changed() -> None:
+    """Remember which layers the user took out of the picker (and put back)."""
+    before = set(st.session_state.get(f"_{LAYERS_KEY}", []))
+    after = set(st.session_state[LAYERS_KEY])
+    dropped = (set(st.session_state.get(LAYERS_DROPPED_KEY, [])) | (before - after)) - after
+    st.session_state[LAYERS_DROPPED_KEY] = sorted(dropped)
+
+
+def pick_layers(frame: Frame, runs: Optional[list[Run]] = None) -> list[str]:
+    """Layer multiselect (key ``"layers"``) in the sidebar over the runs' layers (``layer_order``).
+
+    Every layer is picked but those the user took out: a new model's layers join the
+    choice, and a layer taken out stays out, on every page, until put back. Under the
+    picker, a note names the picked layers that a model lacks.
     """
     runs = frame.selected if runs is None else runs
-    options = list(dict.fromkeys(layer for run in runs for layer in run.layers))
-    seen = st.session_state.get(LAYERS_SEEN_KEY, [])
-    new = set(options) - set(seen)
-    st.session_state[LAYERS_SEEN_KEY] = list(dict.fromkeys(seen + options))
+    options = layer_order(runs)
+    dropped = set(st.session_state.get(LAYERS_DROPPED_KEY, []))
 
     def sanitize(value: list[str]) -> list[str]:
-        kept = [layer for layer in options if layer in value or layer in new]
-        # Everything picked has vanished (other models): start again from all layers.
+        kept = [layer for layer in options if layer not in dropped]
+        # Everything picked has vanished (other models) and the rest was taken out: start again from all layers.
         return kept if kept or not value else options
 
-    return persistent(
+    picked = persistent(
         frame.controls.multiselect, "Layers", key=LAYERS_KEY, default=options,
-        sanitize=sanitize, options=options,
+        sanitize=sanitize, options=options, on_change=_layers_changed,
     )
+    for run in runs:
+        absent = [layer for layer in picked if layer not in run.layers]
+        if absent:
+            frame.controls.caption(f"{md(run.label)} has no {md(', '.join(absent))}: it is shown without them.")
+    return picked
 
 
 def require_layers(frame: Frame) -> list[str]:

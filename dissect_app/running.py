@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
 from dissect_core.runs.bundle_format import THUMBNAILS_DIR
-from dissect_core.common.progress import WARNING_STAGE
+from dissect_core.runs.demo_runs import is_demo_run
 from dissect_core.runs.run import Run
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
@@ -31,8 +31,6 @@ class StreamlitProgress:
         self.bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage.startswith(WARNING_STAGE):
-            return  # warnings are shown with the run's summary when it ends
         fraction = min(done / total, 1.0) if total else 1.0
         text = f"{stage}: {done:,} / {total:,}"
         if stage not in self.bars:
@@ -49,7 +47,7 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
     Returns the results, or ``None`` after showing the error (nothing computed is lost:
     finished stages stay in the cache), its settings named by ``widgets`` (field → label).
     """
-    from dissect_core.common.errors import DissectError, in_words
+    from dissect_core.common.errors import DissectError, in_words, name_settings
     from dissect_core.engine.pipeline import describe_together
 
     status = st.status(md(title), expanded=True)
@@ -66,8 +64,10 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
             if len(results) > 1:
                 st.markdown(f"**{md(result.run.target_model)}**")
             for line in result.summary():
-                if line.warning:
+                if line.kind == "warning":
                     st.warning(md(line.text))
+                elif line.kind == "skipped":  # an optional stage left out: why, and what to do
+                    st.info(md(name_settings(line.text, widgets or {})), icon=":material/skip_next:")
                 else:
                     st.text(line.text)
         seconds = max(sum(result.timings.values()) for result in results)
@@ -78,26 +78,35 @@ def run_dissection(configs: Sequence[Any], title: str, widgets: Optional[dict[st
 
 
 def redescribe_blocker(run: Run) -> Optional[str]:
-    """Why ``run`` cannot get new concepts on this machine, or None when it can.
+    """Why ``run`` cannot get new concepts on this machine, in plain words, or None when it can.
 
     New concepts reuse the run's cached activations, or recompute them from its
     probe images and weights, so both must be here. Runs imported from bundles or
-    CSVs are read-only: their manifests name another machine's folders.
+    CSVs are read-only: their manifests name another machine's folders. The demo is
+    a bundled run too, but computed by the CLI: it gets its own reason.
     """
     if run.from_reference_tool or run.path is None:
-        return "imported from a CSV, which holds the labels only."
+        return (f"it was read from a {run.method} result file, which holds its labels only: there are no "
+                "activations to describe again. Dissect the model on the New dissection tab instead.")
+    if is_demo_run(run.path):
+        return ("it is the built-in demo: computed by this project's pipeline and shipped read-only with the "
+                "app, and its concepts are its probe images' labels (the Fashion-MNIST classes), not a concept "
+                "list. `python -m dissect_core demo OUT` dissects the demo networks again on this machine, "
+                "into the folder OUT.")
     imported = results_dir().resolve() / "imported"
     if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
-        return "imported from a results bundle; bundled runs are read-only."
-    if run.manifest.config.get("concept_source", "clip") != "clip":
-        return "its concepts are its probe images' labels, so it takes no concept list."
+        return ("it was imported from a results bundle, which carries its labels and images but not its "
+                "activations: bundled runs are read-only. Re-describe it where it was computed.")
+    if run.labelled:
+        return ("its concepts are its probe images' labels, so there is no concept list to replace. "
+                "For concept lists, dissect the model with CLIP concepts on the New dissection tab.")
     sources = run.sources
     for root in _probe_roots(sources.probe_spec or {}):
         if not Path(root).is_dir():
-            return "its probe images are not on this machine."
+            return "its probe images are not on this machine (the folder it was computed on is gone)."
     checkpoint = sources.target_checkpoint
     if checkpoint and not Path(checkpoint).is_file():
-        return "its weights file is not on this machine."
+        return "its weights file is not on this machine (the file it was computed with is gone)."
     return None
 
 

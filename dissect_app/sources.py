@@ -3,14 +3,16 @@
 Runs come from three sources, merged in this order:
 
 * every supported result file (``dissect_core.runs.formats.RESULT_FORMATS``: CLIP-Dissect,
-  NetDissect, MILAN) under each ``--results DIR`` given after ``--`` on the
-  ``streamlit run`` command line;
+  NetDissect, MILAN) under each ``--results DIR`` given to ``dissect app`` (after ``--``
+  on a ``streamlit run`` command line);
 * runs computed by this project in the result folder (``results/``, or the
   ``DISSECT_RESULTS_DIR`` environment variable);
 * result files uploaded in the sidebar, kept in ``st.session_state`` for the session
   (one model's NetDissect layer files, uploaded together, become one run), and
-  bundles uploaded in the sidebar, unpacked into the result folder (in hosted mode
-  into the session's temporary folder, so they stay the visitor's).
+  bundles uploaded in the sidebar (``import_folder``): unpacked into the first
+  ``--results`` folder, or else into a per-user folder outside the checkout, which a
+  local app also reads; in hosted mode into the session's temporary folder, so they
+  stay the visitor's and a hosted server never reads what a local session imported.
 
 Every run is checked against the page-work limits below before any page sees it.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import streamlit as st
+from platformdirs import user_data_dir
 from streamlit.delta_generator import DeltaGenerator
 
 from dissect_app import hosted_mode
@@ -42,7 +45,10 @@ UPLOADED_RUNS_KEY = "uploaded_runs"      # {sha256 of an upload batch + index: R
 UPLOADED_FILES_KEY = "uploaded_files"    # sha256 of every uploaded file read into a run
 BUNDLE_UPLOAD_KEY = "bundle_file"
 IMPORTED_BUNDLES_KEY = "imported_bundles"  # sha256 of each bundle imported in this session
+BUNDLE_NOTES_KEY = "bundle_notes"        # {sha256 of a bundle: what importing it said}
+IMPORTED_DIR = "imported"                # under the folder that takes bundle imports
 PENDING_SELECT_KEY = "pending_select"    # run folders to add to the model picker on the next run
+SESSION_SCAN_KEY = "session_folder_scan"  # (signature, scan) of a hosted visitor's own folder
 
 # Page work grows with these; beyond them a run is refused with a message instead of
 # stalling every page (ResNet-50 has 5 layers and 3,904 units in its 4 blocks; ViT-B 12 x 768).
@@ -52,7 +58,7 @@ MAX_UNIT = 1_000_000
 
 
 def cli_results_dirs(argv: Optional[list[str]] = None) -> list[str]:
-    """The ``--results DIR`` values given after ``--`` on the ``streamlit run`` line.
+    """The ``--results DIR`` values given to ``dissect app`` (after ``--`` on a ``streamlit run`` line).
 
     Other arguments are ignored, so the app also runs under pytest or AppTest.
     """
@@ -68,6 +74,22 @@ def cli_results_dirs(argv: Optional[list[str]] = None) -> list[str]:
 def results_dir() -> Path:
     """The folder where this project writes its runs (``$DISSECT_RESULTS_DIR`` or ``results``)."""
     return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR)
+
+
+def user_import_dir() -> Path:
+    """The per-user folder where a local app unpacks bundles when no ``--results`` folder is given
+    (``~/.local/share/dissect/imported`` on Linux): outside the checkout, so a hosted server
+    started from the checkout never shows them."""
+    return Path(user_data_dir("dissect", appauthor=False)) / IMPORTED_DIR
+
+
+def import_folder() -> Path:
+    """Where an uploaded bundle is unpacked: in hosted mode the session's temporary folder,
+    else the first ``--results`` folder's ``imported/`` or the per-user folder."""
+    if hosted_mode.hosted():
+        return hosted_mode.session_folder()
+    given = cli_results_dirs()
+    return Path(given[0]) / IMPORTED_DIR if given else user_import_dir()
 
 
 def _folder_signature(root: Path) -> str:
@@ -89,10 +111,29 @@ def _folder_signature(root: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
-@st.cache_data(show_spinner="Reading result folders…", max_entries=64)
-def _scan_folder(root: str, signature: str) -> tuple[list[Run], list[tuple[str, str]]]:
-    """``find_runs(root)`` less runs over the limits, cached per (folder, signature of its run files)."""
+Scan = tuple[list[Run], list[tuple[str, str]]]
+
+
+@st.cache_data(show_spinner="Reading result folders…", max_entries=16)
+def _scan_folder(root: str, signature: str) -> Scan:
+    """``_read_folder(root)``, cached for every session per (folder, signature of its run files)."""
     del signature  # only part of the cache key
+    return _read_folder(root)
+
+
+def _scan_session_folder(root: Path) -> Scan:
+    """``_read_folder(root)`` for a hosted visitor's own folder, cached in the session: in the
+    server's cache each visitor's runs would outlive the visit."""
+    signature = _folder_signature(root)
+    held = st.session_state.get(SESSION_SCAN_KEY)
+    if held is None or held[0] != signature:
+        held = (signature, _read_folder(str(root.resolve())))
+        st.session_state[SESSION_SCAN_KEY] = held
+    return held[1]
+
+
+def _read_folder(root: str) -> Scan:
+    """``find_runs(root)`` less runs over the limits."""
     found, problems = find_runs(root)
     runs = []
     for run in found:
@@ -128,14 +169,22 @@ def load_folder_runs() -> tuple[list[Run], list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     seen: set[tuple[Path, ...]] = set()
     sources = [(Path(d), True) for d in cli_results_dirs()] + [(results_dir(), False)]
-    if hosted_mode.hosted() and hosted_mode.SESSION_FOLDER_KEY in st.session_state:
-        sources.append((hosted_mode.session_folder(), False))  # this visitor's imported bundles
+    visitor_folder = None
+    if hosted_mode.hosted():
+        if hosted_mode.SESSION_FOLDER_KEY in st.session_state:
+            visitor_folder = hosted_mode.session_folder()  # this visitor's imported bundles
+            sources.append((visitor_folder, False))
+    elif not cli_results_dirs():
+        sources.append((user_import_dir(), False))  # bundles this user imported before
     for root, required in sources:
         if not root.is_dir():
             if required:
                 problems.append((str(root), "--results folder not found."))
             continue
-        folder_runs, folder_problems = _scan_folder(str(root.resolve()), _folder_signature(root))
+        if root == visitor_folder:
+            folder_runs, folder_problems = _scan_session_folder(root)
+        else:
+            folder_runs, folder_problems = _scan_folder(str(root.resolve()), _folder_signature(root))
         for run in folder_runs:
             where = tuple(path.resolve() for path in run.files)  # a folder may hold several runs
             if where not in seen:
@@ -214,16 +263,19 @@ def select_after_rerun(run_dir: Path) -> None:
 
 
 def _import_bundle(uploaded: Any, errors: DeltaGenerator) -> None:
-    """Unpack an uploaded results bundle (once per session), then rescan.
+    """Unpack an uploaded results bundle (once per session) into ``import_folder()``, then rescan.
 
-    Into the result folder, or in hosted mode into the session's temporary folder,
-    within the hosted limits on bundle size, count and unpacked size.
+    In hosted mode within the limits on bundle size, count and unpacked size. A bundle
+    imported there before is not written again: the page says so and picks its runs.
     """
-    from dissect_core.runs.bundle_format import import_bundle
+    from dissect_core.runs.bundle_format import BundleAlreadyImported, import_bundle
 
     digest = hashlib.sha256(uploaded.getvalue()).hexdigest()
     imported: set[str] = st.session_state.setdefault(IMPORTED_BUNDLES_KEY, set())
+    notes: dict[str, str] = st.session_state.setdefault(BUNDLE_NOTES_KEY, {})
     if digest in imported:
+        if digest in notes:  # said while the bundle stays in the uploader
+            errors.info(message(notes[digest]), icon=":material/info:")
         return
     limited = hosted_mode.hosted()
     if limited and uploaded.size > hosted_mode.MAX_BUNDLE_MB * 1_000_000:
@@ -234,9 +286,16 @@ def _import_bundle(uploaded: Any, errors: DeltaGenerator) -> None:
         errors.error(message(f"{uploaded.name} was not imported: this demo holds at most {hosted_mode.MAX_BUNDLES} "
                              "bundles per visitor. Reload the page to start a new session."), icon=":material/error:")
         return
-    destination = hosted_mode.session_folder() if limited else results_dir() / "imported"
+    destination = import_folder()
     try:
         folders = import_bundle(uploaded, destination)
+    except BundleAlreadyImported as exc:  # nothing written: its runs are listed already
+        imported.add(digest)
+        notes[digest] = str(exc)
+        errors.info(message(exc), icon=":material/info:")
+        for folder in exc.folders:
+            select_after_rerun(folder)
+        return
     except InvalidInputError as exc:
         errors.error(message(exc), icon=":material/error:")
         return

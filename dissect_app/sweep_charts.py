@@ -24,7 +24,8 @@ def _order(data: pd.DataFrame) -> tuple[str, str]:
 def _colour(data: pd.DataFrame) -> alt.Color:
     field, title = _order(data)
     return alt.Color(f"{field}:Q", title=title, scale=alt.Scale(scheme=SWEEP_SCHEME),
-                     legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=240, format="d"))
+                     legend=alt.Legend(type="gradient", orient="bottom", direction="horizontal", gradientLength=240,
+                                       format="d", tickMinStep=1))
 
 
 def depth_chart(profile: pd.DataFrame) -> alt.Chart:

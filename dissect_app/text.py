@@ -29,3 +29,13 @@ def message(text: object) -> str:
 def safe_filename(text: str) -> str:
     """A file-name stem built from ``text`` (letters, digits, ``-_.`` only)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "download"
+
+
+_SEPARATOR = re.compile(r"([/_\\-]|\.(?=[^\W\d]))")  # a dot only before a letter: "0.873" stays whole
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def breakable(text: object) -> str:
+    """``text`` with a line-break opportunity after each separator (``/ _ - \\``, a dot before a letter), for
+    captions in narrow columns: file names wrap at their parts, not in mid-word."""
+    return _SEPARATOR.sub(r"\1" + ZERO_WIDTH_SPACE, str(text))

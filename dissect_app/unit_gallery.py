@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import streamlit as st
 
 from dissect_app.hosted_mode import hosted
 from dissect_core.runs.manifest import RunSources
 from dissect_core.runs.run import Run
+from dissect_core.runs.unit_evidence import stored_image_names
 
 
 @st.cache_resource(show_spinner="Opening the probe images…", max_entries=8)
@@ -80,7 +81,28 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
     return UnitGallery(_live_views(key, layer, unit, pairs, threshold, layout, probe, target), None, no_target)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+def image_names(run: Run) -> Callable[[int], Optional[str]]:
+    """A probe image's name (its path in the probe set) by index, for counting a labelled run's
+    top-image labels: from a bundle's stored names, else from the run's probe set when it is
+    on this machine; unknown (None) otherwise."""
+    from dissect_core.runs.unit_images import has_thumbnails
+
+    if has_thumbnails(run.path) or hosted() or run.from_reference_tool:
+        return stored_image_names(run.path).get
+    probe, _ = _load_run_probe(run.sources.key())
+    if probe is None:
+        return lambda index: None
+    return lambda index: probe.item_label(index) if 0 <= index < len(probe) else None
+
+
+# Drawn views are a few MB a unit; runs of hosted visitors' bundles add keys of their own,
+# so the caches are bounded in entries and time (what a visit leaves behind; see
+# benchmarks/bench_hosted_memory.py).
+VIEWS_KEPT = 16
+VIEWS_TTL_S = 600
+
+
+@st.cache_data(show_spinner=False, max_entries=VIEWS_KEPT, ttl=VIEWS_TTL_S)
 def _stored_views(sources_key: str, run_dir: str, layer: str, unit: int, top: tuple, threshold: Optional[float],
                   _probe: Any) -> list[dict]:
     """Cached per (run sources, run folder, layer, unit, images): the probe is fixed by the key."""
@@ -91,7 +113,7 @@ def _stored_views(sources_key: str, run_dir: str, layer: str, unit: int, top: tu
     return [vars(view) for view in views or []]
 
 
-@st.cache_data(show_spinner="Drawing activation maps…", max_entries=64)
+@st.cache_data(show_spinner="Drawing activation maps…", max_entries=VIEWS_KEPT, ttl=VIEWS_TTL_S)
 def _live_views(sources_key: str, layer: str, unit: int, top: tuple, threshold: Optional[float],
                 layout: Optional[str], _probe: Any, _target: Any) -> list[dict]:
     """Cached per (run sources, layer, unit, images): the model and probe are fixed by the key."""

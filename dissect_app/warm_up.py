@@ -3,8 +3,9 @@
 A fresh server process has imported nothing of the app: the first page run
 imports pandas, Altair and the app's modules and reads the demo (about 1.5 s of
 CPU here), while the visitor's browser is still loading Streamlit's frontend.
-``warm_up`` does that work once, in a background thread that ``streamlit_app.py``
-starts with the server, so the two overlap and later visitors find everything ready.
+``warm_up`` does that work once, in a background thread that the server script
+(``dissect_app/server/streamlit_app.py``) starts with the server, so the two overlap
+and later visitors find everything ready.
 
 What it imports is read from the pages themselves (their top-level import
 statements), so the list cannot drift from what the pages use. The Run page is
@@ -17,15 +18,14 @@ import logging
 from pathlib import Path
 
 from dissect_app.demo_banner import cached_demo
-from dissect_app.frame import PAGES, RUN_PAGE
+from dissect_app.navigation import PAGES, RUN_PAGE
 
-APP_ROOT = Path(__file__).resolve().parent.parent
 _LOG = logging.getLogger(__name__)
 
 
 def browsing_pages() -> list[Path]:
     """The page scripts a visitor browses (every page but the Run page)."""
-    return [APP_ROOT / path for path, _, _ in PAGES if path != RUN_PAGE]
+    return [Path(page.script) for page in PAGES if page.script != RUN_PAGE]
 
 
 def import_page_modules(page: Path) -> None:

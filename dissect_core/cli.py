@@ -13,7 +13,9 @@ adding one is one more row there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -22,10 +24,10 @@ from typing import Callable, Optional, Sequence
 from dissect_core import __version__
 from dissect_core.choices import catalog
 from dissect_core.choices.catalog import CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS, SIMILARITY_FUNCTIONS
-from dissect_core.engine.concept_sources import CONCEPT_SOURCES
+from dissect_core.choices.catalog import CONCEPT_SOURCES
 from dissect_core.choices.concept_sets import CONCEPT_SETS
 from dissect_core.choices.config import DescribeConfig
-from dissect_core.common.errors import DissectError, InvalidInputError, in_words
+from dissect_core.common.errors import DissectError, InvalidInputError, in_words, name_settings
 from dissect_core.choices.layouts import LAYOUTS, parse_layer_layouts
 
 PROG = "dissect"
@@ -41,6 +43,11 @@ REFERENCE_DEVICE = "cuda"
 
 def _choices(registry) -> str:
     return ", ".join(registry.names())
+
+
+def _source_default(source: str, setting: str) -> str:
+    """A concept source's default for ``setting`` (``choices.catalog.CONCEPT_SOURCES``)."""
+    return str(CONCEPT_SOURCES.get(source).defaults[setting])
 
 
 def _entries_help(registry) -> str:
@@ -71,17 +78,23 @@ def _add_describe_arguments(parser: argparse.ArgumentParser) -> None:
                            help="comma-separated module paths, e.g. layer2,layer3,layer4 or layer4.1.conv2")
     reference.add_argument("--d_probe", default=default["d_probe"],
                            help=f"probe images: one of {_choices(PROBE_SETS)}, or a folder of images")
-    reference.add_argument("--concept_set", default=default["concept_set"],
+    reference.add_argument("--concept_set", default=None,
                            help="text file with one concept per line, or a built-in set: "
-                                f"{_choices(CONCEPT_SETS)}")
+                                f"{_choices(CONCEPT_SETS)} (default: {_source_default('clip', 'concept_set')}). "
+                                "With --concept_source labels: default the labels themselves; a file gives "
+                                "labels and formulas over them, one per line, e.g. 'Sandal OR Sneaker' or "
+                                "'Shirt AND NOT T-shirt or top' (operators AND, OR, NOT in capitals, labels "
+                                "exactly as named, parentheses allowed); the cached activations are reused")
     reference.add_argument("--batch_size", type=int, default=default["batch_size"])
     reference.add_argument("--device", default=REFERENCE_DEVICE, help="cuda, cpu or auto")
     reference.add_argument("--activation_dir", default=default["activation_dir"], help="cache folder")
     reference.add_argument("--result_dir", default=default["result_dir"], help="where run folders are written")
     reference.add_argument("--pool_mode", default=default["pool_mode"], choices=POOL_MODES.names(),
                            help=_entries_help(POOL_MODES))
-    reference.add_argument("--similarity_fn", default=default["similarity_fn"],
-                           choices=SIMILARITY_FUNCTIONS.names(), help=_entries_help(SIMILARITY_FUNCTIONS))
+    reference.add_argument("--similarity_fn", default=None, choices=SIMILARITY_FUNCTIONS.names(),
+                           help=_entries_help(SIMILARITY_FUNCTIONS)
+                           + f" (default: {_source_default('clip', 'similarity_fn')}; with --concept_source "
+                             f"labels: {_source_default('labels', 'similarity_fn')})")
 
     extra = parser.add_argument_group("additional flags")
     extra.add_argument("--similarity_param", action="append", default=[], metavar="KEY=VALUE",
@@ -134,8 +147,22 @@ def _similarity_params(pairs: Sequence[str]) -> dict:
     return params
 
 
+# Flags whose text is not the field's value itself; every other describe flag is its
+# field's value as argparse read it. target_model and target_checkpoint are per model.
+_CONVERTERS: dict[str, Callable] = {
+    "target_layers": lambda text: tuple(text.split(",")),
+    "similarity_params": _similarity_params,
+    "layer_layout": parse_layer_layouts,
+}
+_PER_MODEL = ("target_model", "target_checkpoint")
+
+
 def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
-    """The library configurations the ``describe`` flags stand for: one per target model."""
+    """The library configurations the ``describe`` flags stand for: one per target model.
+
+    Each DescribeConfig field with a flag (:data:`FLAGS`) takes that flag's value, through
+    :data:`_CONVERTERS` where it needs one; a field without a flag keeps its default.
+    """
     models = [name.strip() for name in args.target_model.split(",")]
     if not all(models):
         raise InvalidInputError(f"--target_model has an empty name: {args.target_model!r}. "
@@ -149,42 +176,51 @@ def configs_from_args(args: argparse.Namespace) -> list[DescribeConfig]:
             raise InvalidInputError(
                 f"--target_checkpoint names {len(checkpoints)} file(s) for {len(models)} model(s): give one "
                 "per model, comma-separated, with an empty entry for a model that keeps its own weights.")
-    shared = DescribeConfig(
-        target_layers=tuple(args.target_layers.split(",")),
-        clip_model=args.clip_model,
-        d_probe=args.d_probe,
-        concept_set=args.concept_set,
-        similarity_fn=args.similarity_fn,
-        similarity_params=_similarity_params(args.similarity_param),
-        pool_mode=args.pool_mode,
-        batch_size=args.batch_size,
-        device=args.device,
-        activation_dir=args.activation_dir,
-        result_dir=args.result_dir,
-        data_dir=args.data_dir,
-        imagenet_val_dir=args.imagenet_val_dir,
-        download=args.download,
-        num_workers=args.num_workers,
-        concept_source=args.concept_source,
-        probe_labels=args.probe_labels,
-        top_images=args.top_images,
-        top_maps=args.top_maps,
-        layer_layout=parse_layer_layouts(args.layer_layout),
-        quality_resamples=args.quality_resamples,
-        decoder=args.decoder,
-    )
+    settings = {}
+    for field in dataclasses.fields(DescribeConfig):
+        dest = FLAGS[field.name][2:]
+        if field.name not in _PER_MODEL and hasattr(args, dest):
+            value = getattr(args, dest)
+            settings[field.name] = _CONVERTERS[field.name](value) if field.name in _CONVERTERS else value
+    shared = DescribeConfig(**settings)
     return [dataclasses.replace(shared, target_model=model, target_checkpoint=checkpoint)
             for model, checkpoint in zip(models, checkpoints)]
 
 
+@contextlib.contextmanager
+def _warnings_to(progress):
+    """Print the library's warnings as they happen, between the progress lines (they are
+    repeated in the run's summary; with --quiet, only there)."""
+    if progress is None:
+        yield
+        return
+    from dissect_core.common.progress import log
+
+    class ToProgress(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            progress.write(f"warning: {record.getMessage()}")
+
+    handler = ToProgress(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
+
 def _run_describe(args: argparse.Namespace) -> int:
+    from dissect_core.engine.prerequisites import require_prerequisites
+
+    configs = configs_from_args(args)
+    require_prerequisites(configs)  # before torch is imported: what is missing is said in a second
+
     from dissect_core.engine.pipeline import describe_together
     from dissect_core.common.progress import TqdmProgress
 
-    configs = configs_from_args(args)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
-        results = describe_together(configs, progress)
+        with _warnings_to(progress):
+            results = describe_together(configs, progress)
     finally:
         if progress is not None:
             progress.close()
@@ -192,9 +228,82 @@ def _run_describe(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"{result.run.target_model}:")
         for line in result.summary():
-            print(f"warning: {line.text}" if line.warning else line.text,
-                  file=sys.stderr if line.warning else sys.stdout)
+            warning, text = line.kind == "warning", name_settings(line.text, FLAGS)
+            print(f"warning: {text}" if warning else text, file=sys.stderr if warning else sys.stdout)
     return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC.toml",
+                        help="the sweep: a [setup] table and one [[model]] table per model, with describe's "
+                             "option names as keys (docs/sweeps.md)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run on a Ray cluster: auto (the running cluster), ray://HOST:PORT, or nothing "
+                             "for a local Ray on this machine (needs pip install 'clip-dissect-explorer[ray]')")
+    parser.add_argument("--ray_workers", type=int, default=None, metavar="N",
+                        help="with --ray: actors recording the probe images (default: one per GPU of the "
+                             "cluster; without GPUs, half its CPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from dissect_core.common.progress import TqdmProgress
+    from dissect_core.engine.sweep import run_sweep
+
+    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    engine = None
+    try:
+        if args.ray is not None:
+            from dissect_core.engine.ray_sweep import RayEngine
+
+            engine = RayEngine(None if args.ray == "local" else args.ray, workers=args.ray_workers)
+        result = run_sweep(args.spec, progress, engine)
+    finally:
+        if engine is not None:
+            engine.close()
+        if progress is not None:
+            progress.close()
+    for run in result.runs:
+        state = ("computed" if run.entry.folder in result.computed else "kept") if run.run else run.missing
+        print(f"{run.entry.folder}: {state}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{len(result.computed)} run(s) computed, {len(result.kept)} kept; {result.probe_passes} pass(es) over "
+          f"the probe images ({result.images_decoded} images decoded, {result.clip_batches} CLIP image batches)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    """``describe``'s prerequisites as a checklist, without running anything (exit 1 if any is missing)."""
+    from dissect_core.engine.prerequisites import DOWNLOAD, MISSING, OK, check_prerequisites
+
+    items = check_prerequisites(configs_from_args(args))
+    marks = {OK: "✓", DOWNLOAD: "↓", MISSING: "✗"}
+    if not _can_print("".join(marks.values())):
+        marks = {OK: "ok", DOWNLOAD: "download", MISSING: "MISSING"}
+    for item in items:
+        print(f"{marks[item.status]} {item.item}: {name_settings(item.detail, FLAGS)}")
+        if item.missing and item.fix:
+            print(f"    fix: {name_settings(item.fix, FLAGS)}")
+    missing = sum(item.missing for item in items)
+    downloads = sum(item.status == DOWNLOAD for item in items)
+    print(f"{missing} missing" + (f", {downloads} to download when the run starts" if downloads else "")
+          + (": describe would stop before any work." if missing else ": describe can start."))
+    return 1 if missing else 0
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -222,6 +331,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         for row in run.layer_quality.itertuples():
             print(f"  {row.layer}: {row.units} units, {row.stable_share:.0%} stable, mean held-out correlation "
                   f"{row.mean_correlation:.3f}, {row.distinct} distinct [{row.distinct_low}-{row.distinct_high}]")
+    majority = run.manifest.majority_check if run.manifest else []
+    if majority:
+        print("Agreement with the top images' majority label (labelled probe):")
+        for check in majority:
+            print(f"  {check.layer}: {check.agreeing} of {check.units} units ({check.share:.0%}) are labelled with "
+                  f"the label most of their top {check.top_k} images carry")
     for note in run.notes:  # e.g. a layer's quality figures left out because they do not fit its labels
         print(f"Note: {note}")
     if args.class_names:
@@ -264,7 +379,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from dissect_core.engine.demo_build import write_demo
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folders = write_demo(args.out, progress)
     finally:
@@ -272,15 +387,14 @@ def _run_demo(args: argparse.Namespace) -> int:
             progress.close()
     for folder in folders:
         print(f"Wrote {folder}")
-    print(f"Open them with: streamlit run streamlit_app.py -- --results {args.out} "
-          "(from a checkout of the repository: the app is not part of the installed package)")
+    print(f"Open them with: {PROG} app --results {args.out} (the app needs {APP_EXTRA})")
     return 0
 
 
 def _run_download(args: argparse.Namespace) -> int:
     from dissect_core.common.progress import TqdmProgress
 
-    progress = TqdmProgress(unit="B", unit_scale=True, file=sys.stderr)
+    progress = TqdmProgress(sys.stderr, unit="B", unit_scale=True)
     try:
         if args.what in PROBE_SETS:
             from dissect_core.engine.probe_sets import download_dataset
@@ -319,7 +433,7 @@ def _run_bundle(args: argparse.Namespace) -> int:
     from dissect_core.runs.run_folders import load_runs
 
     runs = load_runs(args.runs)
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         data = export_bundle(runs, images_per_unit=args.images_per_unit, thumbnail_px=args.thumbnail_px,
                              device=args.device, progress=progress)
@@ -328,6 +442,38 @@ def _run_bundle(args: argparse.Namespace) -> int:
             progress.close()
     atomic_write_bytes(Path(args.output), data)
     print(f"Wrote {args.output} ({len(data) / 1e6:.1f} MB): " + ", ".join(run.label for run in runs))
+    return 0
+
+
+# ----------------------------------------------------------------------------- app
+
+APP_EXTRA = 'pip install "clip-dissect-explorer[app]"'
+APP_DEPENDENCIES = ("streamlit", "altair", "vl_convert")  # what the app extra installs, as import names
+
+
+def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", action="append", default=[], metavar="DIR",
+                        help="load every run under DIR, at any depth (repeatable)")
+    parser.add_argument("--hosted", action="store_true",
+                        help="read-only mode for a public demo: no Run page, no re-description, bounded uploads")
+    parser.epilog = ("Any other option goes to Streamlit, e.g. --server.port 8502 --server.headless true "
+                     "(see streamlit run --help).")
+
+
+def _run_app(args: argparse.Namespace, streamlit_options: Sequence[str]) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    missing = [name for name in APP_DEPENDENCIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InvalidInputError(f"The app needs {', '.join(missing)}, not installed here: {APP_EXTRA}")
+    from streamlit.web import cli as streamlit_cli
+
+    # Found, not imported: the server imports the app in the background as it starts (dissect_app.warm_up).
+    server_script = Path(importlib.util.find_spec("dissect_app").origin).parent / "server" / "streamlit_app.py"
+    app_args = [arg for folder in args.results for arg in ("--results", folder)] + (["--hosted"] if args.hosted else [])
+    # Streamlit takes this process over and exits with it.
+    streamlit_cli.main(["run", str(server_script), *streamlit_options, "--", *app_args], prog_name=f"{PROG} app")
     return 0
 
 
@@ -348,7 +494,7 @@ def _run_host(args: argparse.Namespace) -> int:
     from dissect_app.host_folder import DEFAULT_TITLE, write_host_folder
     from dissect_core.common.progress import TqdmProgress
 
-    progress = None if args.quiet else TqdmProgress(leave=False, file=sys.stderr)
+    progress = None if args.quiet else TqdmProgress(sys.stderr, leave=False)
     try:
         folder = write_host_folder(args.out_dir, args.sources, title=args.title or DEFAULT_TITLE,
                                    device=args.device, progress=progress)
@@ -378,8 +524,9 @@ def _run_list(args: argparse.Namespace) -> int:
 class Subcommand:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
+    run: Callable[..., int]  # (args) -> exit code; (args, unknown options) with passes_unknown
     description: Optional[str] = None
+    passes_unknown: bool = False  # options it does not know go to the tool it starts (Streamlit)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -392,8 +539,20 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write the built-in demo (a small CNN trained on Fashion-MNIST vs untrained) as run folders",
         _add_demo_arguments, _run_demo,
         "Dissect the built-in demo's two networks over its probe images, with the images' labels as "
-        "concepts, into OUT (seconds on a CPU; no downloads). Open them from a checkout of the "
-        "repository with streamlit run streamlit_app.py -- --results OUT.",
+        "concepts, into OUT (seconds on a CPU; no downloads). Open them with dissect app --results OUT.",
+    ),
+    "doctor": Subcommand(
+        "check everything describe needs (device, concepts, probe images, weights, folders), running nothing",
+        _add_describe_arguments, _run_doctor,
+        "Take describe's flags and print its prerequisites as a checklist, each missing one with its fix, in "
+        "seconds and without downloading or loading anything. Exits with 1 when something is missing.",
+    ),
+    "sweep": Subcommand(
+        "describe many models or checkpoints from one spec, on this machine or a Ray cluster",
+        _add_sweep_arguments, _run_sweep,
+        "Describe every model of SPEC.toml with one setup: one run folder each in its result_dir, the probe "
+        "images decoded once and CLIP run once for all of them. Run again, it computes only the runs that "
+        "are missing. With --ray, on a Ray cluster, with the same results.",
     ),
     "evaluate": Subcommand(
         "how far a run's labels can be trusted, and the output-layer check",
@@ -407,6 +566,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _add_bundle_arguments, _run_bundle,
         "Bundle runs with thumbnails and activation maps of each unit's top images, to import in "
         "the app anywhere or to host.",
+    ),
+    "app": Subcommand(
+        "start the app (a Streamlit server) on the results under --results, the result folder and the demo",
+        _add_app_arguments, _run_app,
+        "Serve the CLIP-Dissect explorer with Streamlit. Needs the app extra: " + APP_EXTRA + ".",
+        passes_unknown=True,
     ),
     "host": Subcommand(
         "write a folder to publish as a Hugging Face Space or Streamlit Community Cloud app",
@@ -434,9 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = SUBCOMMANDS[args.command]
+    if unknown and not command.passes_unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        code = SUBCOMMANDS[args.command].run(args)
+        code = command.run(args, unknown) if command.passes_unknown else command.run(args)
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except DissectError as error:

@@ -1,6 +1,6 @@
 """Regenerate the README screenshot ``docs/screenshot_overview.png``.
 
-Starts ``streamlit run streamlit_app.py -- --results DIR`` on a free 127.0.0.1 port,
+Starts ``dissect app --results DIR`` on a free 127.0.0.1 port (``dissect_app.local_server``),
 with DIR the two real ResNet-18 runs (ImageNet and Places365) of the reference tool,
 opens the Overview in Debian's headless Chromium through Playwright (never a
 downloaded browser) and saves its top (model cards, units and concepts per layer)
@@ -16,20 +16,17 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = REPO.parent / "shared" / "reference" / "clip_dissect_results" / "ashishsubedi_TML25_A4_27"
+REFERENCE_RUNS = Path("clip_dissect_results") / "ashishsubedi_TML25_A4_27"  # inside the reference outputs
+sys.path.insert(0, str(REPO))
+from dissect_app.local_server import local_server  # noqa: E402
 DEFAULT_OUT = REPO / "docs" / "screenshot_overview.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,40 +35,6 @@ CHROMIUM_ARGS = [
 ]
 WIDTH = 1400
 TIMEOUT_MS = 60_000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(results: Path, result_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--", "--results", str(results),
-    ]
-    # An empty result folder: only the two reference runs are offered, whatever ./results holds.
-    env = {**os.environ, "DISSECT_RESULTS_DIR": str(result_dir)}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return process, url
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    process.terminate()
-    raise SystemExit(f"streamlit not healthy after 60 s:\n{log.read_text()[-3000:]}")
 
 
 def wait_for_app_run(page) -> None:
@@ -117,23 +80,27 @@ def small_png(png: bytes) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
-                        help="folder with the ResNet-18 ImageNet and Places runs (descriptions.csv + args.txt)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder with the ResNet-18 ImageNet and Places runs (descriptions.csv + args.txt); "
+                        f"default: {REFERENCE_RUNS} in the reference outputs (scripts/fetch_references.py)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--height", type=int, default=1200, help="viewport height in pixels (the most shown)")
     args = parser.parse_args(argv)
+    if args.results is None:
+        sys.path.insert(0, str(REPO / "scripts"))
+        from fetch_references import find_reference_dir, not_found_message
+
+        reference = find_reference_dir()
+        if reference is None:
+            raise SystemExit(f"Pass --results DIR: {not_found_message()}.")
+        args.results = reference / REFERENCE_RUNS
     if not args.results.is_dir():
         raise SystemExit(f"{args.results} not found: pass --results DIR")
     with tempfile.TemporaryDirectory() as scratch:
-        process, url = start_server(args.results.resolve(), Path(scratch) / "no_results", Path(scratch) / "streamlit.log")
-        try:
-            png = screenshot_overview(url, args.height)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        # An empty result folder: only the two reference runs are offered, whatever ./results holds.
+        env = {**os.environ, "DISSECT_RESULTS_DIR": str(Path(scratch) / "no_results")}
+        with local_server(results=[args.results.resolve()], cwd=REPO, env=env) as server:
+            png = screenshot_overview(server.url, args.height)
     data = small_png(png)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)

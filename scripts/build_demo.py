@@ -1,7 +1,7 @@
 """Build the built-in demo (dissect_core/demo_data/) from Fashion-MNIST.
 
     apt-get install dataset-fashion-mnist      # Debian's copy of the data set (MIT)
-    flock /work/bench.lock python scripts/build_demo.py
+    python scripts/build_demo.py               # alone on the machine: it times itself
 
 Seeded, on the CPU, in a few minutes: trains ``small_cnn`` on the Fashion-MNIST
 training images, keeps the same network at its initial (untrained) weights as the
@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, without installing the package
 
 from dissect_core.runs import demo_runs as demo  # noqa: E402
-from dissect_core.engine import demo_build
-from dissect_core.engine import small_cnn
+from dissect_core.engine import demo_build  # noqa: E402
+from dissect_core.engine import small_cnn  # noqa: E402
 from dissect_core.engine.bundle_export import export_bundle  # noqa: E402
-from dissect_core.runs.bundle_format import import_bundle
+from dissect_core.runs.bundle_format import import_bundle  # noqa: E402
 
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 FILES = {

@@ -2,8 +2,8 @@
 
     python scripts/categoriser_agreement.py [REFERENCE_DIR]
 
-REFERENCE_DIR holds the reference outputs (default: $DISSECT_REFERENCE_DIR, else
-../shared/reference beside the checkout); the labels are read from
+REFERENCE_DIR holds the reference outputs (default: where the tests find them, see
+scripts/fetch_references.py, which fetches them); the labels are read from
 clip_dissect_results/Trustworthy-ML-Lab_CLIP-dissect/NetDissect_results/*.csv. Prints the
 agreement with Broden's labels as they are and with their -c/-s suffixes removed (so that
 WordNet alone decides), with the date, commit and machine for docs/method.md.
@@ -11,7 +11,6 @@ WordNet alone decides), with the date, commit and machine for docs/method.md.
 from __future__ import annotations
 
 import csv
-import os
 import platform
 import subprocess
 import sys
@@ -22,13 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dissect_core.runs.categories import categorise  # noqa: E402
+from fetch_references import find_reference_dir, not_found_message  # noqa: E402 (this folder)
 
 NETDISSECT = Path("clip_dissect_results") / "Trustworthy-ML-Lab_CLIP-dissect" / "NetDissect_results"
 
 
 def main() -> int:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else
-                os.environ.get("DISSECT_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else find_reference_dir()
+    if root is None:
+        print(f"Give the reference folder as the argument: {not_found_message()}.", file=sys.stderr)
+        return 2
     folder = root / NETDISSECT
     if not folder.is_dir():
         print(f"No NetDissect results in {folder}: give the reference folder as the argument.", file=sys.stderr)

@@ -151,12 +151,11 @@ REFERENCE_RUNS = "clip_dissect_results/ashishsubedi_TML25_A4_27"
 @pytest.fixture
 def reference_pair(reference_dir):
     folder = reference_dir / REFERENCE_RUNS
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not present")
     return (load_run(folder / "resnet18_25_07_16_18_08").descriptions,
             load_run(folder / "resnet18_places_25_07_16_17_57").descriptions)
 
 
+@pytest.mark.reference
 def test_reference_unique_counts(reference_pair) -> None:
     imagenet, places = reference_pair
     assert analysis.unique_concept_counts(imagenet) == analysis.ConceptCounts(
@@ -166,6 +165,7 @@ def test_reference_unique_counts(reference_pair) -> None:
     assert analysis.layer_summary(imagenet)["units"].tolist() == [128, 256, 512]
 
 
+@pytest.mark.reference
 def test_reference_model_comparison(reference_pair) -> None:
     """The numbers of clip_dissect_reference.md §2 (shared labels, Jaccard, same unit and label)."""
     jaccard = analysis.jaccard_by_layer(*reference_pair)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
+from dissect_app.sources import user_import_dir
 from dissect_core.engine.bundle_export import export_bundle
 from dissect_core.runs.run_folders import find_runs, load_run
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
+APP = dissect_app.ENTRY_SCRIPT
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +43,15 @@ def app(tmp_path, monkeypatch) -> AppTest:
 def test_imported_bundle_joins_the_picker_and_shows_stored_heatmaps(app, bundle, tmp_path):
     app.file_uploader(key="bundle_file").set_value(("demo.zip", bundle, "application/zip")).run()
     assert not app.exception and not app.error
-    runs, problems = find_runs(tmp_path / "results")
+    # Unpacked outside the checkout and the result folder: in the user's own data folder.
+    assert not (tmp_path / "results").exists()
+    runs, problems = find_runs(user_import_dir())
     assert len(runs) == 1 and not problems
     label = runs[0].label
     assert app.multiselect(key="models").value == [label]
 
     app.query_params.update({"model": label, "layer": "layer4", "unit": "3"})
-    app.switch_page("pages/4_Unit_explorer.py").run()
+    app.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
     assert not app.exception
     assert [tab.label for tab in app.tabs] == ["Heatmaps", "Masks (top 0.5 %)", "Images"]
     assert len(app.tabs[0].get("image")) == 10

@@ -12,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-DIFFERENCES = "pages/3_Model_differences.py"
-UNIT_EXPLORER = "pages/4_Unit_explorer.py"
+APP = dissect_app.ENTRY_SCRIPT
+DIFFERENCES = dissect_app.MODEL_DIFFERENCES_PAGE
+UNIT_EXPLORER = dissect_app.UNIT_EXPLORER_PAGE
 
 CLIP = "resnet18_places_imagenet_broden · conv1–layer4 · 1,024 units"
 NETDISSECT = "resnet18_places365 · fc–layer4 · NetDissect"
@@ -41,6 +40,7 @@ def table(at: AppTest, index: int) -> list[tuple]:
             for row in at.dataframe[index].value.itertuples(index=False)]
 
 
+@pytest.mark.reference
 def test_shared_netdissect_and_milan_files_compare_with_clip_dissect(reference_dir: Path, monkeypatch) -> None:
     folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py", "--results", str(folder)])

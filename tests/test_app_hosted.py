@@ -15,12 +15,14 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_app import hosted_mode
+from dissect_app.navigation import served_pages
 from tests.test_app_bundle import bundle  # noqa: F401  (module fixture: a bundle of the computed run)
 from tests.test_app_pages import IMAGENET_ROWS, PLACES_ROWS, descriptions_csv, open_app, write_run
 
 REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-PAGES = ["pages/2_Shared_concepts.py", "pages/3_Model_differences.py", "pages/4_Unit_explorer.py"]
+APP = dissect_app.ENTRY_SCRIPT
+BROWSING_PAGES = [dissect_app.HOME_PAGE, dissect_app.SHARED_CONCEPTS_PAGE, dissect_app.MODEL_DIFFERENCES_PAGE,
+                  dissect_app.UNIT_EXPLORER_PAGE, dissect_app.SWEEP_PAGE]
 
 
 @pytest.fixture
@@ -71,15 +73,13 @@ def test_hide_paths_keeps_only_the_last_part() -> None:
 
 def test_no_run_page_and_no_server_path(served: Path) -> None:
     at = open_app()
-    links = [link.proto.page for link in at.get("page_link")]
-    assert dissect_app.RUN_PAGE.removeprefix("pages/").removesuffix(".py").split("_", 1)[1] not in " ".join(links)
+    assert [page.script for page in served_pages()] == BROWSING_PAGES
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not even routable
+        at.switch_page(dissect_app.RUN_PAGE)
     assert not [b for b in at.get("button") if b.key == "bundle_build"]  # no bundle building either
     shown = rendered_text(at)
     assert "broken/descriptions.csv" in shown  # the damaged file is named...
     assert str(served) not in shown and str(served.parent) not in shown  # ...without the server's folders
-    run_page = open_app(dissect_app.RUN_PAGE)
-    assert "read-only demo" in run_page.info[0].value
-    assert not run_page.get("button") or all(b.key != "run_start" for b in run_page.get("button"))
 
 
 def test_a_bundle_stays_in_the_visitors_session_and_goes_with_it(served: Path, bundle, tmp_path: Path) -> None:  # noqa: F811
@@ -122,7 +122,7 @@ def test_uploads_are_bounded_with_clear_messages(served: Path, monkeypatch: pyte
 NO_TORCH_SCRIPT = r"""
 import json, sys
 from streamlit.testing.v1 import AppTest
-app, results, pages = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+app, results, pages, explorer = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 sys.argv[1:] = ["--results", results]  # as after `--` on the streamlit command line
 at = AppTest.from_file(app, default_timeout=120).run()
 exceptions = [bool(at.exception)]
@@ -132,7 +132,7 @@ for page in pages:
 options = at.sidebar.multiselect(key="models").options
 bundled = next(label for label in options if not label.endswith("broden · 20k"))
 at.query_params.update({"model": bundled, "layer": "layer4", "unit": "3"})
-at.switch_page("pages/4_Unit_explorer.py").run()
+at.switch_page(explorer).run()
 exceptions.append(bool(at.exception))
 print(json.dumps({"exceptions": exceptions, "torch": "torch" in sys.modules, "open_clip": "open_clip" in sys.modules,
                   "models": options, "heatmaps": len(at.tabs[0].get("image")) if at.tabs else 0}))
@@ -146,7 +146,8 @@ def test_browsing_in_hosted_mode_imports_no_torch(served: Path, bundle, tmp_path
     import_bundle(bundle, served / "bundled")  # a bundle shipped with the hosted app
     env = {**os.environ, hosted_mode.HOSTED_ENV: "1", dissect_app.RESULTS_ENV: str(tmp_path / "none")}
     done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(["overview.py", *PAGES, dissect_app.RUN_PAGE])],
+        [sys.executable, "-c", NO_TORCH_SCRIPT, APP, str(served), json.dumps(BROWSING_PAGES),
+         dissect_app.UNIT_EXPLORER_PAGE],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -15,7 +15,7 @@ from tests.test_app_pages import (  # noqa: F401  (results: the autouse --result
     results, table, upload,
 )
 
-EXPLORER = "pages/4_Unit_explorer.py"
+EXPLORER = dissect_app.UNIT_EXPLORER_PAGE
 
 
 def explorer_with_link(**params: str) -> AppTest:

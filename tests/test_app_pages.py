@@ -20,10 +20,9 @@ from streamlit.testing.v1 import AppTest
 import dissect_app
 from dissect_core.runs.run import Run
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-SHARED = "pages/2_Shared_concepts.py"
-DIFFERENCES = "pages/3_Model_differences.py"
+APP = dissect_app.ENTRY_SCRIPT
+SHARED = dissect_app.SHARED_CONCEPTS_PAGE
+DIFFERENCES = dissect_app.MODEL_DIFFERENCES_PAGE
 
 IMAGENET = "resnet18 · layer2, layer3 · broden · 20k"
 PLACES = "resnet18_places · layer2–layer4 · broden · 20k"
@@ -166,7 +165,7 @@ def test_model_and_layer_choice_persist_across_pages() -> None:
     rerun(at)
     assert at.sidebar.multiselect(key="models").value == [PLACES, ALEXNET]
     assert at.sidebar.multiselect(key="layers").value == ["layer3"]
-    at.switch_page(APP)
+    at.switch_page(dissect_app.HOME_PAGE)
     rerun(at)
     assert at.sidebar.multiselect(key="models").value == [PLACES, ALEXNET]
     assert [row[:2] for row in table(at, 0)] == [(PLACES, "layer3")]
@@ -218,7 +217,7 @@ def test_shared_concepts_slider_tables_and_charts() -> None:
     ]
     assert [r["concept"] for r in chart_rows(at, 2)] == ["grid", "kitchen"]
 
-    at.switch_page(APP)
+    at.switch_page(dissect_app.HOME_PAGE)
     rerun(at)
     at.switch_page(SHARED)
     rerun(at)

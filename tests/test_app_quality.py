@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +15,7 @@ from dissect_core.engine.pipeline import DescribeConfig, describe
 from dissect_core.runs.run_folders import load_run
 from planted import make_planted_probe, planted_clip, planted_target, write_concepts
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
+APP = dissect_app.ENTRY_SCRIPT
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +71,13 @@ def test_overview_shows_stable_shares_and_count_intervals(app, planted_runs):
 def test_stable_toggle_shows_how_the_numbers_move(app, planted_runs):
     _, (trained, untrained) = planted_runs
     select(app, [trained, untrained])
-    app.switch_page("pages/2_Shared_concepts.py").run()
+    app.switch_page(dissect_app.SHARED_CONCEPTS_PAGE).run()
     app.toggle(key=dissect_app.STABLE_KEY).set_value(True).run()
     assert not app.exception
     moves = next(frame.value for frame in app.dataframe if "distinct_stable" in frame.value.columns)
     trained_row = moves.set_index("model").loc[trained]
     assert (trained_row["units"], trained_row["stable_units"]) == (6, 6)
-    app.switch_page("pages/3_Model_differences.py").run()
+    app.switch_page(dissect_app.MODEL_DIFFERENCES_PAGE).run()
     assert not app.exception
     assert app.toggle(key=dissect_app.STABLE_KEY).value  # the choice follows the user across pages
 
@@ -87,7 +85,7 @@ def test_stable_toggle_shows_how_the_numbers_move(app, planted_runs):
 def test_unit_explorer_shows_figures_scatter_and_filters(app, planted_runs):
     _, (trained, _) = planted_runs
     app.query_params.update({"model": trained, "layer": "detect", "unit": "1"})
-    app.switch_page("pages/4_Unit_explorer.py").run()
+    app.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
     assert not app.exception
     metrics = {metric.label: metric.value for metric in app.metric}
     assert metrics["Stability"] == "100%"
@@ -107,7 +105,7 @@ def test_unit_explorer_shows_figures_scatter_and_filters(app, planted_runs):
 
 def test_imported_csv_says_why_it_has_no_figures(app):
     app.query_params.update({"model": "reference_run", "layer": "detect", "unit": "0"})
-    app.switch_page("pages/4_Unit_explorer.py").run()
+    app.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
     assert not app.exception
     assert any("imported from a result file" in info.value for info in app.info)
     assert not [metric for metric in app.metric if metric.label == "Stability"]
@@ -143,7 +141,7 @@ def test_figures_that_do_not_fit_the_labels_are_left_out_and_the_page_says_why(p
     st.cache_data.clear()
     app = AppTest.from_file(APP, default_timeout=120)
     app.query_params.update({"model": trained, "layer": "detect", "unit": "1"})
-    app.switch_page("pages/4_Unit_explorer.py").run()
+    app.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
     assert not app.exception
     # The reason, as markdown (escaped): which file and how it disagrees.
     assert any("did not fit this layer" in info.value and "has figures for 5 units" in info.value

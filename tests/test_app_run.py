@@ -3,7 +3,6 @@ re-describing a finished run with an uploaded list from the cache."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -13,9 +12,8 @@ import dissect_app
 from dissect_core.engine import downloads
 from dissect_core.runs.run_folders import find_runs
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-PAGE = "pages/5_Run.py"
+APP = dissect_app.ENTRY_SCRIPT
+PAGE = dissect_app.RUN_PAGE
 
 
 @pytest.fixture
@@ -151,5 +149,7 @@ def test_bundled_runs_are_not_offered_for_new_concepts(results, computed_run):
     app = open_run_page()
     offered = app.selectbox(key="redescribe_run").options
     assert len(offered) == 1  # the computed run, not its bundled copy
-    reasons = [t.value for t in app.text if "read-only" in t.value]
-    assert len(reasons) == 1 and "bundle" in reasons[0]
+    # The reason is in plain sight, beside the run's name: not in a collapsed expander.
+    reasons = [line for info in app.info for line in info.value.replace("\\", "").split("\n") if "read-only" in line]
+    assert len(reasons) == 1 and "bundle" in reasons[0] and "bundled_copy" in reasons[0]
+    assert not app.main.expander

@@ -11,7 +11,7 @@ import streamlit as st
 import dissect_app
 from test_app_pages import open_app, rerun
 
-SWEEP = "pages/6_Sweep.py"
+SWEEP = dissect_app.SWEEP_PAGE
 CONCEPTS = ["red", "striped", "dog", "cat", "kitchen", "wheel", "wood", "sky"]
 
 
@@ -55,3 +55,16 @@ def test_a_hundred_runs_are_drawn_and_two_rows_open_model_differences(hundred_ru
     assert [h.value for h in at.title] == ["Model differences"]
     first, last = table.value["model"].iloc[0], table.value["model"].iloc[-1]
     assert at.selectbox(key="model_a").value == first and at.selectbox(key="model_b").value == last
+
+
+def test_a_sweep_folder_gives_its_order_and_training_steps(hundred_runs):
+    # dissect sweep's index, listing the checkpoints from the last to the first (any order the spec gave)
+    entries = [{"position": position, "folder": f"step_{step:03d}", "name": None, "target_model": "small_cnn",
+                "target_checkpoint": f"ckpt_{step}.pth", "step": step * 10, "layer_rule": None,
+                "layers": ["conv1", "conv2", "conv3"], "identity": str(step)}
+               for position, step in enumerate(range(99, -1, -1))]
+    (hundred_runs / "sweep.json").write_text(json.dumps({"format": "dissect_core-sweep/1", "runs": entries}))
+    at = open_app(SWEEP)
+    assert at.sidebar.selectbox(key="sweep_folder").value == str(hundred_runs)
+    (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
+    assert list(table.value["step"]) == [step * 10 for step in range(99, -1, -1)]

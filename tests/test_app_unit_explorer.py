@@ -3,7 +3,6 @@ masks) and on an imported reference CSV (labels only, with the reason)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -12,9 +11,8 @@ from streamlit.testing.v1 import AppTest
 import dissect_app
 from dissect_core.runs.run_folders import load_run
 
-REPO = Path(__file__).resolve().parents[1]
-APP = str(REPO / "overview.py")
-PAGE = "pages/4_Unit_explorer.py"
+APP = dissect_app.ENTRY_SCRIPT
+PAGE = dissect_app.UNIT_EXPLORER_PAGE
 
 
 @pytest.fixture

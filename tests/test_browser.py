@@ -1,5 +1,5 @@
 """Real-browser smoke test: headless Debian Chromium (driven by Playwright) against
-``streamlit run streamlit_app.py``.
+``dissect app`` (started by ``dissect_app.local_server``).
 
 The server reads two generated reference-format runs (ResNet-18 ImageNet and
 Places, ``--results``) and, in its result folder (``$DISSECT_RESULTS_DIR``), a run
@@ -16,12 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +27,7 @@ except ImportError:  # the chromium fixture skips (or, under CI, fails) with the
     expect = None
 
 import dissect_app
+from dissect_app.local_server import local_server
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import load_run
 from test_app_pages import IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, write_run
@@ -48,7 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
-SERVER_START_TIMEOUT_S = 60
 SCRIPT_TIMEOUT_MS = 60_000  # a script run; the first one on a page may import torch
 
 
@@ -89,15 +83,9 @@ def run_folders(chromium: Path, computed_run: dict, tmp_path_factory: pytest.Tem
     return cli_results, computed_run["results"], load_run(computed_run["run_dir"])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(run_folders: tuple[Path, Path, Run], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of ``streamlit run streamlit_app.py`` on a free 127.0.0.1 port; stopped afterwards."""
+    """Base URL of ``dissect app`` on a free 127.0.0.1 port; stopped afterwards."""
     cli_results, computed, _ = run_folders
     with serve(cli_results, computed, tmp_path_factory.mktemp("server")) as url:
         yield url
@@ -105,43 +93,12 @@ def server(run_folders: tuple[Path, Path, Run], tmp_path_factory: pytest.TempPat
 
 @contextlib.contextmanager
 def serve(cli_results: Path, computed: Path, scratch: Path) -> Iterator[str]:
-    """Run the app on a free 127.0.0.1 port with ``--results cli_results`` and ``computed`` as
-    its result folder; yields the base URL once the server is healthy."""
-    port = _free_port()
-    log_path = scratch / "streamlit.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--", "--results", str(cli_results),
-    ]
+    """Run the app with ``--results cli_results`` and ``computed`` as its result folder;
+    yields the base URL once the server is healthy."""
     # The computed run is only read; anything the app would compute goes to scratch.
     env = {**os.environ, dissect_app.RESULTS_ENV: str(computed), dissect_app.CACHE_ENV: str(scratch / "cache")}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().decode().strip() == "ok":
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with local_server(results=[cli_results], cwd=REPO, env=env) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +353,19 @@ def test_run_page_uploaded_concept_list_is_parsed(page) -> None:
     assert "3 concepts" in caption and "1 duplicate(s) dropped" in caption and "1 blank line(s) dropped" in caption
     assert panel.get_by_role("button", name="Start").is_enabled()
     screenshot(page, "06_run.png")
+
+
+def test_hosted_mode_does_not_route_to_the_run_page(browser, tmp_path: Path) -> None:
+    """On a fresh hosted server, /Run is no page (Streamlit says so and opens the Overview)
+    and the sidebar does not offer it."""
+    env = {**os.environ, dissect_app.RESULTS_ENV: str(tmp_path / "none")}
+    with local_server(hosted=True, cwd=REPO, env=env) as server:
+        page_iter = session_page(browser, server.url, VIEWPORT)
+        page = next(page_iter)
+        page.goto("/Run")
+        page.get_by_role("heading", name="Overview", exact=True).wait_for(timeout=SCRIPT_TIMEOUT_MS)
+        expect(page.get_by_text("Page not found")).to_be_visible()
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav.get_by_role("link", name="Unit explorer")).to_be_visible()
+        assert nav.get_by_role("link", name="Run CLIP-Dissect").count() == 0
+        next(page_iter, None)  # closes the context; fails on JavaScript errors in the page

@@ -231,6 +231,6 @@ def test_overview_demo_unit_explorer_quality_scatter_is_readable(browser, demo_s
     page = next(page_iter)
     open_page(page, "/Unit_explorer", "Unit explorer")
     charts = check_charts(page, f"Unit explorer (demo), {width} px")
-    assert any(chart["title"].startswith("Activation vs label similarity") for chart in charts)
+    assert any(chart["title"].startswith("Activation vs the label") for chart in charts)
     screenshot(page, f"unit_explorer_demo_{width}px.png")
     next(page_iter, None)

@@ -3,7 +3,6 @@ on "another machine" (the probe images gone, other folders) and draw the unit vi
 the stored thumbnails and maps; bad bundles are refused without touching the destination."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import shutil
@@ -11,6 +10,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,14 +109,14 @@ def test_import_gives_the_same_runs_in_a_new_folder(shared):
         imported = by_folder[folder]
         pd.testing.assert_frame_equal(imported.descriptions, original.descriptions)
         # An imported run's manifest is marked so; apart from that the files are the same.
-        unmarked = imported.manifest and dataclasses.replace(imported.manifest, imported=None)
+        unmarked = imported.manifest and msgspec.structs.replace(imported.manifest, imported=None)
         assert unmarked == original.manifest
         assert imported.imported == (original.manifest is not None) and imported.args == original.args
         assert imported.label == original.label
     computed = load_run(shared["folders"][0])
     pd.testing.assert_frame_equal(computed.top_images, shared["originals"][0].top_images)
     assert computed.manifest.imported["bundle"] == "demo.zip"
-    assert dataclasses.replace(computed.manifest, imported=None) == RunManifest.from_json(json.dumps(shared["manifest"]))
+    assert msgspec.structs.replace(computed.manifest, imported=None) == RunManifest.from_json(json.dumps(shared["manifest"]))
 
 
 def test_stored_views_match_the_live_ones_without_the_probe_images(shared, computed_run):

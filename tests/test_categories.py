@@ -9,8 +9,7 @@ import pytest
 
 from dissect_core.runs.categories import CATEGORIES, categorise, category_mix
 
-NETDISSECT = (Path(__file__).resolve().parents[2] / "shared" / "reference" / "clip_dissect_results"
-              / "Trustworthy-ML-Lab_CLIP-dissect" / "NetDissect_results")
+NETDISSECT = Path("clip_dissect_results") / "Trustworthy-ML-Lab_CLIP-dissect" / "NetDissect_results"
 
 
 def test_each_source_gives_its_category():
@@ -33,10 +32,10 @@ def test_category_mix_per_layer_in_file_order():
     assert set(mix["category"]) <= set(CATEGORIES)
 
 
-@pytest.mark.skipif(not NETDISSECT.is_dir(), reason="../shared (the reference NetDissect results) is absent")
-def test_agreement_with_netdissect_categories():
+@pytest.mark.reference
+def test_agreement_with_netdissect_categories(reference_dir: Path):
     truth = {}
-    for path in sorted(NETDISSECT.glob("*.csv")):
+    for path in sorted((reference_dir / NETDISSECT).glob("*.csv")):
         with path.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 truth[row["label"]] = {"color": "colour"}.get(row["category"], row["category"])

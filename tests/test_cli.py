@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dissect_core.engine import downloads
-from dissect_core.cli import build_parser, main
+from dissect_core.cli import build_parser, configs_from_args, main
+from dissect_core.choices.catalog import with_source_defaults
 from dissect_core.runs.run_folders import load_run
 
 from standins import (add_corrupt_files, make_image_folder, make_tiny_clip_checkpoint, place_torchvision_weights,
@@ -49,10 +50,20 @@ def reference_command(root: Path, clip: str) -> list[str]:
 
 def test_defaults_are_the_reference_tools():
     args = build_parser().parse_args(["describe"])
-    assert (args.clip_model, args.target_model, args.target_layers, args.d_probe, args.concept_set) == (
-        "ViT-B/16", "resnet50", "conv1,layer1,layer2,layer3,layer4", "broden", "data/20k.txt")
-    assert (args.batch_size, args.device, args.activation_dir, args.result_dir, args.pool_mode,
-            args.similarity_fn) == (200, "cuda", "saved_activations", "results", "avg", "soft_wpmi")
+    (config,) = [with_source_defaults(config) for config in configs_from_args(args)]
+    assert (config.clip_model, config.target_model, config.target_layers, config.d_probe, config.concept_set) == (
+        "ViT-B/16", "resnet50", ("conv1", "layer1", "layer2", "layer3", "layer4"), "broden", "data/20k.txt")
+    assert (config.batch_size, config.device, config.activation_dir, config.result_dir, config.pool_mode,
+            config.similarity_fn) == (200, "cuda", "saved_activations", "results", "avg", "soft_wpmi")
+
+
+def test_labelled_probes_default_to_their_labels_and_auprc():
+    # docs/labelled_scores.md: auprc keeps labels on held-out images best on the demo.
+    args = build_parser().parse_args(["describe", "--concept_source", "labels"])
+    (config,) = [with_source_defaults(config) for config in configs_from_args(args)]
+    assert (config.concept_set, config.similarity_fn) == (None, "auprc")
+    args = build_parser().parse_args(["describe", "--concept_source", "labels", "--similarity_fn", "soft_wpmi"])
+    assert with_source_defaults(configs_from_args(args)[0]).similarity_fn == "soft_wpmi"
 
 
 def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
@@ -62,7 +73,12 @@ def test_describe_end_to_end_on_standins(standins, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "layer3: 256 units" in out and "layer4: 512 units" in out
     assert "warning: Skipped 2 unreadable image(s)" in err
+    # 120 probe images give no label-quality figures: the run says so, why, and what to do.
+    (skipped,) = [line for line in out.splitlines() if line.startswith("Skipped ")]
+    assert skipped.startswith("Skipped label quality: Layer layer3: the quality figures need at least 200")
+    assert skipped.endswith("this run has 120. Use a probe set of at least 200 readable images (--d_probe) to have them.")
     run_dir = next((root / "results").iterdir())
+    assert not (run_dir / "label_quality.csv").exists()
     run = load_run(run_dir)
     assert run.layers == ["layer3", "layer4"]
     assert len(run.descriptions) == 256 + 512
@@ -193,7 +209,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     # The summary is built once (DescribeResult.summary); the CLI prints it as it is.
     import pandas as pd
 
-    from dissect_core.engine import pipeline
+    from dissect_core.engine import pipeline, prerequisites
     from dissect_core.runs.run import Run
 
     descriptions = pd.DataFrame({"layer": ["layer4"] * 3, "unit": [0, 1, 2],
@@ -201,6 +217,7 @@ def test_the_cli_prints_the_run_summary(tmp_path, capsys, monkeypatch):
     result = pipeline.DescribeResult(tmp_path / "run", Run("r", descriptions), {"load": 1.25},
                                      ["CLIP text features"], ["cat/broken.jpg"], ["The cached entry x was damaged"])
     monkeypatch.setattr(pipeline, "describe_together", lambda configs, progress: [result])
+    monkeypatch.setattr(prerequisites, "require_prerequisites", lambda configs: [])  # the defaults' files are absent
     assert main(["describe", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [f"Wrote {tmp_path / 'run' / 'descriptions.csv'}",
@@ -237,3 +254,49 @@ def test_evaluate_reports_quality_and_the_output_layer_check(tmp_path, capsys, c
     (tmp_path / "short.txt").write_text("cat\n\ndog\n")
     assert main(["evaluate", str(run_dir), "--class_names", str(tmp_path / "short.txt")]) == 2
     assert "line 2 is blank" in capsys.readouterr().err
+
+
+def test_progress_draws_bars_only_on_a_terminal():
+    import io
+
+    from dissect_core.common.progress import TqdmProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, terminal in ((io.StringIO(), False), (Terminal(), True)):
+        progress = TqdmProgress(stream, leave=False)
+        for done in range(0, 101, 10):
+            progress("activations resnet18", done, 100)
+        progress.write("warning: a note")
+        progress.close()
+        text = stream.getvalue()
+        if terminal:
+            assert "\r" in text and "%|" in text  # tqdm's bar
+        else:  # a log: one line for the finished stage, no bar
+            lines = text.splitlines()
+            assert len(lines) == 2 and lines[0].startswith("activations resnet18: 100 in ") and "\r" not in text
+            assert lines[1] == "warning: a note"
+
+
+def test_describe_prints_warnings_as_they_happen_without_quiet(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from dissect_core.common.progress import log
+    from dissect_core.engine import pipeline, prerequisites
+    from dissect_core.runs.run import Run
+
+    descriptions = pd.DataFrame({"layer": ["l"], "unit": [0], "description": ["dog"], "similarity": [1.0]})
+    result = pipeline.DescribeResult(tmp_path / "run", Run("r", descriptions), {}, [], [], ["damaged entry"])
+
+    def describe_together(configs, progress):
+        log.warning("damaged entry")  # as the pipeline logs it, mid-run
+        return [result]
+
+    monkeypatch.setattr(pipeline, "describe_together", describe_together)
+    monkeypatch.setattr(prerequisites, "require_prerequisites", lambda configs: [])  # the defaults' files are absent
+    assert main(["describe"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["warning: damaged entry", "warning: damaged entry"]
+    assert main(["describe", "--quiet"]) == 0  # only in the summary
+    assert capsys.readouterr().err.splitlines() == ["warning: damaged entry"]

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import pytest
+
+from dissect_core.engine.label_quality import RESCORABLE
 import torch
 
-from dissect_core.engine.concept_sources import CONCEPT_SOURCES, labelled_probe
+from dissect_core.choices.catalog import CONCEPT_SOURCES
+from dissect_core.engine.concept_sources import labelled_probe
+from dissect_core.choices.concept_sets import ConceptSet
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
 from dissect_core.engine.pipeline import DescribeConfig, config_from_run, describe
 from dissect_core.engine.probe_sets import image_folder
@@ -32,18 +36,38 @@ def labels_config(probe_root, tmp, **overrides) -> DescribeConfig:
     return DescribeConfig(**settings)
 
 
-@pytest.mark.parametrize("similarity_fn", ["soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed"])
-def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, similarity_fn):
+# precision_at_k and iou count the top 20 images: the top 100 would hold 80 images tied at 0, among
+# them all 20 of some other colour, tying it with the unit's own.
+@pytest.mark.parametrize("similarity_fn, params", [
+    (None, {}), ("soft_wpmi", {}), ("wpmi", {}), ("cos_similarity", {}), ("cos_similarity_cubed", {}),
+    ("precision_at_k", {"top_k": 20}), ("iou", {"top_k": 20}),
+])
+def test_class_subfolders_label_every_planted_unit(planted_probe, tmp_path, similarity_fn, params):
     root, _ = planted_probe
-    result = describe(labels_config(root, tmp_path, similarity_fn=similarity_fn))
+    result = describe(labels_config(root, tmp_path, similarity_fn=similarity_fn, similarity_params=params))
     assert result.run.descriptions["description"].tolist() == UNIT_COLOURS
     manifest = result.run.manifest
     assert manifest.config["concept_source"] == "labels"
+    assert manifest.similarity_fn == (similarity_fn or "auprc")  # the labelled probes' default
     assert manifest.clip_model == "labels"
     assert manifest.concept_set.n_concepts == len(COLOURS)
     assert manifest.concept_set.source == "class sub-folders"
     # One unit per label, but the label names are sorted, not a classifier's outputs: no automatic check.
     assert len(UNIT_COLOURS) == len(COLOURS) and manifest.output_check == []
+    # Each unit fires on its colour's 20 images only, so all 20 are among its top 100 (the other 80
+    # are tied at 0), and no colour has more images: every label is a (tied) majority.
+    (check,) = manifest.majority_check
+    assert (check.layer, check.top_k, check.agreeing) == ("detect", 100, len(UNIT_COLOURS))
+    assert check.label_count == check.majority_count == [20] * len(UNIT_COLOURS)
+    # The result says so, and what to do; likewise for the quality figures this small probe set cannot give.
+    skipped = {stage.stage: stage for stage in result.skipped}
+    assert "dissect evaluate RUN_DIR --class_names FILE" in skipped["output-layer check"].fix
+    if (similarity_fn or "auprc").startswith("cos"):  # quality figures re-score the rescorable scores only
+        assert f"Use `similarity_fn` {' or '.join(RESCORABLE)} to have them." == skipped["label quality"].fix
+    else:
+        assert ("label quality" in skipped) == (result.run.label_quality is None)
+    assert [line.text for line in result.summary() if line.kind == "skipped"] == [
+        f"Skipped {stage.stage}: {stage.reason} {stage.fix}" for stage in result.skipped]
 
 
 def test_labels_csv_gives_several_labels_per_image(planted_probe, tmp_path):
@@ -130,9 +154,33 @@ def test_missing_labels_csv_and_unknown_source(planted_probe, tmp_path):
     assert CONCEPT_SOURCES.names() == ["clip", "labels"]
 
 
-def test_a_labels_run_cannot_take_a_concept_set(planted_probe, tmp_path):
+def test_a_labels_run_is_redescribed_with_formulas_from_the_cache(planted_probe, tmp_path):
     root, _ = planted_probe
     run = load_run(describe(labels_config(root, tmp_path)).run_dir)
-    assert config_from_run(run).concept_source == "labels"
-    with pytest.raises(InvalidInputError, match="labels"):
-        config_from_run(run, concept_set="english_20k")
+    again = config_from_run(run)
+    assert (again.concept_source, again.concept_set, again.similarity_fn) == ("labels", None, "auprc")
+    formulas = tmp_path / "formulas.txt"
+    formulas.write_text("red OR magenta\ngreen\n\nblue AND NOT red\ncyan OR yellow\nred AND green\n")
+    # (The planted network has no name to be loaded by, so it is passed again.)
+    result = describe(config_from_run(run, concept_set=str(formulas), target_model=planted_target()))
+    assert "activations detect" in result.reused and "similarity detect" not in result.reused
+    # Each unit fires on its colour's images only; the one formula that holds there has AP 1 or
+    # (for an OR of two colours) the highest.
+    holds_on = {"red": "red OR magenta", "magenta": "red OR magenta", "green": "green",
+                "blue": "blue AND NOT red", "cyan": "cyan OR yellow", "yellow": "cyan OR yellow"}
+    assert result.run.descriptions["description"].tolist() == [holds_on[colour] for colour in UNIT_COLOURS]
+    assert result.run.manifest.concept_set.source == str(formulas)
+    assert any("1 concept(s) of formulas hold for no probe image, e.g. 'red AND green'" in warning
+               for warning in result.warnings)
+    # The formula run is reproduced from its manifest with its formulas.
+    assert config_from_run(load_run(result.run_dir)).concept_set == str(formulas)
+    with pytest.raises(InvalidInputError, match=r"line 1 \('the'\): no label 'the'"):
+        describe(config_from_run(run, concept_set=ConceptSet("words", ("the", "of"), "upload"),
+                                 target_model=planted_target()))
+
+
+def test_label_scores_are_refused_for_clip_concepts_before_anything_loads(planted_probe, tmp_path):
+    root, _ = planted_probe
+    with pytest.raises(InvalidInputError, match="auprc scores units against the probe images' labels"):
+        describe(labels_config(root, tmp_path, concept_source="clip", similarity_fn="auprc",
+                               concept_set=ConceptSet("colours", tuple(COLOURS), "upload")))

@@ -70,6 +70,7 @@ def test_builtin_sets_need_no_download():
     assert len(imagenet) == 1000
 
 
+@pytest.mark.reference
 def test_reference_lists_parse_as_documented(reference_dir: Path):
     data = reference_dir / "clip_dissect_data"
     assert len(load_concept_set(data / "20k.txt")) == 20_000

@@ -15,6 +15,7 @@ import pytest
 from dissect_core.runs import demo_runs as demo
 from dissect_core.engine import demo_build
 from dissect_core.cli import main
+from dissect_core.runs.manifest import FORMAT_VERSION
 from dissect_core.runs.run_folders import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,17 @@ def test_trained_classifier_units_carry_their_class_and_untrained_ones_do_not(co
     assert output_layer_hits(untrained) <= 3
 
 
+def test_trained_units_are_labelled_with_what_their_top_images_show(committed):
+    # docs/labelled_scores.md: scored with soft-WPMI at λ = 1 only 82 of the trained network's 122
+    # units carried the label most of their top 100 images carry (conv1 unit 0 was "Dress" with 10
+    # Dress and 55 Sandal among them); the labelled probes' default, auprc, gives 112.
+    trained, _ = committed
+    assert trained.manifest.similarity_fn == "auprc" and trained.manifest.format_version == FORMAT_VERSION
+    checks = trained.manifest.majority_check
+    assert [check.layer for check in checks] == list(demo.LAYERS)
+    assert sum(check.agreeing for check in checks) >= 0.85 * sum(check.units for check in checks)
+
+
 def test_reading_the_demo_imports_no_torch():
     code = ("import sys; from dissect_core.runs.demo_runs import demo_runs, demo_info; from dissect_core.runs.run_folders import "
             "load_run; [load_run(p) for p in demo_runs()]; demo_info(); "
@@ -148,13 +160,59 @@ def test_reading_the_demo_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+# The committed demo runs were made on one machine (see demo.json). Another CPU rounds the
+# forward pass differently (another summation order, FMA, vector width), so its activations
+# differ in the last bits, and where two probe images nearly tie for a unit's top 100 they
+# can swap ranks: soft-WPMI weighs each rank differently, so such a swap moves a score by
+# up to a few hundredths (0.044 seen on conv3 unit 45 of the untrained net). The scores are
+# therefore not compared with the committed ones; what the method defines is compared:
+# the labels, and each stored score against the formula applied to the run's own activations.
+#
+# Tolerance of a recomputed score (the demo's default, auprc): a concept's average precision
+# sums at most one term per probe image (1,000), each at most 1/P with P the concept's
+# images, so the sum is at most 1; in float32 its rounding error is at most
+# n · 2⁻²⁴ · Σ|term| = 1000 · 2⁻²⁴ ≈ 6.0e-5 (the textbook bound n·u·Σ|term|), and subtracting
+# the concept's share of images is exact by comparison.
+SCORE_ATOL = 1000 * 2**-24
+# A unit whose best two concepts are closer than that is a tie: its label is not defined by
+# the computation, so it is left out of the label comparison. The test fails if that leaves
+# out more than a few units.
+MAX_TIES = 3
+
+
 def test_demo_command_writes_runs_that_reproduce_the_committed_ones(committed, tmp_path, capsys):
-    assert main(["demo", str(tmp_path / "out"), "--quiet"]) == 0
-    assert "streamlit run streamlit_app.py -- --results" in capsys.readouterr().out
-    written = sorted((tmp_path / "out").glob("*/descriptions.csv"))
+    from dissect_core.engine.activations import LayerActivations
+    from dissect_core.engine.cache import FeatureCache
+    from dissect_core.engine.concept_sources import labelled_probe
+    from dissect_core.engine.probe_sets import open_probe
+    from dissect_core.engine.similarity import similarity_matrix
+
+    out = tmp_path / "out"
+    assert main(["demo", str(out), "--quiet"]) == 0
+    assert f"dissect app --results {out}" in capsys.readouterr().out
+    written = sorted(out.glob("*/descriptions.csv"))
     assert len(written) == 2
-    runs = {run.label: run for run in (load_run(path) for path in written)}
+    runs = {run.label: run for run in (load_run(path.parent) for path in written)}
+    cache = FeatureCache(out / "saved_activations")
+    labels = labelled_probe(open_probe(str(demo.DEMO_DIR / demo.PROBE_DIR)))
+    ties = 0
     for stored in committed:
         fresh = runs[stored.label]
-        assert fresh.descriptions["description"].tolist() == stored.descriptions["description"].tolist()
-        assert np.allclose(fresh.descriptions["similarity"], stored.descriptions["similarity"], atol=1e-4)
+        assert fresh.manifest.similarity_params == stored.manifest.similarity_params
+        assert fresh.manifest.majority_check == stored.manifest.majority_check
+        runner_up = stored.top_concepts.pivot_table(index=["layer", "unit"], columns="rank", values="score", sort=False)
+        margin = (runner_up[0] - runner_up[1]).to_numpy()
+        decided = margin > SCORE_ATOL
+        ties += int((~decided).sum())
+        assert (fresh.descriptions["description"].to_numpy()[decided]
+                == stored.descriptions["description"].to_numpy()[decided]).all()
+        for layer in fresh.layers:
+            entry = cache.load(LayerActivations, fresh.manifest.cache_keys.activations[layer])
+            scores = similarity_matrix(fresh.similarity_fn, labels.image_features[entry.image_indices], labels.text_features,
+                                       entry.pooled, **fresh.manifest.similarity_params)
+            units = fresh.units(layer)
+            np.testing.assert_allclose(units["similarity"], scores.max(dim=1).values.numpy(), rtol=0, atol=SCORE_ATOL)
+            in_layer = decided[(stored.descriptions["layer"] == layer).to_numpy()]
+            best = np.array(labels.concepts.concepts)[scores.argmax(dim=1).numpy()]
+            assert (units["description"].to_numpy()[in_layer] == best[in_layer]).all()
+    assert ties <= MAX_TIES

@@ -1,4 +1,4 @@
-"""download_file and the connectivity check, against a loopback HTTP server (no internet)."""
+"""download_file (pooch underneath) and the connectivity check, against a loopback HTTP server (no internet)."""
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +62,7 @@ def test_download_verifies_reports_progress_and_renames(local_server, tmp_path, 
         what="Test weights",
         how_to_fix="",
         progress=lambda *args: calls.append(args),
-        sha256=hashlib.sha256(PAYLOAD).hexdigest()[:10],  # a prefix, as torchvision file names carry
+        known_hash="sha256:" + hashlib.sha256(PAYLOAD).hexdigest()[:10],  # a prefix, as torchvision names carry
     )
     assert out == dest and dest.read_bytes() == PAYLOAD
     assert calls[0] == ("download weights.bin", 0, len(PAYLOAD))
@@ -70,12 +70,31 @@ def test_download_verifies_reports_progress_and_renames(local_server, tmp_path, 
     assert [p.name for p in dest.parent.iterdir()] == ["weights.bin"]  # no temp file left behind
 
 
-def test_checksum_mismatch_leaves_no_file(local_server, tmp_path, monkeypatch):
+def test_full_hash_is_checked_by_pooch(local_server, tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "*")
     dest = tmp_path / "weights.bin"
-    with pytest.raises(MissingResourceError, match="corrupt"):
-        downloads.download_file(local_server + "/weights.bin", dest, what="W", how_to_fix="", sha256="00ff")
-    assert list(tmp_path.glob("*weights.bin*")) == []
+    md5 = "md5:" + hashlib.md5(PAYLOAD).hexdigest()
+    assert downloads.download_file(local_server + "/weights.bin", dest, what="W", how_to_fix="", known_hash=md5) == dest
+    assert dest.read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("known_hash", ["sha256:00ff", "sha256:" + "0" * 64, "md5:" + "0" * 32])
+def test_checksum_mismatch_leaves_no_file(local_server, tmp_path, monkeypatch, known_hash):
+    monkeypatch.setenv("no_proxy", "*")
+    dest = tmp_path / "cache" / "weights.bin"
+    with pytest.raises(MissingResourceError, match="corrupt") as info:
+        downloads.download_file(local_server + "/weights.bin", dest, what="W", how_to_fix="", known_hash=known_hash)
+    assert str(dest.resolve()) in str(info.value)  # where to save a copy fetched by hand
+    assert list(dest.parent.iterdir()) == []  # neither the file nor pooch's temporary one
+
+
+def test_server_error_says_the_download_failed(local_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("no_proxy", "*")
+    with pytest.raises(MissingResourceError, match="404") as info:
+        downloads.download_file(local_server + "/absent.bin", tmp_path / "cache" / "absent.bin", what="W",
+                                how_to_fix="")
+    assert "Downloading " + local_server + "/absent.bin failed" in str(info.value)
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_existing_file_is_returned_without_network(tmp_path, monkeypatch):
@@ -106,3 +125,15 @@ def test_file_sha256_follows_changes(tmp_path):
     assert file_sha256(path) == hashlib.sha256(PAYLOAD).hexdigest()
     path.write_bytes(PAYLOAD + b"!")  # a changed file must not hit the memo
     assert file_sha256(path) == hashlib.sha256(PAYLOAD + b"!").hexdigest()
+
+
+def test_broden_download_is_checked_against_its_known_hash(local_server, tmp_path, monkeypatch):
+    # The served file is not Broden, so the pinned MD5 must reject it before anything is unpacked.
+    from dissect_core.engine import datasets
+
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setattr(datasets, "BRODEN_URL", local_server + "/weights.bin")
+    with pytest.raises(MissingResourceError, match="corrupt") as info:
+        datasets.download_broden(tmp_path / "data", progress=None)
+    assert datasets.BRODEN_HASH.removeprefix("md5:") in str(info.value)
+    assert list((tmp_path / "data").iterdir()) == []

@@ -21,14 +21,14 @@ def computed_anything(tmp_path) -> bool:
 
 def test_result_folder_that_cannot_be_made_fails_before_the_probe_pass(planted, tmp_path):
     (tmp_path / "occupied").write_text("a file")
-    with pytest.raises(InvalidInputError, match=r"Cannot write the run folder in .*occupied.*pass another --result_dir"):
+    with pytest.raises(InvalidInputError, match=r"Cannot write the run folder in .*occupied.*pass another `result_dir`"):
         describe(config_for(planted, tmp_path, result_dir=str(tmp_path / "occupied" / "results")))
     assert not computed_anything(tmp_path)
 
 
 def test_cache_folder_that_cannot_be_made_fails_before_the_probe_pass(planted, tmp_path):
     (tmp_path / "occupied").write_text("a file")
-    with pytest.raises(InvalidInputError, match=r"Cannot write the cache in .*pass another --activation_dir"):
+    with pytest.raises(InvalidInputError, match=r"Cannot write the cache in .*pass another `activation_dir`"):
         describe(config_for(planted, tmp_path, activation_dir=str(tmp_path / "occupied" / "cache")))
     assert not (tmp_path / "results").exists()
 

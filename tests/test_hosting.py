@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -18,12 +16,14 @@ from pathlib import Path
 import pytest
 
 from dissect_core.cli import main
-from dissect_app.host_folder import HOSTED_REQUIREMENTS
+from dissect_app.host_folder import APP_CONFIG, HOSTED_REQUIREMENTS
+from dissect_app.local_server import local_server
 from dissect_core.runs.run_folders import find_runs, load_run
 
-REPO = Path(__file__).resolve().parents[1]
-PAGES = ("overview.py", "pages/2_Shared_concepts.py", "pages/3_Model_differences.py",
-         "pages/4_Unit_explorer.py")
+# The app's files in a host folder (the copy of the dissect_app package).
+APP_FILES = ("streamlit_app.py", "dissect_app/server/entry.py", "dissect_app/views/overview.py",
+             "dissect_app/views/Shared_concepts.py", "dissect_app/views/Model_differences.py",
+             "dissect_app/views/Unit_explorer.py", "dissect_app/views/Sweep.py", "dissect_app/views/Run.py")
 
 
 def write_reference_run(folder: Path, model: str, concepts: list[str]) -> Path:
@@ -60,20 +60,19 @@ def test_bundle_command_writes_an_importable_bundle(hosted: dict) -> None:
 
 def test_host_folder_holds_the_app_the_runs_and_the_hosting_files(hosted: dict) -> None:
     site: Path = hosted["site"]
-    for name in (*PAGES, "pages/5_Run.py", "dissect_app/__init__.py", "dissect_core/__init__.py"):
+    for name in (*APP_FILES, "dissect_app/__init__.py", "dissect_core/__init__.py"):
         assert (site / name).is_file(), name
     assert not list(site.rglob("__pycache__")) and not (site / "tests").exists()
-    assert (site / "requirements.txt").read_text() == (REPO / HOSTED_REQUIREMENTS).read_text()
+    assert (site / "requirements.txt").read_text() == HOSTED_REQUIREMENTS.read_text()
     requirements = [line.split("#")[0].strip() for line in (site / "requirements.txt").read_text().splitlines()]
     names = {re.split(r"[<>=!~\[ ]", line)[0].lower() for line in requirements if line}
     assert "streamlit" in names and not names & {"torch", "torchvision", "open_clip_torch"}
 
     config = tomllib.loads((site / ".streamlit" / "config.toml").read_text())
     assert config["server"]["headless"] is True and config["client"]["showErrorDetails"] == "none"
-    own = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    # The app's own settings carry over: it draws its own navigation (without the Run page when hosted).
-    assert config["client"]["showSidebarNavigation"] is own["client"]["showSidebarNavigation"] is False
-    assert config["theme"] == own["theme"]
+    own = tomllib.loads(APP_CONFIG.read_text())
+    # The app's own settings carry over: its theme and upload limit.
+    assert config["theme"] == own["theme"] and config["server"]["maxUploadSize"] == own["server"]["maxUploadSize"]
     assert tomllib.loads((site / ".streamlit" / "secrets.toml").read_text()) == {"DISSECT_HOSTED": "1"}
 
     docker = (site / "Dockerfile").read_text()
@@ -114,17 +113,19 @@ def test_host_refuses_bad_targets_and_leaves_nothing(hosted: dict, tmp_path: Pat
 
 def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
     """Each page runs from the folder's own copy of the app, in hosted mode, importing no torch."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
         from streamlit.testing.v1 import AppTest
-        for page in {PAGES!r}:
-            at = AppTest.from_file("overview.py", default_timeout=120).run()
-            if page != "overview.py":
-                at.switch_page(page).run()
+        import dissect_app
+        from dissect_app.navigation import served_pages
+        assert dissect_app.__file__.startswith(sys.path[0]), dissect_app.__file__  # the folder's copy
+        pages = served_pages()
+        assert len(pages) == 5, pages  # hosted: every page but the Run page
+        for page in pages:
+            at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=120).run()
+            at.switch_page(page.script).run()
             assert not at.exception, (page, [e.value for e in at.exception])
             assert at.title and len(at.dataframe) > 0, page  # runs shown, not the how-to hint
-        import dissect_app
-        assert dissect_app.__file__.startswith(sys.path[0]), dissect_app.__file__  # the folder's copy
         print("torch" in sys.modules, "open_clip" in sys.modules)
     """)
     env = {**os.environ, "DISSECT_HOSTED": "1", "PYTHONPATH": str(hosted["site"])}
@@ -135,36 +136,13 @@ def test_host_folder_serves_every_page_without_torch(hosted: dict) -> None:
     assert done.stdout.split()[-2:] == ["False", "False"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_host_folder_starts_with_the_dockerfile_command(hosted: dict) -> None:
     """The Dockerfile's command (on a free port) answers the health check."""
-    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DISSECT_", "STREAMLIT_"))}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}",
-         "--server.address=127.0.0.1"],
-        cwd=hosted["site"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline, status = time.monotonic() + 90, None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                    status = (response.status, response.read())
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert status == (200, b"ok"), "the server did not answer its health check"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+    # local_server waits for the health check's "ok" (it raises, with the server's output, otherwise).
+    with local_server(script=hosted["site"] / "streamlit_app.py", cwd=hosted["site"], env=env) as server:
+        with urllib.request.urlopen(f"{server.url}/", timeout=5) as response:
             assert response.status == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_host_without_sources_serves_the_built_in_demo(tmp_path: Path) -> None:
@@ -175,7 +153,8 @@ def test_host_without_sources_serves_the_built_in_demo(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import sys
         from streamlit.testing.v1 import AppTest
-        at = AppTest.from_file("overview.py", default_timeout=120).run()
+        import dissect_app
+        at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=120).run()
         assert not at.exception, [e.value for e in at.exception]
         print(any(info.value.startswith("**Demo.**") for info in at.info), len(at.metric) > 0,
               "torch" in sys.modules)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from dissect_core.runs.demo_runs import demo_runs
 from dissect_core.common.errors import NewerFormatError
 from dissect_core.runs.manifest import FORMAT_VERSION, MANIFEST_FILE, DamagedRunError, RunManifest, RunSources
 from dissect_core.runs.run_folders import find_runs, load_run
@@ -66,6 +66,9 @@ def test_an_unreadable_manifest_is_an_error(run_copy, damage, words):
     (lambda record: record.update(layers="layer4"), ["layers should be a list"]),
     (lambda record: record["probe"].update(n_images="120"), ["probe: n_images should be int"]),
     (lambda record: record.update(surprise=1), ["unknown field(s) surprise"]),
+    (lambda record: record["probe"].update(surprise=1), ["probe has unknown field(s) surprise"]),
+    (lambda record: record.update(timings_s={"load": "slow"}), ["timings_s (a value) should be float, not str"]),
+    (lambda record: record.update(target_checkpoint=3), ["target_checkpoint should be str or null, not int"]),
 ])
 def test_a_wrong_manifest_says_what_is_wrong(run_copy, change, words):
     _rewrite(run_copy, change)
@@ -90,8 +93,15 @@ def test_a_newer_manifest_asks_for_a_newer_dissect(run_copy):
 
 def test_runs_are_written_in_the_current_format_which_has_the_quality_fields(computed_run):
     record = json.loads((computed_run["run_dir"] / MANIFEST_FILE).read_text())
-    assert FORMAT_VERSION == 3 and record["format"] == "dissect_core-run/3"
-    assert {"label_quality", "output_check"} <= set(record)
+    assert FORMAT_VERSION == 4 and record["format"] == "dissect_core-run/4"
+    assert {"label_quality", "output_check", "majority_check"} <= set(record)
+    assert record["majority_check"] == []  # a CLIP run has no labels to take a majority of
+
+
+def test_a_version_3_manifest_reads_without_the_majority_check(run_copy):
+    _rewrite(run_copy, lambda record: (record.update(format="dissect_core-run/3"), record.pop("majority_check")))
+    manifest = load_run(run_copy).manifest
+    assert manifest.format_version == 3 and manifest.majority_check == []
 
 
 def test_a_version_2_manifest_still_reads_with_or_without_the_quality_fields(run_copy):
@@ -105,15 +115,15 @@ def test_a_version_2_manifest_still_reads_with_or_without_the_quality_fields(run
     assert json.loads(manifest.to_json())["format"] == "dissect_core-run/2"
 
 
-def test_the_demo_runs_version_2_manifests_read_with_their_quality_figures():
-    # The committed demo runs were written before format 3: real version-2 files with the
-    # quality fields. A rebuild (scripts/build_demo.py) writes version 3; this test then
-    # fails on purpose, so that a version-2 copy is kept here before they go.
-    for folder in demo_runs():
-        assert json.loads((folder / MANIFEST_FILE).read_text())["format"] == "dissect_core-run/2"
-        run = load_run(folder)
-        assert run.manifest.format_version == 2 and "settings" in run.manifest.label_quality
-        assert run.manifest.output_check and run.label_quality is not None
+def test_a_real_version_2_run_reads_with_its_quality_figures():
+    # A copy of the demo's trained run as committed before format 3 (its run files less the
+    # points, maps and thumbnails): a real version-2 manifest with the quality fields.
+    folder = Path(__file__).parent / "data" / "format2_demo_run"
+    assert json.loads((folder / MANIFEST_FILE).read_text())["format"] == "dissect_core-run/2"
+    run = load_run(folder)
+    assert run.manifest.format_version == 2 and "settings" in run.manifest.label_quality
+    assert run.manifest.output_check and run.label_quality is not None
+    assert run.manifest.majority_check == []  # recorded from format 4 on
 
 
 def test_a_damaged_run_is_listed_with_its_reason(run_copy, computed_run):

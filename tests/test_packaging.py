@@ -1,8 +1,10 @@
 """What `pip install .` is built from: one version, a `dissect` command that is
-`python -m dissect_core`, and runtime dependencies that match requirements.txt; and the
-wheel it builds, which must hold every file of the package (the lexicon and the demo
-data included) and work from outside the checkout. (Installing with its dependencies into
-a fresh venv needs the package registry, so that is checked by hand: see the README.)"""
+`python -m dissect_core`, and runtime dependencies (with the app's extra) that match
+requirements.txt; and the wheel it builds, which must hold every file of both packages (the
+lexicon, the demo data and the app's pages and settings included) and work from outside the
+checkout: the library, and `dissect app` serving every page. (Installing with its
+dependencies into a fresh venv needs the package registry, so that is checked by hand: see
+the README.)"""
 from __future__ import annotations
 
 import importlib
@@ -13,12 +15,16 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
+import dissect_app
 import dissect_core
+from dissect_app.host_folder import HOSTED_REQUIREMENTS
+from dissect_app.local_server import local_server
 from dissect_core import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,14 +56,22 @@ def test_version_is_written_once():
     assert written == [REPO / "dissect_core" / "__init__.py"]
 
 
+def _requirement_names(path: Path) -> set[str]:
+    return {_name(line) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
 def test_build_system_and_dependencies():
     assert PYPROJECT["build-system"]["build-backend"] == "setuptools.build_meta"
-    runtime = {_name(line) for line in (REPO / "requirements.txt").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    declared = {_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
-    # Everything the package declares is pinned for CI; what CI pins beyond it is the app's.
-    assert declared - {"numpy", "huggingface-hub"} <= runtime
-    assert runtime - declared == {"streamlit"}
+    runtime = _requirement_names(REPO / "requirements.txt")
+    core = {_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
+    app = {_name(requirement) for requirement in PYPROJECT["project"]["optional-dependencies"]["app"]}
+    # CI pins exactly what the package and its app extra declare (numpy and huggingface_hub come with torch).
+    assert (core | app) - {"numpy", "huggingface-hub"} == runtime
+    # Only the app draws charts: the library does not depend on Altair or vl-convert.
+    assert {"streamlit", "altair", "vl-convert-python", "platformdirs"} == app and not core & app
+    # A hosted folder installs the app's extra, without torch.
+    hosted = _requirement_names(HOSTED_REQUIREMENTS)
+    assert app <= hosted and not hosted & {"torch", "torchvision", "open-clip-torch"}
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +81,13 @@ def wheel(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "dissect_core", source / "dissect_core",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in ("dissect_core", "dissect_app"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                     "--quiet", "--wheel-dir", str(root / "dist"), str(source)], check=True)
-    (built,) = (root / "dist").glob("dissect_core-*.whl")
+    (built,) = (root / "dist").glob("clip_dissect_explorer-*.whl")
     return built
 
 
@@ -85,18 +99,31 @@ def _package_files(folder: Path) -> set[str]:
 def test_wheel_holds_every_package_file_the_command_and_the_dependencies(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        dist_info = f"dissect_core-{dissect_core.__version__}.dist-info"
+        dist_info = f"clip_dissect_explorer-{dissect_core.__version__}.dist-info"
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
         metadata = archive.read(f"{dist_info}/METADATA").decode()
-    # Every module and data file: the WordNet table, the demo's weights, images and runs.
-    assert {name for name in names if name.startswith("dissect_core/")} == _package_files(REPO / "dissect_core")
+        licence = archive.read(f"{dist_info}/licenses/LICENSE").decode()
+    # Every module and data file: the WordNet table, the demo's weights, images and runs; the
+    # app's pages, server script, settings and hosted requirements.
+    for package in ("dissect_core", "dissect_app"):
+        assert {name for name in names if name.startswith(f"{package}/")} == _package_files(REPO / package)
     assert "dissect_core/runs/lexicon/wordnet_categories.tsv.gz" in names
     assert "dissect_core/demo_data/demo.json" in names
+    assert {"dissect_app/server/.streamlit/config.toml", "dissect_app/views/Unit_explorer.py",
+            "dissect_app/server/streamlit_app.py", "dissect_app/requirements-hosted.txt"} <= names
     assert "[console_scripts]\ndissect = dissect_core.cli:main" in entry_points
     assert f"\nVersion: {dissect_core.__version__}\n" in metadata
-    requires = {_name(line.removeprefix("Requires-Dist: ")) for line in metadata.splitlines()
-                if line.startswith("Requires-Dist: ")}
-    assert requires == {_name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
+    assert "\nName: clip-dissect-explorer\n" in metadata
+    # The licence: an SPDX expression in the metadata, and the text itself in the wheel.
+    assert "\nLicense-Expression: MIT\n" in metadata and "\nLicense-File: LICENSE\n" in metadata
+    assert licence == (REPO / "LICENSE").read_text() and licence.startswith("MIT License")
+    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
+                if line.startswith("Requires-Dist: ")]
+    assert {_name(r) for r in requires if "extra ==" not in r} == {
+        _name(requirement) for requirement in PYPROJECT["project"]["dependencies"]}
+    assert {_name(r) for r in requires if r.endswith('extra == "app"')} == {
+        _name(requirement) for requirement in PYPROJECT["project"]["optional-dependencies"]["app"]}
+    assert "\nProvides-Extra: app\n" in metadata
 
 
 def test_unpacked_wheel_runs_outside_the_checkout(wheel, tmp_path):
@@ -122,3 +149,43 @@ print(json.dumps({"package": dissect_core.__file__, "runs": [run.path.name for r
     assert Path(seen["package"]).is_relative_to(site)
     assert seen["runs"] == ["trained", "untrained"] and min(seen["units"]) > 0
     assert seen["dog"] == "object"  # read from the packaged WordNet table
+
+
+PAGES_SCRIPT = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+import dissect_app
+from dissect_app.navigation import PAGES
+rendered = {}
+for page in PAGES:
+    at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=180).run()
+    at.switch_page(page.script).run()
+    rendered[page.url_path] = {"title": [t.value for t in at.title], "exceptions": [e.value for e in at.exception]}
+print(json.dumps({"package": dissect_app.__file__, "pages": rendered}))
+"""
+
+
+def test_unpacked_wheel_serves_the_app_outside_the_checkout(wheel, tmp_path):
+    """`python -m dissect_core app` from a folder with no checkout answers its health check,
+    and every page of the installed app renders without an exception (AppTest on its entry)."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DISSECT_", "STREAMLIT_"))},
+           "PYTHONPATH": str(site), dissect_app.RESULTS_ENV: str(elsewhere / "results")}
+    with local_server(cwd=elsewhere, env=env) as server:  # raises, with the server's output, unless healthy
+        with urllib.request.urlopen(f"{server.url}/Unit_explorer", timeout=10) as response:
+            assert response.status == 200  # a deep link is served (the page itself is drawn over the websocket)
+
+    done = subprocess.run([sys.executable, "-c", PAGES_SCRIPT], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(seen["package"]).is_relative_to(site)  # the wheel's app, not the checkout's
+    titles = {"": "Overview", "Shared_concepts": "Shared concepts", "Model_differences": "Model differences",
+              "Unit_explorer": "Unit explorer", "Sweep": "Sweep", "Run": "Run CLIP-Dissect"}
+    assert {path: page["title"][:1] for path, page in seen["pages"].items()} == {
+        path: [title] for path, title in titles.items()}
+    assert all(not page["exceptions"] for page in seen["pages"].values()), seen["pages"]

@@ -336,7 +336,7 @@ def test_device_decoder_decodes_each_batch_in_one_call(tmp_path, monkeypatch):
     add_corrupt_files(tmp_path / "a")
     calls = []
     real = gpu_decoding.decode_jpeg
-    monkeypatch.setattr(probe_data, "decode_jpeg", lambda data, **kw: calls.append(kw["device"]) or real(data, **kw))
+    monkeypatch.setattr(gpu_decoding, "decode_jpeg", lambda data, **kw: calls.append(kw["device"]) or real(data, **kw))
     probe = image_folder(tmp_path)
     batches = list(device_probe_loader(probe, TO_TENSOR, batch_size=7, num_workers=1))
     assert [b.indices.tolist() for b in batches] == [[0, 1, 2, 3, 4]]

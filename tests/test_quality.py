@@ -121,8 +121,28 @@ def test_other_similarity_functions_are_refused_with_a_reason():
 def test_distinct_interval_is_the_bootstrap_spread_around_the_full_count():
     # Resamples with 3, 4, 4, 4, 5 distinct labels (median 4); the full sample had 6.
     labels = torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 3], [0, 1, 2, 3, 0], [4, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
-    assert distinct_interval(labels, 6, 0.95) == (5, 7)
-    assert distinct_interval(labels[1:4], 4, 0.95) == (4, 4)
+    assert distinct_interval(labels, 6, 0.95, most=10) == (5, 7)
+    assert distinct_interval(labels[1:4], 4, 0.95, most=10) == (4, 4)
+
+
+def test_distinct_interval_stays_inside_what_is_possible():
+    # The same spread (−1, +1 around the median) placed around a full count of 6: with only 6
+    # concepts (or 6 units) there cannot be 7 distinct labels, and never fewer than one.
+    labels = torch.tensor([[0, 1, 2, 2, 2], [0, 1, 2, 3, 3], [0, 1, 2, 3, 0], [4, 1, 2, 3, 3], [0, 1, 2, 3, 4]])
+    assert distinct_interval(labels, 6, 0.95, most=6) == (5, 6)
+    assert distinct_interval(labels, 1, 0.95, most=6) == (1, 2)
+
+
+def test_the_demo_layers_distinct_intervals_are_possible():
+    # Each layer's interval of distinct labels lies within 1..min(units, concepts) and holds the count.
+    from dissect_core.runs.demo_runs import demo_runs
+    from dissect_core.runs.run_folders import load_run
+
+    for folder in demo_runs():
+        run = load_run(folder)
+        concepts = run.manifest.concept_set.n_concepts
+        for row in run.layer_quality.itertuples():
+            assert 1 <= row.distinct_low <= row.distinct <= row.distinct_high <= min(row.units, concepts), row
 
 
 def test_fisher_interval_widens_with_fewer_images():

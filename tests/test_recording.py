@@ -166,8 +166,8 @@ def test_running_top_maps_equal_the_global_top_images_with_ties():
     outputs = (torch.rand(37, 4, 3, 3) * 4).round() / 4
     accumulator = _LayerAccumulator(CHANNELS_FIRST, "max", 37, 5)
     for start in range(0, 37, 8):
-        accumulator(outputs[start:start + 8])
-    result = accumulator.result(torch.arange(37) * 10, [])  # probe indices differ from rows
+        accumulator(outputs[start:start + 8], torch.arange(start, min(start + 8, 37)) * 10)  # probe indices
+    result = accumulator.take().finish("channels_first", [])
     _, rows = top_rows(outputs.amax(dim=(2, 3)), 5)
     assert torch.equal(result.map_images, (rows * 10).T)
     expected = outputs[rows.T, torch.arange(4)[:, None]].half()

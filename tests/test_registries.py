@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dissect_core.choices import catalog
-from dissect_core.engine import pipeline
+from dissect_core.engine import downloads, pipeline
 from dissect_core.engine import probe_sets
 from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,
                                   SIMILARITY_FUNCTIONS, ProbeSource)
@@ -28,11 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def no_loading(monkeypatch):
-    """Loading the target model fails the test: a bad name must be reported before it."""
+    """Loading the target model fails the test: a bad name must be reported before it.
+
+    The weights these commands name (resnet18, RN50) are absent here; with a network they
+    would be downloaded, so they are no prerequisite missing beside the bad name (offline,
+    describe would name them too, in one message: tests/test_prerequisites.py)."""
     def refuse(*args, **kwargs):
         pytest.fail("heavy work started before the bad name was reported")
 
     monkeypatch.setattr(pipeline, "load_target_model", refuse)
+    monkeypatch.setattr(downloads, "is_reachable", lambda url, timeout=None: True)
 
 
 def help_text(command: str, capsys) -> str:

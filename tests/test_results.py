@@ -93,6 +93,7 @@ def test_find_runs_reports_bad_files_and_keeps_the_rest(tmp_path):
     assert len(problems) == 1 and problems[0][0].parent == bad
 
 
+@pytest.mark.reference
 def test_reads_every_reference_csv(reference_dir: Path):
     runs, problems = find_runs(reference_dir / "clip_dissect_results")
     by_folder = {run.path.name: run for run in runs}
@@ -178,6 +179,7 @@ def test_uploaded_netdissect_files_of_one_model_form_one_run():
     assert [name for name, _ in problems] == ["broken_conv1.csv"]
 
 
+@pytest.mark.reference
 def test_reads_the_shared_netdissect_and_milan_files(reference_dir: Path):
     folder = reference_dir / "clip_dissect_results" / "Trustworthy-ML-Lab_CLIP-dissect"
     runs, problems = find_runs(folder)

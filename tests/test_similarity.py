@@ -385,7 +385,8 @@ def test_cuda_matches_cpu(name):
 
 def test_defaults_are_the_reference_constants():
     assert SIMILARITY_FUNCTIONS.names() == [
-        "soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed", "rank_reorder"]
+        "soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed", "rank_reorder",
+        "precision_at_k", "auprc", "iou"]  # the last three: labelled probes only (tests/test_label_scores.py)
     assert resolve_params("soft_wpmi", {}) == dict(top_k=100, a=10, lam=1, min_prob=1e-7, p_start=0.998, p_end=0.97)
     assert resolve_params("wpmi", None) == dict(top_k=28, a=2, lam=0.6, min_prob=1e-7)
     assert resolve_params("cos_similarity", {}) == {}

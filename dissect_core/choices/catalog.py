@@ -15,11 +15,12 @@ is :func:`markdown` (``python -m dissect_core list --markdown``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from dissect_core.choices.concept_sets import CONCEPT_SETS
-from dissect_core.common.errors import name_settings
+from dissect_core.choices.config import DescribeConfig
+from dissect_core.common.errors import about, name_settings
 from dissect_core.choices.layouts import Layout
 from dissect_core.common.registry import Entry, LazyFunction, Registry
 
@@ -91,6 +92,7 @@ class NamedModel:
     architecture: str  # torchvision name
     weights_url: str
     weights_file: str  # its name in weights_dir
+    weights_hash: str  # "md5:…" or "sha256:…", checked after the download
     preprocess: Callable[[], Callable[[Image.Image], Tensor]]
 
 
@@ -99,7 +101,10 @@ NAMED_MODELS: Registry[NamedModel] = Registry("named model")
 NAMED_MODELS.add(
     "resnet18_places",
     NamedModel("resnet18", "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
-               "resnet18_places365.pth.tar", LazyFunction("dissect_core.engine.models:places_preprocess")),
+               "resnet18_places365.pth.tar",
+               # CSAIL publishes no checksum; this MD5 is the one a public NetDissect setup script checks.
+               "md5:7a8808eefd4ea7458650ca84855f69b1",
+               LazyFunction("dissect_core.engine.models:places_preprocess")),
     "torchvision resnet18 trained on Places365 scenes (CSAIL's weights, downloaded into `data_dir`)",
 )
 
@@ -139,6 +144,24 @@ SIMILARITY_FUNCTIONS.add(
     "how well a concept's CLIP scores reorder a unit's top activations (seeded permutations)",
     top_fraction=0.05, p=3.0, scale_p=0.5, seed=0,
 )
+# Scores against the probe images' own labels (dissect_core.engine.label_scores): for the labels
+# concept source only. docs/labelled_scores.md compares them with soft-WPMI on the demo.
+SIMILARITY_FUNCTIONS.add(
+    "precision_at_k", LazyFunction("dissect_core.engine.label_scores:precision_at_k_scores"),
+    "labelled probes only: the share of a unit's top_k images that carry the label",
+    top_k=100,
+)
+SIMILARITY_FUNCTIONS.add(
+    "auprc", LazyFunction("dissect_core.engine.label_scores:auprc_scores"),
+    "labelled probes only: average precision (area under precision-recall) of a unit's activations "
+    "at finding the label's images, less the label's share of images (chance); the labels source's default",
+)
+SIMILARITY_FUNCTIONS.add(
+    "iou", LazyFunction("dissect_core.engine.label_scores:iou_scores"),
+    "labelled probes only: Network Dissection's IoU at image level, |top_k images ∩ labelled images| / |∪|",
+    top_k=100,
+)
+LABEL_SCORES = ("precision_at_k", "auprc", "iou")
 
 
 @dataclass(frozen=True)
@@ -199,3 +222,40 @@ def markdown(names: Optional[Mapping[str, str]] = None) -> str:
             rows.append(f"| {registry.kind} | `{entry.name}` | {text} | "
                         + (f"`{defaults}`" if defaults else "") + " |")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- concept sources
+
+# The similarity function of labelled runs that name none (docs/labelled_scores.md says why).
+LABELS_SIMILARITY_FN = "auprc"
+
+# A concept source builds a LabelledProbe from a probe set and an optional labels
+# CSV; ``None`` means CLIP encodes the concept set's texts and the probe images. Its
+# defaults fill the DescribeConfig fields left at None: ``similarity_fn``, and
+# ``concept_set`` (None for labelled sources: the labels themselves).
+# The implementation is named as "module:function" (it imports torch).
+CONCEPT_SOURCES: Registry[Optional[LazyFunction]] = Registry("concept source")
+CONCEPT_SOURCES.add(
+    "clip", None,
+    "concepts from the concept set, each image's match to them from CLIP (the method as published)",
+    similarity_fn="soft_wpmi", concept_set="data/20k.txt",
+)
+
+CONCEPT_SOURCES.add(
+    "labels", LazyFunction("dissect_core.engine.concept_sources:labelled_probe"),
+    "the probe images' own labels: class sub-folders, or a CSV (image,label) given as probe_labels; "
+    "a concept set then holds formulas over the labels (Sandal OR Sneaker)",
+    similarity_fn=LABELS_SIMILARITY_FN, concept_set=None,
+)
+
+
+def with_source_defaults(config: DescribeConfig) -> DescribeConfig:
+    """``config`` with ``concept_set`` and ``similarity_fn`` filled from its concept source's
+    defaults where they are None."""
+    with about("concept_source"):
+        defaults = CONCEPT_SOURCES.get(config.concept_source).defaults
+    return replace(
+        config,
+        concept_set=defaults["concept_set"] if config.concept_set is None else config.concept_set,
+        similarity_fn=config.similarity_fn or defaults["similarity_fn"],
+    )

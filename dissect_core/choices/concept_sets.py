@@ -42,6 +42,8 @@ class ConceptSet:
     source: str
     duplicates_dropped: int = 0
     blank_lines_dropped: int = 0
+    # Each concept's line in its file (1-based), for messages about a line; () when not read from text.
+    line_numbers: tuple[int, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -71,6 +73,7 @@ def parse_concepts(data: Union[str, bytes], name: str, source: str = "upload") -
     text = text.removeprefix("\ufeff")
 
     concepts: list[str] = []
+    line_numbers: list[int] = []
     seen: set[str] = set()
     blank = duplicates = 0
     lines = _LINE_BREAK.split(text)
@@ -91,9 +94,10 @@ def parse_concepts(data: Union[str, bytes], name: str, source: str = "upload") -
             continue
         seen.add(concept)
         concepts.append(concept)
+        line_numbers.append(line_number)
     if not concepts:
         raise InvalidInputError(f"{name}: the list contains no concepts (one concept per line expected).")
-    return ConceptSet(name, tuple(concepts), source, duplicates, blank)
+    return ConceptSet(name, tuple(concepts), source, duplicates, blank, tuple(line_numbers))
 
 
 def read_concept_file(path: Union[str, Path]) -> ConceptSet:

@@ -32,12 +32,48 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     # from a file another process is writing right now.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     try:
+        _chmod_as_made(fd, tmp, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new folder in ``parent`` to build a result in before renaming it into place, with
+    the permissions a plain ``mkdir`` would give it (``mkdtemp`` makes it private)."""
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    _chmod_as_made(None, folder, 0o777)
+    return folder
+
+
+def umask() -> int:
+    """The process's umask. Linux says it in /proc; elsewhere it is read by setting it
+    and back, which is not atomic between threads, so only as a fallback."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_as_made(fd: Optional[int], path: str | Path, mode: int) -> None:
+    """Give a file or folder from ``tempfile`` (0600 / 0700) the mode ``open``/``mkdir``
+    would: ``mode`` less the user's umask, so files meant to be shared (bundles, host
+    folders, run folders) are readable by whom the user's other files are."""
+    if os.name != "posix":
+        return
+    if fd is not None:
+        os.fchmod(fd, mode & ~umask())
+    else:
+        os.chmod(path, mode & ~umask())
 
 
 def temp_file_writer_pid(path: Path) -> Optional[int]:

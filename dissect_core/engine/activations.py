@@ -11,9 +11,10 @@ the same forward pass, which keeps
   a ViT layer's patch tokens on their grid), each unit's maps on its ``top_maps`` most
   activating images (a running top-k, float16), so that unit views and bundles
   never run the model again;
-* a fixed-size seeded sample of spatial values per unit, from which each unit's
-  top-0.5 % activation level (the Network-Dissection mask threshold) is estimated
-  (exact when the probe set has fewer positions than the sample).
+* a sample of spatial values per unit, about THRESHOLD_SAMPLES in all, drawn per image
+  with a generator seeded by its probe index, from which each unit's top-0.5 % activation
+  level (the Network-Dissection mask threshold) is estimated (exact when the probe set
+  has fewer positions than the sample).
 
 Memory stays flat as the probe set grows: beyond the N × units pooled matrix,
 only the running top-k maps and the bounded samples are kept.
@@ -21,6 +22,11 @@ only the running top-k maps and the bounded samples are kept.
 Images are ranked by activation, highest first, ties broken by probe index
 (lowest first); :func:`top_rows` is that order, and the running top-k keeps it,
 so the stored maps are those of the first images of ``top_images.csv``.
+
+Nothing kept depends on how the images were batched or in which order batches came:
+what a :class:`ProbeRecorder` records from some batches is a :class:`PassPart`, and
+parts recorded anywhere (by the workers of a Ray cluster, ``dissect_core.ray_sweep``)
+merge into exactly what one pass over all the images gives.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ from dissect_core.choices.config import DEFAULT_TOP_MAPS
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.choices.layouts import Layout
 from dissect_core.engine.models import TargetModel
+from dissect_core.engine.probe_loading import ProbeBatch
 from dissect_core.engine.probe_sets import ProbeSet
 from dissect_core.common.progress import ProgressFn, report
 from dissect_core.engine.recording import pool, record_layers, spatial_maps
@@ -110,19 +117,84 @@ class TargetLayers:
 
 
 @dataclass
-class ProbePass:
-    layers: list[dict[str, LayerActivations]] = field(default_factory=list)  # per target, in order
-    clip_image_features: Optional[torch.Tensor] = None  # (images, d), unnormalised
-    image_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-    skipped: list[int] = field(default_factory=list)
-    seconds: float = 0.0
+class TopMaps:
+    """Each unit's maps on its most activating images among those seen, best first:
+    by activation, then by lower probe index (the order :func:`top_rows` gives over the
+    whole pass, whatever order the images came in)."""
+
+    values: torch.Tensor  # (units, k) float32
+    images: torch.Tensor  # (units, k) probe indices
+    maps: torch.Tensor  # (units, k, height, width) float32
+
+    def merge(self, other: "TopMaps", k: int) -> "TopMaps":
+        """The top ``k`` of both. Sorting by probe index first and then stably by
+        activation puts ties in probe order, wherever the two sets came from."""
+        values = torch.cat([self.values, other.values], dim=1)
+        images = torch.cat([self.images, other.images], dim=1)
+        by_image = torch.sort(images, dim=1, stable=True).indices
+        by_value = torch.sort(values.gather(1, by_image), dim=1, descending=True, stable=True).indices[:, :k]
+        picks = by_image.gather(1, by_value)
+        unit = torch.arange(values.shape[0], device=values.device)[:, None]
+        return TopMaps(values.gather(1, picks), images.gather(1, picks),
+                       torch.cat([self.maps, other.maps], dim=1)[unit, picks])
+
+    def to(self, device: torch.device) -> "TopMaps":
+        return TopMaps(self.values.to(device), self.images.to(device), self.maps.to(device))
+
+
+def _batch_top_maps(maps: torch.Tensor, pooled: torch.Tensor, images: torch.Tensor, k: int) -> TopMaps:
+    """The top ``k`` maps per unit within one batch: (batch, units, h, w) maps, (batch, units) pooled."""
+    order = torch.sort(pooled.T, dim=1, descending=True, stable=True).indices[:, :k]  # ties: lower row first
+    unit = torch.arange(maps.shape[1], device=maps.device)[:, None]
+    return TopMaps(pooled.T.gather(1, order), images.to(maps.device)[order], maps[order, unit].float())
+
+
+@dataclass
+class LayerPart:
+    """One layer's record over some of the probe images: one batch, a worker's share, or the
+    pass so far. Parts :meth:`merge` in any order into the same whole (:meth:`finish`), so a
+    pass split among workers gives exactly what one pass over all the images gives."""
+
+    rows: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (probe indices, pooled)
+    samples: list[torch.Tensor] = field(default_factory=list)  # (units, s): spatial values for the threshold
+    top: Optional[TopMaps] = None
+
+    def merge(self, other: "LayerPart", top_maps: int) -> None:
+        self.rows += other.rows
+        self.samples += other.samples
+        if other.top is not None:
+            self.top = other.top if self.top is None else self.top.merge(other.top, top_maps)
+
+    def to(self, device: torch.device) -> "LayerPart":
+        return LayerPart([(images.to(device), pooled.to(device)) for images, pooled in self.rows],
+                         [sample.to(device) for sample in self.samples],
+                         None if self.top is None else self.top.to(device))
+
+    def finish(self, layout: str, skipped: list[int]) -> LayerActivations:
+        """The layer's record over every image: rows in probe order, the mask threshold
+        from the samples, the maps in float16."""
+        images = torch.cat([images for images, _ in self.rows]).cpu()
+        order = torch.argsort(images)
+        pooled = torch.cat([pooled for _, pooled in self.rows]).cpu()[order]
+        threshold = None
+        if self.samples:
+            values = torch.cat(self.samples, dim=1).cpu()
+            rank = max(1, math.ceil((1 - MASK_QUANTILE) * values.shape[1]))
+            threshold = values.kthvalue(rank, dim=1).values
+        maps = map_images = None
+        if self.top is not None:
+            # Clip so that an extreme activation saturates instead of becoming inf in float16.
+            maps = self.top.maps.clamp(-_FLOAT16_MAX, _FLOAT16_MAX).half().cpu()
+            map_images = self.top.images.cpu()
+        return LayerActivations(pooled, images[order], threshold, maps, map_images, layout, skipped)
 
 
 class _LayerAccumulator:
-    """Consumes one layer's canonical outputs batch by batch (see the module docstring).
+    """Consumes one layer's canonical outputs batch by batch (see the module docstring) into
+    a :class:`LayerPart`.
 
-    Everything it keeps stays on the outputs' device until :meth:`result`: copying to
-    the CPU batch by batch would make the host wait for the GPU after every batch.
+    Everything it keeps stays on the outputs' device until :meth:`LayerPart.finish`:
+    copying to the CPU batch by batch would make the host wait for the GPU after every batch.
     """
 
     def __init__(self, layout: Layout, pool_mode: str, n_images: int, top_maps: int):
@@ -130,78 +202,167 @@ class _LayerAccumulator:
         self.pool_mode = pool_mode
         self.n_images = n_images
         self.top_maps = top_maps
-        # Its own seeded sampler: a layer's threshold does not depend on what else is recorded.
-        self.generator = torch.Generator().manual_seed(0)
-        self.pooled: list[torch.Tensor] = []
-        self.samples: list[torch.Tensor] = []
-        self.rows_seen = 0
-        self.top_values: Optional[torch.Tensor] = None  # (units, k') float32, best first
-        self.top_rows: Optional[torch.Tensor] = None  # (units, k') pass rows of the maps
-        self.maps: Optional[torch.Tensor] = None  # (units, k', h, w) float32
+        self.part = LayerPart()
 
-    def __call__(self, output: torch.Tensor) -> None:
+    def __call__(self, output: torch.Tensor, images: torch.Tensor) -> None:
+        """Add a batch: its canonical output and the probe index of each of its rows."""
         pooled = pool(output, self.layout, self.pool_mode).float()
+        batch = LayerPart(rows=[(images, pooled)])
         maps = spatial_maps(output, self.layout)
         if maps is not None:
-            self._sample(maps)
+            batch.samples.append(self._sample(maps, images))
             if self.top_maps:
-                self._keep_top_maps(maps, pooled)
-        self.pooled.append(pooled)
-        self.rows_seen += output.shape[0]
+                batch.top = _batch_top_maps(maps, pooled, images, self.top_maps)
+        self.part.merge(batch, self.top_maps)
 
-    def _sample(self, maps: torch.Tensor) -> None:
-        """A share of the batch's spatial positions (all units at each), for the mask threshold."""
-        batch, units, height, width = maps.shape
-        positions = batch * height * width
-        wanted = math.ceil(THRESHOLD_SAMPLES * batch / max(self.n_images, 1))
-        if wanted < positions:
-            picks = torch.randperm(positions, generator=self.generator)[:wanted].to(maps.device)
-            b, rest = picks // (height * width), picks % (height * width)
-            values = maps[b, :, rest // width, rest % width].T  # (units, wanted)
-        else:
-            values = maps.permute(1, 0, 2, 3).reshape(units, -1)
-        self.samples.append(values.float())
+    def _sample(self, maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Spatial values (units × samples) at positions drawn per image, for the mask threshold.
 
-    def _keep_top_maps(self, maps: torch.Tensor, pooled: torch.Tensor) -> None:
-        """Merge this batch into each unit's running top-k maps, keeping ``top_rows``' order.
-
-        Kept rows come from earlier batches, so they have lower rows than this batch's:
-        a stable sort of [kept, batch] breaks ties by lower row, as ``top_rows`` does.
+        Each image's positions come from a generator seeded with its probe index, so the
+        samples do not depend on how the images were batched or split among workers; each
+        position is kept with the probability that makes THRESHOLD_SAMPLES in all.
         """
-        units, kept, device = maps.shape[1], self.top_maps_kept, maps.device
-        batch_rows = torch.arange(self.rows_seen, self.rows_seen + maps.shape[0], device=device).expand(units, -1)
-        values, rows = pooled.T, batch_rows
-        if kept:
-            values = torch.cat([self.top_values, values], dim=1)
-            rows = torch.cat([self.top_rows, rows], dim=1)
-        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :self.top_maps]
-        unit = torch.arange(units, device=device)[:, None]
-        # Gather the winners from the batch and from the kept maps, then pick per slot
-        # (masks of data-dependent size would make the host wait for the device).
-        winners = maps[(order - kept).clamp(min=0), unit].float()
-        if kept:
-            winners = torch.where((order < kept)[..., None, None], self.maps[unit, order.clamp(max=kept - 1)], winners)
-        self.top_values = values.gather(1, order)
-        self.top_rows = rows.gather(1, order)
-        self.maps = winners
+        batch, units, height, width = maps.shape
+        positions = height * width
+        rate = THRESHOLD_SAMPLES / (max(self.n_images, 1) * positions)
+        if rate >= 1:
+            return maps.permute(1, 0, 2, 3).reshape(units, -1).float()
+        keep = torch.stack([torch.rand(positions, generator=torch.Generator().manual_seed(index)) < rate
+                            for index in images.tolist()])
+        # Picked on the host, so the gather below makes the device wait for nothing.
+        rows, picks = keep.nonzero(as_tuple=True)
+        return maps.flatten(2)[rows.to(maps.device), :, picks.to(maps.device)].T.float()
+
+    def take(self) -> LayerPart:
+        """What was added since the last take."""
+        part, self.part = self.part, LayerPart()
+        return part
+
+
+@dataclass
+class ProbePass:
+    layers: list[dict[str, LayerActivations]] = field(default_factory=list)  # per target, in order
+    clip_image_features: Optional[torch.Tensor] = None  # (images, d), unnormalised
+    image_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    images_decoded: int = 0  # probe images read and decoded, readable or not
+    clip_batches: int = 0  # batches of images CLIP encoded
+
+
+@dataclass
+class PassPart:
+    """What recording some probe batches gives (:meth:`ProbeRecorder.record`). Parts
+    :meth:`merge` in any order into one, which :meth:`finish` turns into the pass's result."""
+
+    layers: list[dict[str, LayerPart]]  # per target, per recorded layer
+    images: list[torch.Tensor] = field(default_factory=list)  # probe indices of the readable images
+    clip: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (probe indices, features)
+    skipped: list[int] = field(default_factory=list)
+    images_decoded: int = 0
+    clip_batches: int = 0
+
+    def merge(self, other: "PassPart", top_maps: int) -> None:
+        for mine, theirs in zip(self.layers, other.layers):
+            for layer, part in theirs.items():
+                mine.setdefault(layer, LayerPart()).merge(part, top_maps)
+        self.images += other.images
+        self.clip += other.clip
+        self.skipped += other.skipped
+        self.images_decoded += other.images_decoded
+        self.clip_batches += other.clip_batches
+
+    def to(self, device: torch.device) -> "PassPart":
+        """A copy on ``device`` (a worker hands its parts over on the CPU)."""
+        return PassPart([{layer: part.to(device) for layer, part in layers.items()} for layers in self.layers],
+                        [images.to(device) for images in self.images],
+                        [(images.to(device), features.to(device)) for images, features in self.clip],
+                        list(self.skipped), self.images_decoded, self.clip_batches)
+
+    def finish(self, targets: Sequence[TargetLayers], probe: ProbeSet, seconds: float) -> ProbePass:
+        """The pass's result; refuses a probe set none of whose images could be read."""
+        image_indices = torch.sort(torch.cat(self.images).cpu()).values if self.images else None
+        if image_indices is None or len(image_indices) == 0:
+            raise InvalidInputError(
+                f"None of the {len(probe)} images of probe set {probe.name!r} could be read. "
+                "Check that the files are images (JPEG, PNG, …) and not damaged."
+            )
+        skipped = sorted(self.skipped)
+        clip_features = None
+        if self.clip:
+            rows = torch.cat([images for images, _ in self.clip]).cpu()
+            clip_features = torch.cat([features for _, features in self.clip]).cpu()[torch.argsort(rows)]
+        return ProbePass(
+            layers=[{layer: layers[layer].finish(target.layouts[layer].name, skipped) for layer in target.layouts}
+                    if target.layouts else {} for target, layers in zip(targets, self.layers)],
+            clip_image_features=clip_features,
+            image_indices=image_indices,
+            skipped=skipped,
+            seconds=seconds,
+            images_decoded=self.images_decoded,
+            clip_batches=self.clip_batches,
+        )
+
+
+class ProbeRecorder:
+    """The target models, hooked on their layers, and CLIP, recording probe batches on
+    ``device``: the one-machine pass has one, and so has each worker of a pass split
+    among workers (``dissect_core.ray_sweep``). Use it as a context manager (the hooks
+    are removed, and the models restored, on the way out)."""
+
+    def __init__(self, targets: Sequence[TargetLayers], clip: Optional[ClipModel], pool_mode: str, top_maps: int,
+                 n_images: int, device: torch.device):
+        POOL_MODES.get(pool_mode)
+        if top_maps < 0:
+            raise InvalidInputError(f"top_maps must be 0 or more, not {top_maps}.")
+        self.targets, self.clip, self.top_maps, self.device = list(targets), clip, top_maps, device
+        self.accumulators = [{layer: _LayerAccumulator(layout, pool_mode, n_images, top_maps)
+                              for layer, layout in target.layouts.items()} for target in targets]
+        recorded = [target for target in targets if target.layouts]  # a model with nothing to record is not run
+        self.transforms, self.input_of = _shared_transforms([target.model.preprocess for target in recorded])
+        if clip is not None:
+            self.transforms["clip"] = clip.preprocess
+        self._images = torch.zeros(0, dtype=torch.long)  # probe indices of the batch being recorded
+        self._stack = contextlib.ExitStack()
+        self.models: list[torch.nn.Module] = []
 
     @property
-    def top_maps_kept(self) -> int:
-        return 0 if self.maps is None else self.maps.shape[1]
+    def names(self) -> list[str]:
+        return [target.model.name for target in self.targets if target.layouts] + (["CLIP"] if self.clip else [])
 
-    def result(self, image_indices: torch.Tensor, skipped: list[int]) -> LayerActivations:
-        pooled = torch.cat(self.pooled).cpu() if self.pooled else torch.zeros(0, 0)
-        threshold = None
-        if self.samples:
-            values = torch.cat(self.samples, dim=1).cpu()
-            rank = max(1, math.ceil((1 - MASK_QUANTILE) * values.shape[1]))
-            threshold = values.kthvalue(rank, dim=1).values
-        maps = map_images = None
-        if self.maps is not None:
-            # Clip so that an extreme activation saturates instead of becoming inf in float16.
-            maps = self.maps.clamp(-_FLOAT16_MAX, _FLOAT16_MAX).half().cpu()
-            map_images = image_indices[self.top_rows.cpu()]
-        return LayerActivations(pooled, image_indices, threshold, maps, map_images, self.layout.name, skipped)
+    def __enter__(self) -> "ProbeRecorder":
+        self.models = [self._stack.enter_context(self._recording(target, layers))
+                       for target, layers in zip(self.targets, self.accumulators) if target.layouts]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _recording(self, target: TargetLayers, accumulators: dict):
+        """``record_layers`` on the target's layers, feeding ``accumulators`` with the batch's images."""
+        return record_layers(target.model.module, target.layouts,
+                             lambda layer, output, layout: accumulators[layer](output, self._images), self.device)
+
+    def empty(self) -> PassPart:
+        return PassPart([{} for _ in self.targets])
+
+    def record(self, batch: ProbeBatch) -> PassPart:
+        """The batch's part; its tensors stay on the device."""
+        part = self.empty()
+        part.skipped = list(batch.skipped)
+        part.images_decoded = len(batch.indices) + len(batch.skipped)
+        if len(batch.indices):
+            self._images = batch.indices
+            with torch.inference_mode():
+                for model, source in zip(self.models, self.input_of):
+                    model(batch.tensors[source].to(self.device, non_blocking=True))
+                if self.clip is not None:
+                    part.clip.append((batch.indices, encode_images(self.clip, batch.tensors["clip"])))
+                    part.clip_batches = 1
+            part.images.append(batch.indices)
+            part.layers = [{layer: accumulator.take() for layer, accumulator in layers.items()}
+                           for layers in self.accumulators]
+        return part
 
 
 def record_probe_pass(
@@ -224,56 +385,21 @@ def record_probe_pass(
     (``catalog.DECODERS``). ``top_maps`` maps are kept per unit of layers with spatial
     maps (0: none). ``layers`` of the result follows ``targets``.
     """
-    POOL_MODES.get(pool_mode)
     loader = DECODERS.get(decoder).value
-    if top_maps < 0:
-        raise InvalidInputError(f"top_maps must be 0 or more, not {top_maps}.")
-    accumulators = [{layer: _LayerAccumulator(layout, pool_mode, len(probe), top_maps)
-                     for layer, layout in target.layouts.items()} for target in targets]
-    recorded = [target for target in targets if target.layouts]  # a model with nothing to record is not run
-    if not recorded and clip is None:
+    recorder = ProbeRecorder(targets, clip, pool_mode, top_maps, len(probe), device)
+    if not recorder.names:
         return ProbePass(layers=[{} for _ in targets])
-    transforms, input_of = _shared_transforms([target.model.preprocess for target in recorded])
-    if clip is not None:
-        transforms["clip"] = clip.preprocess
-
     start = time.perf_counter()
-    kept: list[torch.Tensor] = []
-    skipped: list[int] = []
-    clip_features: list[torch.Tensor] = []
-    names = " + ".join([target.model.name for target in recorded] + (["CLIP"] if clip else []))
-    stage = f"probe images → {names}"
+    stage = f"probe images → {' + '.join(recorder.names)}"
     done = 0
     report(progress, stage, 0, len(probe))
-    with contextlib.ExitStack() as stack, torch.inference_mode():
-        models = [stack.enter_context(_recording(target, layers, device))
-                  for target, layers in zip(targets, accumulators) if target.layouts]
-        for batch in loader(probe, transforms, batch_size, num_workers, device):
-            skipped.extend(batch.skipped)
+    with recorder:
+        whole = recorder.empty()
+        for batch in loader(probe, recorder.transforms, batch_size, num_workers, device):
+            whole.merge(recorder.record(batch), top_maps)
             done += len(batch.indices) + len(batch.skipped)
-            if len(batch.indices):
-                kept.append(batch.indices)
-                for model, source in zip(models, input_of):
-                    model(batch.tensors[source].to(device, non_blocking=True))
-                if clip is not None:
-                    clip_features.append(encode_images(clip, batch.tensors["clip"]))
             report(progress, stage, done, len(probe))
-
-    image_indices = torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long)
-    if len(image_indices) == 0:
-        raise InvalidInputError(
-            f"None of the {len(probe)} images of probe set {probe.name!r} could be read. "
-            "Check that the files are images (JPEG, PNG, …) and not damaged."
-        )
-    skipped = sorted(skipped)
-    return ProbePass(
-        layers=[{name: acc.result(image_indices, skipped) for name, acc in layers.items()}
-                for layers in accumulators],
-        clip_image_features=torch.cat(clip_features).cpu() if clip_features else None,
-        image_indices=image_indices,
-        skipped=skipped,
-        seconds=time.perf_counter() - start,
-    )
+    return whole.finish(targets, probe, time.perf_counter() - start)
 
 
 def _shared_transforms(preprocesses: Sequence[Callable]) -> tuple[dict[str, Callable], list[str]]:
@@ -292,8 +418,3 @@ def _shared_transforms(preprocesses: Sequence[Callable]) -> tuple[dict[str, Call
         input_of.append(name)
     return transforms, input_of
 
-
-def _recording(target: TargetLayers, accumulators: dict, device: torch.device):
-    """``record_layers`` on the target's layers, feeding ``accumulators``."""
-    return record_layers(target.model.module, target.layouts,
-                         lambda layer, output, layout: accumulators[layer](output), device)

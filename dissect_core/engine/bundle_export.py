@@ -181,6 +181,11 @@ def _unit_views_data(
         labels[str(index)] = probe.item_label(index)
         if done % _BATCH_SIZE == 0 or done == len(indices):
             report(progress, stage, done, len(indices))
+    if run.labelled:
+        # Every listed top image's name, so that the Unit explorer can count the labels among
+        # the images a unit's label was chosen from (dissect_core.runs.unit_evidence).
+        for index in sorted(set(run.top_images["image_index"].astype(int)) - set(indices)):
+            labels[str(index)] = probe.item_label(index)
     return thumbnails, labels, maps
 
 

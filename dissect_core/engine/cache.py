@@ -169,14 +169,15 @@ def remove_leftover_temp_files(root: Path) -> int:
                 age = now - path.lstat().st_mtime
             except OSError:
                 continue
-            if pid is not None and _process_alive(pid) and age < _STALE_TEMP_SECONDS:
+            if pid is not None and process_alive(pid) and age < _STALE_TEMP_SECONDS:
                 continue
             path.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (this one is)."""
     if pid == os.getpid():
         return True
     try:

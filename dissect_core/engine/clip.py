@@ -186,14 +186,14 @@ def _pretrained_file(arch: str, tag: str, cfg: dict) -> str:
     if url:
         # open_clip's own cache for URL-hosted weights, so either tool finds the file.
         dest = Path("~/.cache/clip").expanduser() / os.path.basename(url)
-        expected = url.split("/")[-2] if "openaipublic" in url else None  # OpenAI URLs carry the SHA-256
+        expected = f"sha256:{url.split('/')[-2]}" if "openaipublic" in url else None  # OpenAI URLs carry the SHA-256
         return str(
             downloads.download_file(
                 url,
                 dest,
                 what=f"{what} ({dest.name})",
                 how_to_fix=f"Or pass the file as {_local_arch_hint(arch, cfg)}:/path/to/{dest.name}.",
-                sha256=expected,
+                known_hash=expected,
             )
         )
     raise InvalidInputError(f"open_clip lists no download source for {arch}:{tag}; pass a checkpoint file instead.")

@@ -2,7 +2,7 @@
 
 CLIP-Dissect scores a unit against concepts through an image × concept matrix P:
 the cosine between each probe image's CLIP image feature and each concept's CLIP
-text feature. Two sources fill P, registered in :data:`CONCEPT_SOURCES`:
+text feature. Two sources fill P, registered in ``choices.catalog.CONCEPT_SOURCES``:
 
 * ``clip`` (the method's own): concepts from a concept set, P from CLIP.
 * ``labels``: for a probe set whose images carry labels (class sub-folders, as
@@ -10,7 +10,14 @@ text feature. Two sources fill P, registered in :data:`CONCEPT_SOURCES`:
   the label names and P is the label indicator. Everything downstream — the
   similarity functions, top images, activation maps, the cache and the run folder —
   is unchanged. Use it for labelled data sets of your own, or to score units against
-  image-level labels as Network Dissection's image-level categories do.
+  image-level labels as Network Dissection's image-level categories do. A concept set
+  given with it holds formulas over the labels (``Sandal OR Sneaker``; see
+  ``dissect_core.engine.label_formulas`` and :func:`formula_probe`).
+
+Labelled runs that name no similarity function score with ``auprc``
+(``choices.catalog.LABELS_SIMILARITY_FN``, ``dissect_core.engine.label_scores``): on hard labels soft-WPMI
+at λ = 1 picks the label most distinctive of a unit among its layer rather than the one
+its top images carry; docs/labelled_scores.md compares the choices on the demo.
 
 How the indicator is scaled, and why. The similarity functions L2-normalise every
 row of the image and text features before taking P = I·Tᵀ (see
@@ -37,11 +44,11 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from dissect_core.choices.concept_sets import MAX_CONCEPT_CHARS, ConceptSet
 from dissect_core.common.errors import InvalidInputError, MissingResourceError
-from dissect_core.common.registry import Registry
+from dissect_core.runs.unit_evidence import FOLDER_LABELS, image_class
 
 if TYPE_CHECKING:  # the registry is read by the CLI and app without importing torch
     import torch
@@ -49,6 +56,9 @@ if TYPE_CHECKING:  # the registry is read by the CLI and app without importing t
     from dissect_core.engine.probe_sets import ProbeSet
 
 LABELS_CSV_COLUMNS = ("image", "label")
+# The source of a labelled probe's own concepts (ConceptSet.source) from a CSV (from class
+# sub-folders: runs.unit_evidence.FOLDER_LABELS).
+CSV_LABELS = "labels CSV "
 # A file this large is not a labels CSV of a probe set (Broden's 63k images need ~3 MB).
 MAX_LABELS_CSV_BYTES = 200 * 1024**2
 
@@ -57,34 +67,29 @@ MAX_LABELS_CSV_BYTES = 200 * 1024**2
 class LabelledProbe:
     """A probe set's labels as CLIP-Dissect inputs.
 
-    ``image_features`` (N×C) and ``text_features`` (C×C) take the places of the CLIP
-    image and text features; ``fingerprint`` identifies the label assignment for
-    cache keys.
+    ``image_features`` (N×d, non-negative) and ``text_features`` (C×d, each row one-hot)
+    take the places of the CLIP image and text features: image i carries concept c when
+    its feature is positive in the column where c's is 1. ``fingerprint`` identifies the
+    label assignment for cache keys.
     """
 
     concepts: ConceptSet
     image_features: torch.Tensor
     text_features: torch.Tensor
     fingerprint: str
+    warnings: tuple[str, ...] = ()  # what the run should point out (a formula no image satisfies)
+
+    def indicator(self) -> torch.Tensor:
+        """(images × concepts) bool: which images carry which concept."""
+        return self.image_features[:, self.text_features.argmax(dim=1)] > 0
 
 
-# A concept source builds a LabelledProbe from a probe set and an optional labels
-# CSV; ``None`` means CLIP encodes the concept set's texts and the probe images.
-ConceptSourceFn = Optional[Callable[["ProbeSet", Optional[str]], LabelledProbe]]
-CONCEPT_SOURCES: Registry[ConceptSourceFn] = Registry("concept source")
-CONCEPT_SOURCES.add(
-    "clip", None,
-    "concepts from the concept set, each image's match to them from CLIP (the method as published)",
-)
 
 
 def folder_labels(probe: ProbeSet) -> list[list[str]]:
     """Each image's label: the name of its top-level class sub-folder (ImageFolder layout)."""
-    labels = []
-    for index in range(len(probe)):
-        parts = probe.item_label(index).split("/")
-        labels.append([parts[0]] if len(parts) > 1 else [])
-    return labels
+    classes = (image_class(probe.item_label(index)) for index in range(len(probe)))
+    return [[label] if label is not None else [] for label in classes]
 
 
 def read_labels_csv(path: str | Path, probe: ProbeSet) -> list[list[str]]:
@@ -164,12 +169,40 @@ def labelled_probe(probe: ProbeSet, labels_csv: Optional[str] = None) -> Labelle
     digest = hashlib.sha256()
     for index, image_labels in enumerate(labels):
         digest.update(f"{probe.item_label(index)}\t{chr(31).join(image_labels)}\n".encode("utf-8"))
-    source = f"labels CSV {Path(labels_csv).name}" if labels_csv else "class sub-folders"
+    source = f"{CSV_LABELS}{Path(labels_csv).name}" if labels_csv else FOLDER_LABELS
     concepts = ConceptSet(name=f"labels of {probe.name}", concepts=tuple(names), source=source)
     return LabelledProbe(concepts, indicator, torch.eye(len(names)), digest.hexdigest())
 
 
-CONCEPT_SOURCES.add(
-    "labels", labelled_probe,
-    "the probe images' own labels: class sub-folders, or a CSV (image,label) given as probe_labels",
-)
+
+
+def is_own_labels(concept_source: str) -> bool:
+    """Whether a labelled run's concepts, by their ``ConceptSet.source``, are its labels
+    themselves rather than a list of formulas over them."""
+    return concept_source == FOLDER_LABELS or concept_source.startswith(CSV_LABELS)
+
+
+def formula_probe(labelled: LabelledProbe, formulas: ConceptSet) -> LabelledProbe:
+    """The probe with ``formulas`` (label formulas, ``dissect_core.engine.label_formulas``) as its concepts.
+
+    Each formula is evaluated per image from the image's labels. The features are scaled as
+    the labels' are (module docstring): an image satisfying k formulas has 1/√k on each. An
+    image satisfying none gets a feature of its own that no concept shares (cosine 0 with
+    every concept), so soft-WPMI's softmax spreads it evenly and it counts for none.
+    """
+    import torch
+
+    from dissect_core.engine.label_formulas import parse_formulas
+
+    parsed = parse_formulas(formulas, labelled.concepts.concepts)
+    has = labelled.indicator()
+    column = {name: c for c, name in enumerate(labelled.concepts.concepts)}
+    truth = torch.stack([formula.evaluate(lambda name: has[:, column[name]]) for formula in parsed], dim=1)
+    held = truth.sum(dim=1, keepdim=True)
+    image_features = torch.cat([truth.float() / held.clamp(min=1).float().sqrt(), (held == 0).float()], dim=1)
+    text_features = torch.cat([torch.eye(len(parsed)), torch.zeros(len(parsed), 1)], dim=1)
+    never = [formula.text for formula, count in zip(parsed, truth.sum(dim=0).tolist()) if count == 0]
+    warnings = (f"{len(never)} concept(s) of {formulas.name} hold for no probe image, e.g. {never[0]!r}: "
+                "they score lowest for every unit.",) if never else ()
+    digest = hashlib.sha256(f"{labelled.fingerprint}\n{formulas.sha256}".encode("utf-8")).hexdigest()
+    return LabelledProbe(formulas, image_features, text_features, digest, labelled.warnings + warnings)

@@ -17,6 +17,8 @@ from dissect_core.common.progress import ProgressFn, report
 from dissect_core.engine.downloads import download_file, manual_fix
 
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
+# CSAIL publishes no checksum; this MD5 is the one a public NetDissect setup script checks.
+BRODEN_HASH = "md5:be13c292eaef3300da03f8d0e48eab1c"
 
 
 BRODEN_DIR = "broden1_224"
@@ -40,6 +42,7 @@ def download_broden(data_dir: Path, progress: Optional[ProgressFn]) -> None:
         what=f"The Broden probe set archive ({BRODEN_DIR}.zip, about 1 GB)",
         how_to_fix="The next download run unpacks it; or unzip it into that folder yourself.",
         progress=progress,
+        known_hash=BRODEN_HASH,
     )
     target = data_dir / BRODEN_DIR
     # Unpack into a staging folder and move it into place at the end, so an
@@ -98,7 +101,9 @@ def download_cifar100(data_dir: Path, progress: Optional[ProgressFn]) -> None:
         what=f"The CIFAR-100 archive ({CIFAR100.filename}, 161 MB)",
         how_to_fix=f"It is unpacked into {data_dir / CIFAR_DIR} on the next run.",
         progress=progress,
+        known_hash=f"md5:{CIFAR100.tgz_md5}",
     )
+    # A download was checked on arrival; this catches an archive put there by hand.
     if not check_integrity(str(archive), CIFAR100.tgz_md5):
         archive.unlink()
         raise MissingResourceError(

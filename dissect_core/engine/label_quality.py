@@ -12,6 +12,8 @@ pass, and nothing builds an images × concepts matrix.
   not change when other images are resampled, and p(t) is taken over all units of the
   layer), so the only approximation is that a concept outside every unit's top few
   cannot win a resample: a label that loses to such an outsider is counted as kept.
+  The label scores (``dissect_core.engine.label_scores``) score each concept on its own, so
+  they are exact for the candidates too.
   A resample changes only which images form a unit's top-k set (its full ranking with
   each image repeated as often as it was drawn), so softmax rows are needed only for
   the images that some resample puts in some unit's top-k set, each row's normaliser
@@ -41,18 +43,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dissect_core.engine.cache import DamagedEntry
+from dissect_core.choices.catalog import LABEL_SCORES
 from dissect_core.choices.config import QUALITY_RESAMPLES
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.common.progress import ProgressFn, report
+from dissect_core.engine.cache import DamagedEntry
+from dissect_core.engine.label_scores import rescore_label_scores
 from dissect_core.runs.quality_tables import (
     LABEL_QUALITY_FILE, LAYER_COLUMNS, LAYER_QUALITY_FILE, QUALITY_COLUMNS, QUALITY_POINTS_FILE, STABLE_THRESHOLD,
     read_label_quality,
 )
 from dissect_core.engine.similarity import resolve_params
 
-# Similarity functions whose re-scoring on resamples is implemented (exact on the candidates).
-RESCORABLE = ("soft_wpmi", "wpmi")
+# Similarity functions whose re-scoring on resamples is implemented (exact on the candidates);
+# the label scores re-score in dissect_core.engine.label_scores.
+RESCORABLE = ("soft_wpmi", "wpmi", *LABEL_SCORES)
 
 
 MIN_HELDOUT_IMAGES = 10
@@ -184,18 +189,24 @@ def bootstrap_counts(n_images: int, resamples: int, generator: torch.Generator) 
     return counts
 
 
-def distinct_interval(labels: torch.Tensor, full_count: int, confidence: float) -> tuple[int, int]:
+def distinct_interval(labels: torch.Tensor, full_count: int, confidence: float, most: int) -> tuple[int, int]:
     """Interval of the number of distinct labels: the spread of the per-resample counts (rows of
-    ``labels``) around their median, placed around the full-sample count.
+    ``labels``) around their median, placed around the full-sample count, and kept inside what
+    is possible: at least one label, at most ``most`` (the fewer of the layer's units and the
+    concepts).
 
     Resampling with replacement itself lowers the count (a duplicated image that tops
     several units pulls them towards one concept), so the raw percentiles can miss the
     full-sample count; their spread still measures how much the count moves with the sample.
+    Placed around the full count, that spread can pass the possible range (10 of 10 concepts
+    read "10 [10–11]"), hence the clipping.
     """
     counts = np.array([len(torch.unique(row)) for row in labels])
     tail = (1.0 - confidence) / 2
     low, median, high = np.quantile(counts, [tail, 0.5, 1.0 - tail], method="inverted_cdf")
-    return int(full_count - (median - low)), int(full_count + (high - median))
+    least = min(1, most)
+    return (int(min(max(full_count - (median - low), least), most)),
+            int(min(max(full_count + (high - median), least), most)))
 
 
 def text_margin(top_values: torch.Tensor, top_indices: torch.Tensor, text_features: torch.Tensor
@@ -262,7 +273,7 @@ def rescore_labels(name: str, params: dict, image_features: torch.Tensor, text_f
 
     ``weights`` (W × N, non-negative integers) gives each probe image's multiplicity;
     all ones reproduces the full run. Returns (W × K) indices into ``candidates``.
-    Scores are the similarity function ``name``'s (soft_wpmi or wpmi) for the candidate
+    Scores are the similarity function ``name``'s (soft_wpmi, wpmi or a label score) for the candidate
     concepts, with p(t) over all K units, as in the run.
     """
     if name not in RESCORABLE:
@@ -270,6 +281,9 @@ def rescore_labels(name: str, params: dict, image_features: torch.Tensor, text_f
             f"Re-scoring is implemented for {', '.join(RESCORABLE)}, not {name}."
         )
     params = resolve_params(name, params)
+    if name in LABEL_SCORES:
+        return rescore_label_scores(name, params, image_features, text_features, activations, candidates,
+                                    weights, progress, stage)
     top_k, min_prob = params["top_k"], params["min_prob"]
     n_units = activations.shape[1]
     acts = activations.float()
@@ -332,12 +346,13 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
         )
     if top_indices.shape[0] != n_units or len(descriptions) != n_units:
         raise InvalidInputError(f"Layer {layer} has {n_units} units but {len(descriptions)} descriptions.")
-    needed = minimum_probe_images(params["top_k"], settings)
+    top_k = params.get("top_k", 1)  # auprc ranks all images: any fit part will do
+    needed = minimum_probe_images(top_k, settings)
     if n_images < needed:
         raise InvalidInputError(
             f"Layer {layer}: the quality figures need at least {needed} probe images (a fit part of "
-            f"top_k={params['top_k']} images plus a held-out part of {MIN_HELDOUT_IMAGES}, with "
-            f"heldout_fraction={settings.heldout_fraction}); this run has {n_images}. Use a larger probe set."
+            f"top_k={top_k} images plus a held-out part of {MIN_HELDOUT_IMAGES}, with "
+            f"heldout_fraction={settings.heldout_fraction}); this run has {n_images}."
         )
     generator = torch.Generator().manual_seed(settings.seed)
     order = torch.randperm(n_images, generator=generator)
@@ -355,7 +370,8 @@ def layer_quality(layer: str, descriptions: pd.DataFrame, top_values: torch.Tens
     boot = labels[:-1]
     stability = (boot == run_label).float().mean(dim=0)
     full_count = int(descriptions["description"].nunique())
-    distinct_low, distinct_high = distinct_interval(boot, full_count, settings.confidence)
+    distinct_low, distinct_high = distinct_interval(boot, full_count, settings.confidence,
+                                                    most=min(n_units, len(concepts)))
 
     # Simulation: the label chosen on the fit part, scored on the held-out part.
     fit_label = candidates[labels[-1]]  # concept indices, one per unit

@@ -99,6 +99,7 @@ def load_target_model(
                 what=f"The {name} weights ({named.weights_file})",
                 how_to_fix="Or pass a copy stored elsewhere as `target_checkpoint`.",
                 progress=progress,
+                known_hash=named.weights_hash,
             )
         return _from_checkpoint(name, named.architecture, Path(checkpoint), named.preprocess(),
                                 label=f"{name} checkpoint")
@@ -179,7 +180,7 @@ def _from_torchvision(arch: str, progress: Optional[ProgressFn]) -> TargetModel:
         how_to_fix="This is the file torchvision itself uses, so a copy from another machine's "
         "torch hub cache works too.",
         progress=progress,
-        sha256=hash_prefix.group(1) if hash_prefix else None,
+        known_hash=f"sha256:{hash_prefix.group(1)}" if hash_prefix else None,
     )
     state = _read_state_dict(path)
     kwargs: dict = {"num_classes": len(weights.meta["categories"])}

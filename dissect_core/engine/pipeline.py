@@ -20,34 +20,36 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
 from dissect_core import __version__
-from dissect_core.engine.activations import LayerActivations, TargetLayers, record_probe_pass, top_rows
+from dissect_core.engine.activations import LayerActivations, ProbePass, TargetLayers, record_probe_pass, top_rows
 from dissect_core.engine.cache import FeatureCache
 from dissect_core.choices.catalog import DECODERS, POOL_MODES, SIMILARITY_FUNCTIONS
 from dissect_core.engine.clip import ClipModel, check_context_length, encode_texts, load_clip, parse_clip_name
-from dissect_core.engine.concept_sources import CONCEPT_SOURCES, LabelledProbe
+from dissect_core.choices.catalog import CONCEPT_SOURCES, with_source_defaults
+from dissect_core.engine.concept_sources import LabelledProbe, formula_probe, is_own_labels
 from dissect_core.choices.concept_sets import ConceptSet, load_concept_set
 from dissect_core.choices.config import DescribeConfig
 from dissect_core.engine.device import resolve_device
 from dissect_core.engine.unit_views import view_steps
 from dissect_core.common.errors import InvalidInputError, about
 from dissect_core.common.files import check_room, file_sha256
+from dissect_core.engine.label_scores import MAJORITY_TOP_K, check_concept_source, majority_check
+from dissect_core.engine.label_scores import check_probe_size as check_label_probe_size
 from dissect_core.choices.layouts import TOKENS, Layout
-from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, ProbeRecord, RunManifest
+from dissect_core.runs.manifest import CacheKeys, ConceptSetRecord, MajorityCheck, ProbeRecord, RunManifest
 from dissect_core.engine.models import TargetModel, check_model_name, get_layer, imagenet_class_names, load_target_model
-from dissect_core.engine.probe_loading import check_num_workers
+from dissect_core.engine.prerequisites import check_settings, require_prerequisites
 from dissect_core.engine.probe_sets import ProbeSet, open_probe
-from dissect_core.common.progress import ProgressFn, report, report_warning
-from dissect_core.engine.label_quality import (LayerQuality, QualitySettings, layer_quality, output_layers, quality_files,
-                      run_output_checks)
+from dissect_core.common.progress import ProgressFn, log as logger, report
+from dissect_core.engine.label_quality import (RESCORABLE, LayerQuality, QualitySettings, layer_quality,
+                                               minimum_probe_images, output_layers, quality_files, run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
-from dissect_core.runs.side_tables import check_layer_name
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run, new_run_dir, refuse_imported, write_run
 from dissect_core.engine.similarity import check_probe_size, resolve_params, similarity_matrix
@@ -67,29 +69,51 @@ class DescribeResult:
     # Problems found and worked around (damaged cache entries recomputed, files
     # skipped while listing the probe folder): the CLI and the app show them.
     warnings: list[str] = field(default_factory=list)
+    skipped: list["SkippedStage"] = field(default_factory=list)  # optional stages left out, with why
 
     def summary(self) -> list["SummaryLine"]:
         """What a finished run reports, in order: the CLI prints these lines and the app
         shows them (warnings stand out in both)."""
         lines = [SummaryLine(f"Wrote {self.run_dir / DESCRIPTIONS_FILE}")]
         counts = self.run.descriptions.groupby("layer", sort=False)["description"].agg(["size", "nunique"])
-        lines += [SummaryLine(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts")
+        majority = {check.layer: check for check in (self.run.manifest.majority_check if self.run.manifest else [])}
+        lines += [SummaryLine(f"{layer}: {row['size']} units, {row['nunique']} distinct concepts"
+                              + (f"; {majority[layer].agreeing} labels are the majority label of their top "
+                                 f"{majority[layer].top_k} images" if layer in majority else ""))
                   for layer, row in counts.iterrows()]
         if self.reused:
             lines.append(SummaryLine("Reused from the cache: " + ", ".join(self.reused)))
-        lines += [SummaryLine(warning, warning=True) for warning in self.warnings]
+        lines += [SummaryLine(warning, WARNING) for warning in self.warnings]
         if self.skipped_images:
             lines.append(SummaryLine(f"Skipped {len(self.skipped_images)} unreadable image(s), "
-                                     f"e.g. {self.skipped_images[0]}", warning=True))
+                                     f"e.g. {self.skipped_images[0]}", WARNING))
+        lines += [SummaryLine(f"Skipped {stage.stage}: {stage.reason} {stage.fix}", SKIPPED) for stage in self.skipped]
         lines.append(SummaryLine("Timings: " + ", ".join(f"{stage} {seconds:.1f} s"
                                                          for stage, seconds in self.timings.items())))
         return lines
 
 
+# Kinds of summary line: a plain line; something to look at (skipped images, recomputed
+# cache entries); an optional stage the run left out, with why and what to do.
+INFO, WARNING, SKIPPED = "info", "warning", "skipped"
+
+
 @dataclass(frozen=True)
 class SummaryLine:
     text: str
-    warning: bool = False  # something the user should look at (skipped images, recomputed entries)
+    kind: str = INFO
+
+
+@dataclass(frozen=True)
+class SkippedStage:
+    """An optional stage a run left out: which, why, and what to do to have it."""
+
+    stage: str  # LABEL_QUALITY or OUTPUT_CHECK
+    reason: str
+    fix: str
+
+
+LABEL_QUALITY, OUTPUT_CHECK = "label quality", "output-layer check"
 
 
 def config_from_run(run: Run, **overrides) -> DescribeConfig:
@@ -108,13 +132,11 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
     manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
     settings = {key: value for key, value in manifest.config.items() if key in known}
+    labelled = settings.get("concept_source", "clip") != "clip"
+    # A labelled run's concepts are its labels (None), or a list of formulas over them.
+    own_labels = labelled and is_own_labels(manifest.concept_set.source)
     settings.update(target_layers=tuple(manifest.layers), target_model=manifest.target_model,
-                    clip_model=manifest.clip_model, concept_set=manifest.concept_set.source)
-    if settings.get("concept_source") == "labels" and "concept_set" in overrides:
-        raise InvalidInputError(
-            f"{run.label} takes its concepts from its probe images' labels, so it cannot be given a concept "
-            "set: run a new dissection with the CLIP concept source instead."
-        )
+                    clip_model=manifest.clip_model, concept_set=None if own_labels else manifest.concept_set.source)
     settings.update(overrides)
     return DescribeConfig(**settings)
 
@@ -129,22 +151,14 @@ def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:
     return f"{arch}:{pretrained}", pretrained
 
 
-def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
+def check_config(config: DescribeConfig) -> tuple[list[str], dict]:
     """The checks that need nothing loaded: layer list, registered names, numbers."""
-    layers = [layer.strip() for layer in config.target_layers if layer.strip()]
-    with about("target_layers"):
-        if not layers:
-            raise InvalidInputError(
-                "No target layers given: set `target_layers` to module paths such as layer2,layer3,layer4.")
-        if len(set(layers)) != len(layers):
-            raise InvalidInputError(f"A layer of `target_layers` is listed twice: {','.join(layers)}.")
-        for layer in layers:  # each names files of the run folder (maps/<layer>.npy)
-            check_layer_name(layer, "`target_layers`", "Give module paths such as layer4 or features.0 "
-                             "(dissect_core.engine.models.layer_names lists a model's).")
+    layers = check_settings(config)
     with about("pool_mode"):
         POOL_MODES.get(config.pool_mode)
     with about("similarity_fn"):
         SIMILARITY_FUNCTIONS.get(config.similarity_fn)
+        check_concept_source(config.similarity_fn, config.concept_source)
     with about("decoder"):
         DECODERS.get(config.decoder)
     with about("similarity_params"):
@@ -152,14 +166,6 @@ def _validate(config: DescribeConfig) -> tuple[list[str], dict]:
     if isinstance(config.target_model, str):
         with about("target_model"):
             check_model_name(config.target_model)
-    for name in ("batch_size", "top_images"):
-        value = getattr(config, name)
-        if value < 1:
-            raise InvalidInputError(f"`{name}` must be at least 1, not {value}.")
-    if config.top_maps < 0:
-        raise InvalidInputError(f"`top_maps` must be 0 or more, not {config.top_maps}.")
-    with about("num_workers"):
-        check_num_workers(config.num_workers)
     with about("quality_resamples"):
         QualitySettings(resamples=config.quality_resamples).check()
     return layers, params
@@ -181,8 +187,8 @@ def describe_together(configs: Sequence[DescribeConfig], progress: Optional[Prog
     is decoded once and CLIP sees it once; one run folder per model, as
     :func:`describe` writes. The configs differ only in :data:`PER_MODEL_FIELDS`.
     """
-    log = _RunLog(progress)
-    inputs = check_inputs(configs, log)
+    log = RunLog(progress)
+    inputs = check_inputs([with_source_defaults(config) for config in configs], log)
     stored = look_up_cache(inputs, log)
     record_probe_images(inputs, stored, log)
     encode_concepts(inputs, stored, log)
@@ -197,7 +203,7 @@ def describe_together(configs: Sequence[DescribeConfig], progress: Optional[Prog
 # ----------------------------------------------------------------------------- stage results
 
 
-class _RunLog:
+class RunLog:
     """Stage timings and warnings. The stages shared by the models of one pass count
     for each model; :meth:`start_model` begins one model's own stages."""
 
@@ -215,7 +221,7 @@ class _RunLog:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        report_warning(self.progress, message)
+        logger.warning(message)
 
     def start_model(self) -> None:
         if self._shared is None:
@@ -282,19 +288,22 @@ class UnitLabels:
     quality_files: dict[str, bytes]
     quality_note: dict  # the manifest's label_quality record: settings, or why skipped
     output_checks: list
+    majority_checks: list[MajorityCheck]  # labelled runs only
+    skipped: list[SkippedStage]
 
 
 # ----------------------------------------------------------------------------- the stages
 
 
-def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
+def check_inputs(configs: Sequence[DescribeConfig], log: RunLog) -> RunInputs:
     """Check every input and load the target models, before any heavy work."""
     if not configs:
         raise InvalidInputError("No target model given: set `target_model`.")
     config = configs[0]
     _check_shared_fields(configs)
-    layer_lists, params = zip(*(_validate(each) for each in configs))
+    layer_lists, params = zip(*(check_config(each) for each in configs))
     params = params[0]
+    require_prerequisites(configs)  # all that is missing, in one message, before anything loads
     with about("activation_dir"):
         cache = FeatureCache(config.activation_dir, on_problem=log.warn)
     with about("device"):
@@ -321,6 +330,13 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
     if concept_source is not None:
         with about("probe_labels"):
             labelled = concept_source(probe, config.probe_labels)
+        if config.concept_set is not None:
+            with about("concept_set"):
+                formulas = (config.concept_set if isinstance(config.concept_set, ConceptSet)
+                            else load_concept_set(config.concept_set))
+                labelled = formula_probe(labelled, formulas)
+        for warning in labelled.warnings:
+            log.warn(warning)
         # No CLIP model: the manifest names the source in its place.
         concepts, clip_name, clip_weights = labelled.concepts, "labels", labelled.fingerprint
     # Pixels decoded another way differ slightly, so their entries are kept apart
@@ -342,6 +358,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
         targets.append(TargetInputs(each, model, layers, layouts, parts,
                                     {layer: cache.key("activations", **part) for layer, part in parts.items()}))
     check_probe_size(config.similarity_fn, len(probe), params)
+    check_label_probe_size(config.similarity_fn, len(probe), params)
 
     precision = "fp16" if device.type == "cuda" else "fp32"
     if labelled is None:
@@ -358,7 +375,7 @@ def check_inputs(configs: Sequence[DescribeConfig], log: _RunLog) -> RunInputs:
                      targets, image_key, image_parts, text_key, text_parts)
 
 
-def look_up_cache(inputs: RunInputs, log: _RunLog) -> StoredStages:
+def look_up_cache(inputs: RunInputs, log: RunLog) -> StoredStages:
     """What the cache already holds; CLIP is loaded only if something is missing."""
     cache = inputs.cache
     activations = [{layer: cache.load(LayerActivations, target.layer_keys[layer]) for layer in target.layers}
@@ -383,16 +400,20 @@ def look_up_cache(inputs: RunInputs, log: _RunLog) -> StoredStages:
     return StoredStages(activations, image_features, text_features, clip, reused, reused_by_model)
 
 
-def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> None:
+def record_probe_images(inputs: RunInputs, stored: StoredStages, log: RunLog,
+                        probe_pass: Callable[..., ProbePass] = record_probe_pass) -> Optional[ProbePass]:
     """One pass over the probe images for every missing layer of every model and the
-    missing CLIP image features, once there is room for their results."""
+    missing CLIP image features, once there is room for their results; ``probe_pass``
+    makes it (``record_probe_pass``'s arguments; ``ray_sweep`` has one on a Ray cluster).
+    Returns the pass, or None when the cache held everything."""
     config, cache = inputs.config, inputs.cache
     missing = [[layer for layer, entry in layers.items() if entry is None] for layers in stored.activations]
     need_images = stored.image_features is None
     _check_room(config, cache.root, len(inputs.probe), inputs.targets, missing, need_images,
                 0 if stored.text_features is not None else len(inputs.concepts))
+    recorded = None
     if any(missing) or need_images:
-        recorded = record_probe_pass(
+        recorded = probe_pass(
             inputs.probe,
             targets=[TargetLayers(target.model, {layer: target.layouts[layer] for layer in layers})
                      for target, layers in zip(inputs.targets, missing)],
@@ -414,9 +435,10 @@ def record_probe_images(inputs: RunInputs, stored: StoredStages, log: _RunLog) -
                                                   recorded.skipped)
             cache.save(stored.image_features, inputs.image_key, inputs.image_parts)
     log.lap("probe pass")
+    return recorded
 
 
-def encode_concepts(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> None:
+def encode_concepts(inputs: RunInputs, stored: StoredStages, log: RunLog) -> None:
     """CLIP text features of the concepts, when the cache did not have them."""
     if stored.text_features is None:
         features = encode_texts(stored.clip, list(inputs.concepts.concepts), inputs.config.batch_size,
@@ -426,7 +448,7 @@ def encode_concepts(inputs: RunInputs, stored: StoredStages, log: _RunLog) -> No
     log.lap("text encoding")
 
 
-def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunLog) -> UnitLabels:
+def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: RunLog) -> UnitLabels:
     """Similarity, descriptions and quality figures of one model, layer by layer
     (p(t) of soft-WPMI is taken over one layer's units). The run's timings count the
     scores, labels and their tables as "similarity", the quality figures as "label quality"."""
@@ -437,33 +459,36 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
     quality_settings = QualitySettings(resamples=config.quality_resamples)
     qualities: list[LayerQuality] = []
     quality_indices: dict[str, np.ndarray] = {}
-    quality_skipped: Optional[str] = None
+    quality_skipped: Optional[SkippedStage] = None
+    majority_checks: list[MajorityCheck] = []
+    indicator = inputs.labelled.indicator() if inputs.labelled is not None else None
     for done, layer in enumerate(target.layers):
-        entry = stored.activations[number][layer]
-        pooled, image_features, image_indices = _align(entry, stored.image_features)
-        similarity_parts = dict(activations=target.layer_keys[layer], images=inputs.image_key,
-                                texts=inputs.text_key, similarity_fn=config.similarity_fn, params=inputs.params)
-        similarity_keys[layer] = key = cache.key("similarity", **similarity_parts)
-        best = cache.load(BestConcepts, key, n_units=pooled.shape[1], n_concepts=len(concepts))
+        scoring = layer_scoring(inputs, stored, number, layer)
+        similarity_keys[layer] = scoring.similarity_key
+        best = scoring.cached_best(cache)
         if best is None:
-            scores = similarity_matrix(config.similarity_fn, image_features, stored.text_features.features, pooled,
-                                       device=inputs.device, progress=log.progress, **inputs.params)
-            best = BestConcepts(*torch.topk(scores, min(TOP_CONCEPTS_KEPT, scores.shape[1]), dim=1))
-            cache.save(best, key, similarity_parts)
+            best = scoring.best(log.progress)
+            cache.save(best, scoring.similarity_key, scoring.similarity_parts)
         else:
             reused.append(f"similarity {layer}")
-        tables.append(_layer_tables(layer, best, names, pooled, image_indices, entry.mask_threshold,
-                                    config.top_images))
+        tables.append(_layer_tables(layer, best, names, scoring.pooled, scoring.image_indices,
+                                    stored.activations[number][layer].mask_threshold, config.top_images))
+        if indicator is not None:
+            majority_checks.append(majority_check(layer, indicator[scoring.image_indices], scoring.pooled,
+                                                  best.indices[:, 0], concepts.concepts, MAJORITY_TOP_K))
         log.lap("similarity")
         if quality_skipped is None:
             try:
-                qualities.append(_label_quality(
-                    cache, key, layer, best, concepts, image_features, stored.text_features.features, pooled,
-                    config.similarity_fn, inputs.params, quality_settings, log.progress))
-                quality_indices[layer] = image_indices.numpy()
+                quality = scoring.cached_quality(cache)
+                if quality is None:
+                    quality = scoring.quality(best, log.progress)
+                    cache.save(quality, scoring.quality_key, scoring.quality_parts)
+                qualities.append(quality)
+                quality_indices[layer] = scoring.image_indices.numpy()
             except InvalidInputError as error:
                 # The labels stand without their quality figures; the run says why they are absent.
-                quality_skipped = f"Label-quality figures were not computed: {error}"
+                quality_skipped = SkippedStage(LABEL_QUALITY, str(error),
+                                               _quality_fix(config.similarity_fn, inputs.params, quality_settings))
                 qualities = []
         report(log.progress, f"describe layers of {target.model.name}", done + 1, len(target.layers))
         log.lap("label quality")
@@ -478,25 +503,96 @@ def label_units(inputs: RunInputs, stored: StoredStages, number: int, log: _RunL
         similarity_keys=similarity_keys,
         reused=reused,
         quality_files=quality_files(qualities, quality_indices) if qualities else {},
-        quality_note={"skipped": quality_skipped} if quality_skipped else {"settings": asdict(quality_settings)},
+        quality_note=({"skipped": f"Label-quality figures were not computed: {quality_skipped.reason} "
+                                  f"{quality_skipped.fix}"} if quality_skipped
+                      else {"settings": asdict(quality_settings)}),
         # A labelled probe's concepts are its label names sorted, not a classifier's output order, so
         # the automatic check would compare unit i with the wrong class (``dissect evaluate --class_names``).
         output_checks=[] if inputs.labelled is not None else _output_checks(concepts, descriptions, top_concepts),
+        majority_checks=majority_checks,
+        skipped=[quality_skipped] if quality_skipped else [],
     )
+    if inputs.labelled is not None and output_layers(descriptions, len(concepts)):
+        labels.skipped.append(SkippedStage(
+            OUTPUT_CHECK, "the concepts are the probe images' labels in alphabetical order, which need not be "
+            "the classifier's output order.", "Run `dissect evaluate RUN_DIR --class_names FILE` with the class "
+            "names in output order."))
     log.lap("label quality")
     return labels
 
 
+@dataclass
+class LayerScoring:
+    """The similarity and quality stages of one layer of one model: their inputs (the
+    layer's activations and the image features aligned on the same probe images), their
+    settings and their cache keys (:func:`layer_scoring`). :meth:`best` and :meth:`quality`
+    compute without the cache, wherever the object is sent (``ray_sweep`` runs them as
+    Ray tasks)."""
+
+    layer: str
+    pooled: torch.Tensor
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+    image_indices: torch.Tensor
+    concepts: Sequence[str]
+    similarity_fn: str
+    params: dict
+    quality_settings: QualitySettings
+    device: Optional[str]  # the run's device setting, resolved where the stage runs
+    similarity_parts: dict
+    similarity_key: str
+    quality_parts: dict
+    quality_key: str
+
+    def cached_best(self, cache: FeatureCache) -> Optional[BestConcepts]:
+        return cache.load(BestConcepts, self.similarity_key, n_units=self.pooled.shape[1],
+                          n_concepts=len(self.concepts))
+
+    def cached_quality(self, cache: FeatureCache) -> Optional[LayerQuality]:
+        return cache.load(LayerQuality, self.quality_key, n_units=self.pooled.shape[1])
+
+    def best(self, progress: Optional[ProgressFn] = None) -> BestConcepts:
+        scores = similarity_matrix(self.similarity_fn, self.image_features, self.text_features, self.pooled,
+                                   device=resolve_device(self.device), progress=progress, **self.params)
+        return BestConcepts(*torch.topk(scores, min(TOP_CONCEPTS_KEPT, scores.shape[1]), dim=1))
+
+    def quality(self, best: BestConcepts, progress: Optional[ProgressFn] = None) -> LayerQuality:
+        """The layer's quality figures (dissect_core.quality); InvalidInputError where they do not apply."""
+        descriptions = pd.DataFrame({"unit": range(self.pooled.shape[1]),
+                                     "description": [self.concepts[i] for i in best.indices[:, 0].tolist()],
+                                     "similarity": best.values[:, 0].numpy()})
+        return layer_quality(self.layer, descriptions, best.values, best.indices, self.concepts, self.image_features,
+                             self.text_features, self.pooled, self.similarity_fn, self.params,
+                             self.quality_settings, progress)
+
+
+def layer_scoring(inputs: RunInputs, stored: StoredStages, number: int, layer: str) -> LayerScoring:
+    """The similarity and quality stages of ``layer`` of model ``number``, once its activations,
+    the image features and the text features are at hand."""
+    config, cache, target = inputs.config, inputs.cache, inputs.targets[number]
+    pooled, image_features, image_indices = _align(stored.activations[number][layer], stored.image_features)
+    similarity_parts = dict(activations=target.layer_keys[layer], images=inputs.image_key,
+                            texts=inputs.text_key, similarity_fn=config.similarity_fn, params=inputs.params)
+    similarity_key = cache.key("similarity", **similarity_parts)
+    settings = QualitySettings(resamples=config.quality_resamples)
+    quality_parts = dict(similarity=similarity_key, settings=asdict(settings))
+    return LayerScoring(layer, pooled, image_features, stored.text_features.features, image_indices,
+                        inputs.concepts.concepts, config.similarity_fn, inputs.params, settings,
+                        str(inputs.device), similarity_parts, similarity_key, quality_parts,
+                        cache.key("label_quality", **quality_parts))
+
+
 def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, labels: UnitLabels,
-                     log: _RunLog) -> DescribeResult:
-    """One model's run folder: maps first, then the tables, the manifest last."""
+                     log: RunLog, run_dir: Optional[Path] = None) -> DescribeResult:
+    """One model's run folder: maps first, then the tables, the manifest last. It is a new
+    folder in ``result_dir`` unless ``run_dir`` (an empty folder) is given."""
     target, probe, concepts = inputs.targets[number], inputs.probe, inputs.concepts
     config = target.config
     activations = stored.activations[number]
     skipped = sorted(set(activations[target.layers[0]].skipped) | set(stored.image_features.skipped))
     skipped_labels = [probe.item_label(i) for i in skipped]
     reused = stored.reused_by_model[number] + stored.reused + labels.reused
-    run_dir = new_run_dir(config.result_dir, target.model.name)
+    run_dir = new_run_dir(config.result_dir, target.model.name) if run_dir is None else run_dir
     labelled = inputs.labelled is not None
     for layer in target.layers:
         if config.top_maps and target.layouts[layer] is TOKENS and activations[layer].maps is None:
@@ -557,6 +653,7 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
         layouts={layer: target.layouts[layer].name for layer in target.layers},
         label_quality=labels.quality_note,
         output_check=[asdict(check) for check in labels.output_checks],
+        majority_check=labels.majority_checks,
     )
     if config.top_maps:  # before the run files: a run is listed once descriptions.csv exists
         layer_maps = {layer: (entry.maps, entry.map_images) for layer, entry in activations.items()
@@ -574,7 +671,8 @@ def write_run_folder(inputs: RunInputs, stored: StoredStages, number: int, label
         extra_files=labels.quality_files,
     )
     log.lap("write")
-    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings))
+    return DescribeResult(run_dir, load_run(run_dir), dict(log.timings), reused, skipped_labels, list(log.warnings),
+                          list(labels.skipped))
 
 
 def _check_shared_fields(configs: Sequence[DescribeConfig]) -> None:
@@ -716,24 +814,12 @@ def _plain_settings(config: DescribeConfig) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
-def _label_quality(cache: FeatureCache, similarity_key: str, layer: str, best: BestConcepts, concepts: ConceptSet,
-                   image_features: torch.Tensor, text_features: torch.Tensor, pooled: torch.Tensor,
-                   similarity_fn: str, params: dict, settings: QualitySettings,
-                   progress: Optional[ProgressFn]) -> LayerQuality:
-    """The layer's quality figures (dissect_core.engine.label_quality), cached beside its similarity."""
-    parts = dict(similarity=similarity_key, settings=asdict(settings))
-    key = cache.key("label_quality", **parts)
-    cached = cache.load(LayerQuality, key, n_units=pooled.shape[1])
-    if cached is not None:
-        return cached
-    names = concepts.concepts
-    descriptions = pd.DataFrame({"unit": range(pooled.shape[1]),
-                                 "description": [names[i] for i in best.indices[:, 0].tolist()],
-                                 "similarity": best.values[:, 0].numpy()})
-    quality = layer_quality(layer, descriptions, best.values, best.indices, names, image_features,
-                            text_features, pooled, similarity_fn, params, settings, progress)
-    cache.save(quality, key, parts)
-    return quality
+def _quality_fix(similarity_fn: str, params: dict, settings: QualitySettings) -> str:
+    """What gives a run its label-quality figures."""
+    if similarity_fn not in RESCORABLE:
+        return f"Use `similarity_fn` {' or '.join(RESCORABLE)} to have them."
+    return (f"Use a probe set of at least {minimum_probe_images(params.get('top_k', 1), settings)} readable images "
+            "(`d_probe`) to have them.")
 
 
 def _output_checks(concepts: ConceptSet, descriptions: pd.DataFrame, top_concepts: pd.DataFrame) -> list:

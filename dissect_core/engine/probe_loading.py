@@ -4,7 +4,6 @@ reported as skipped, never a crash.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from dissect_core.choices.config import check_num_workers, default_num_workers
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.engine.probe_sets import ProbeSet
 
@@ -56,26 +56,6 @@ def collate_probe_batch(items: Sequence[tuple[int, Optional[dict[str, torch.Tens
     indices = torch.tensor([index for index, _ in good], dtype=torch.long)
     stacked = {key: torch.stack([tensors[key] for _, tensors in good]) for key in good[0][1]} if good else {}
     return ProbeBatch(indices, stacked, skipped)
-
-
-def default_num_workers() -> int:
-    """Decode workers: the cores this process may use but one (the main process runs the
-    models), at most 16. Decoding JPEGs is the bound of a pass once the models run on a GPU."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # respects taskset and container CPU sets
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 2
-    return min(16, max(1, cores - 1))
-
-
-def check_num_workers(num_workers: Optional[int]) -> None:
-    """Refuse a negative worker count (None means the default)."""
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
-                                    or num_workers < 0):
-        raise InvalidInputError(
-            f"`num_workers` must be 0 (decode images in the main process) or a positive number of "
-            f"loader processes, not {num_workers!r}. Leave it out for the default ({default_num_workers()})."
-        )
 
 
 def probe_loader(

@@ -15,7 +15,9 @@ same heatmaps and masks (``unit_views.stored_unit_views``). Layout::
                                      each distinct image among the units' top images, cropped
                                      as the model saw it and shrunk to ``thumbnail_px``
     runs/<folder>/thumbnails/labels.json
-                                     {image_index: the image's label within the probe set}
+                                     {image_index: the image's name within the probe set}, for
+                                     each thumbnail and, in labelled runs, each image listed in
+                                     top_images.csv (its class counts: runs.unit_evidence)
     runs/<folder>/thumbnails/views.json
                                      {"images_per_unit": k, "thumbnail_px": px}: each unit's
                                      top k images (by top_images.csv) have thumbnails
@@ -38,7 +40,6 @@ folder, and imported runs are marked read-only (see ``import_bundle``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -46,7 +47,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -54,10 +54,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Optional, Union
 
+import msgspec
 import numpy as np
 
 from dissect_core.common.errors import InvalidInputError, NewerFormatError
-from dissect_core.common.files import atomic_write_text
+from dissect_core.common.files import atomic_write_text, staging_dir
 from dissect_core.runs.quality_tables import (
     LABEL_QUALITY_FILE, LAYER_QUALITY_FILE, QUALITY_POINTS_FILE, read_label_quality, read_layer_quality,
     read_quality_points,
@@ -172,7 +173,7 @@ def import_bundle(data: Union[bytes, IO[bytes]], dest_root: Union[Path, str], *,
         made_root = not dest_root.exists()
         dest_root.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_staging(dest_root)
-        staging = Path(tempfile.mkdtemp(dir=dest_root, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+        staging = staging_dir(dest_root, f"{STAGING_PREFIX}{os.getpid()}-")
         try:
             _extract(archive, staging, what, total)
             imported = {"bundle": filename.name or "upload", "sha256": digest,
@@ -277,7 +278,7 @@ def _pid_alive(pid: int) -> bool:
 def _mark_imported(run_dir: Path, imported: dict) -> None:
     """Record in the run's manifest that it came from a bundle (see import_bundle)."""
     if (run_dir / MANIFEST_FILE).is_file():
-        dataclasses.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
+        msgspec.structs.replace(RunManifest.read(run_dir), imported=imported).write(run_dir)
 
 
 def _refuse(what: str, problem: str) -> InvalidInputError:
@@ -449,10 +450,12 @@ def _check_run(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], wh
         _check_thumbnail(_read_member(archive, info, what, MAX_THUMBNAIL_BYTES), index, px)
     if labels_name in members:
         labels = read_json_file(read(labels_name), labels_name)
-        if not (isinstance(labels, dict) and all(key.isdigit() and int(key) in thumbnails and isinstance(value, str)
+        listed = set(top["image_index"].astype(int))
+        if not (isinstance(labels, dict) and all(key.isdigit() and int(key) in listed and isinstance(value, str)
                                                  and len(value) <= MAX_LABEL_CHARS * 5
                                                  for key, value in labels.items())):
-            raise InvalidInputError(f"{labels_name} must map thumbnail numbers to short texts.")
+            raise InvalidInputError(f"{labels_name} must map numbers of images listed in {TOP_IMAGES_FILE} "
+                                    "to short texts.")
     for layer, info in maps.items():
         if layer not in layers:
             raise InvalidInputError(f"it has maps of the layer {layer!r}, which its {DESCRIPTIONS_FILE} lacks.")

@@ -14,7 +14,9 @@ Sources, in the order they are tried (all offline):
    Places-style qualifier ("forest-broadleaf"), each without a plural ``s``, then for its
    last word (the head of "shop window" is "window").
 
-A concept found nowhere is ``other``.
+A concept found nowhere is ``other``. The concepts of a labelled run (its probe images'
+own labels, ``Run.labelled``) are the data set's classes: they are all ``class``, never
+looked up (WordNet took "T-shirt or top" for a material).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from typing import Iterable
 
 import pandas as pd
 
-CATEGORIES = ("colour", "texture", "material", "part", "object", "scene", "other")
+CATEGORIES = ("colour", "texture", "material", "part", "object", "scene", "class", "other")
+OWN_CLASS = "class"  # the category of a labelled run's concepts: the data set's own classes
 
 DTD_TEXTURES = frozenset((
     "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
@@ -83,10 +86,13 @@ def categorise_all(concepts: Iterable[str]) -> dict[str, str]:
     return {concept: categorise(concept) for concept in dict.fromkeys(concepts)}
 
 
-def category_mix(descriptions: pd.DataFrame) -> pd.DataFrame:
-    """Per layer (file order) and category: units whose label has that category, and their share."""
-    categories = categorise_all(descriptions["description"])
-    frame = descriptions.assign(category=descriptions["description"].map(categories))
+def category_mix(descriptions: pd.DataFrame, own_classes: bool = False) -> pd.DataFrame:
+    """Per layer (file order) and category: units whose label has that category, and their share.
+    ``own_classes``: the labels are the data set's own classes (a labelled run), all ``class``."""
+    if own_classes:
+        frame = descriptions.assign(category=OWN_CLASS)
+    else:
+        frame = descriptions.assign(category=descriptions["description"].map(categorise_all(descriptions["description"])))
     counts = frame.groupby(["layer", "category"], sort=False).size().rename("units").reset_index()
     counts["share"] = counts["units"] / counts.groupby("layer", sort=False)["units"].transform("sum")
     layers = list(dict.fromkeys(descriptions["layer"]))

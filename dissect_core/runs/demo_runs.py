@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from dissect_core.common.errors import MissingResourceError
 
@@ -41,7 +42,9 @@ CLASSES = ("T-shirt or top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 LAYERS = ("conv1", "conv2", "conv3", "fc")
 IMAGES_PER_UNIT = 10  # thumbnails and maps stored per unit
-TOP_IMAGES = 50  # top images listed per unit (soft-WPMI still scores over its own top 100)
+# Top images listed per unit: soft-WPMI's top_k, so that the Unit explorer counts the labels
+# among all the images a unit's label was chosen from (runs.unit_evidence).
+TOP_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def demo_runs(demo_dir: Path = DEMO_DIR) -> list[Path]:
         if not (folder / "descriptions.csv").is_file():
             raise _missing(f"The built-in demo's run {folder.name}")
     return folders
+
+
+def is_demo_run(run_dir: Optional[Path], demo_dir: Path = DEMO_DIR) -> bool:
+    """Whether ``run_dir`` is one of the built-in demo's run folders."""
+    return run_dir is not None and Path(run_dir).resolve().parent == (demo_dir / RUNS_DIR).resolve()
 
 
 def demo_info(demo_dir: Path = DEMO_DIR) -> dict:

@@ -30,6 +30,9 @@ NETDISSECT = "NetDissect"
 
 
 MILAN = "MILAN"
+# How pages name the method of a run whose concepts are its probe images' labels (the
+# "labels" concept source): CLIP-Dissect's scoring, but no CLIP model and no text.
+PROBE_LABELS = "probe labels"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ _NETDISSECT_DETAIL = re.compile(r"[A-Za-z_]+-(label|truth|activation|intersect|i
 # column says the same, so the suffix is dropped where it agrees with the category and the
 # label reads like the other methods' concepts.
 _BRODEN_SUFFIX = {"scene": "-s", "color": "-c"}
+
+# The largest unit number read: 2**53 is the last whole number float64 holds exactly
+# (pd.to_numeric reads a column of numbers as float64 once one is written as 1e30), and
+# far above any layer's width, so a larger one is an error in the file, not a unit.
+MAX_UNIT = 2**53
 
 
 def _read_bytes(source: PathOrFile) -> tuple[bytes, str]:
@@ -157,6 +165,15 @@ def read_descriptions(source: PathOrFile, name: Optional[str] = None) -> pd.Data
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InvalidInputError(f"{name} is not a readable CSV: {exc}") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # Every row has more fields than the header: pandas would take the first column as
+        # the row index and shift each value into the next column's place.
+        fields = len(frame.columns) + frame.index.nlevels
+        raise InvalidInputError(
+            f"{name}, line 2: {fields} fields, but the header names {len(frame.columns)} columns "
+            f"('{','.join(map(str, frame.columns))}'). Remove the extra field (a comma at the end of each "
+            "row?), or name its column in the header."
+        )
 
     columns = [str(c) for c in frame.columns]
     fmt = detect_format(columns)
@@ -214,6 +231,13 @@ def read_descriptions(source: PathOrFile, name: Optional[str] = None) -> pd.Data
         kind = "a positive whole number (NetDissect numbers units from 1)" if first_unit else \
             "a non-negative whole number"
         raise InvalidInputError(f"{name}, line {line}: unit {standard['unit'].iloc[row]!r} is not {kind}.")
+    too_large = units > MAX_UNIT
+    if too_large.any():
+        line, row = line_of(too_large)
+        raise InvalidInputError(
+            f"{name}, line {line}: unit {standard['unit'].iloc[row]!r} ({units.iloc[row]:,.0f}) is larger "
+            f"than any layer has: unit numbers go up to {MAX_UNIT:,}."
+        )
     score_name = "score" if fmt.method == NETDISSECT else "similarity"
     similarity = pd.to_numeric(standard["similarity"], errors="coerce")
     written_nan = standard["similarity"].str.strip().str.lower().isin({"nan", "-nan"})
@@ -223,8 +247,17 @@ def read_descriptions(source: PathOrFile, name: Optional[str] = None) -> pd.Data
         raise InvalidInputError(
             f"{name}, line {line}: {score_name} {standard['similarity'].iloc[row]!r} is not a number."
         )
-    if (standard["description"] == "").any():
-        line, _ = line_of(standard["description"] == "")
+    infinite = similarity.abs() == float("inf")
+    if infinite.any():
+        line, row = line_of(infinite)
+        raise InvalidInputError(
+            f"{name}, line {line}: {score_name} {standard['similarity'].iloc[row]!r} is infinite. "
+            f"Every {score_name} must be a finite number (or nan for none); was the file written from "
+            "a failed computation?"
+        )
+    blank = standard["description"].str.strip() == ""
+    if blank.any():
+        line, _ = line_of(blank)
         raise InvalidInputError(f"{name}, line {line}: the {'label' if first_unit else 'description'} is empty.")
 
     result = pd.DataFrame(

@@ -7,16 +7,18 @@ from an unknown format raises :class:`DamagedRunError` saying what is wrong: a r
 never silently read as something else (such as an import from a CSV). Older versions
 are read (fields they lack get their defaults); a newer one raises
 :class:`~dissect_core.common.errors.NewerFormatError`, asking to upgrade dissect.
+
+The records are msgspec Structs: msgspec checks a record against them (types, required
+and unknown fields, nested records), and its complaint is put in this module's words.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
 from typing import Any, Optional, Union
+
+import msgspec
 
 from dissect_core import __version__
 from dissect_core.common.errors import InvalidInputError, NewerFormatError
@@ -28,15 +30,19 @@ FORMAT_NAME = "dissect_core-run"
 # 2: probe.listing_skipped and warnings added (a version-1 manifest reads with both empty).
 # 3: label_quality and output_check added (a version-2 manifest without them reads with {} and
 #    []; some version-2 manifests, written before the bump, carry them already).
-FORMAT_VERSION = 3
+# 4: majority_check added (older manifests read with []).
+FORMAT_VERSION = 4
 
 
 class DamagedRunError(InvalidInputError):
     """A run folder's files cannot be read as a run (the message says which and why)."""
 
 
-@dataclass(frozen=True)
-class ProbeRecord:
+class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A manifest record: immutable, and a field the schema does not know is an error."""
+
+
+class ProbeRecord(_Record):
     """The probe set a run used: enough to reopen it and check it is unchanged."""
 
     name: str
@@ -48,8 +54,7 @@ class ProbeRecord:
     listing_skipped: dict[str, int]  # files left out while listing the set, by reason
 
 
-@dataclass(frozen=True)
-class ConceptSetRecord:
+class ConceptSetRecord(_Record):
     name: str
     source: str
     sha256: str
@@ -58,8 +63,7 @@ class ConceptSetRecord:
     blank_lines_dropped: int
 
 
-@dataclass(frozen=True)
-class CacheKeys:
+class CacheKeys(_Record):
     """The cache entries a run was made from (dissect_core.engine.cache keys)."""
 
     activations: dict[str, str]  # by layer
@@ -68,8 +72,7 @@ class CacheKeys:
     similarity: dict[str, str]  # by layer
 
 
-@dataclass(frozen=True)
-class RunSources:
+class RunSources(_Record):
     """What a run's probe images and target model are reopened from.
 
     Runs that share these share their loaded model and images (the app caches on
@@ -88,15 +91,35 @@ class RunSources:
 
     def key(self) -> str:
         """A canonical JSON text of these fields (:meth:`from_key` reads it back)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(msgspec.to_builtins(self, enc_hook=_plain), sort_keys=True)
 
     @classmethod
     def from_key(cls, key: str) -> "RunSources":
-        return _build(cls, json.loads(key), "run sources")
+        return _convert(json.loads(key), cls, "run sources")
 
 
-@dataclass(frozen=True)
-class RunManifest:
+class MajorityCheck(_Record):
+    """One layer of a labelled run: do the units' labels agree with the label most of their
+    ``top_k`` images carry? Lists are per unit, in unit order."""
+
+    layer: str
+    top_k: int  # the unit's top images counted (engine.label_scores.MAJORITY_TOP_K, at most the probe's images)
+    agreeing: int  # units whose label is carried by as many of their top images as any label
+    majority: list[str]  # the label most of the unit's top images carry (the first concept on a tie)
+    majority_count: list[int]  # how many of its top images carry that label
+    label_count: list[int]  # how many carry the unit's own label
+
+    @property
+    def units(self) -> int:
+        return len(self.majority)
+
+    @property
+    def share(self) -> float:
+        """The share of the layer's units whose label agrees."""
+        return self.agreeing / self.units if self.units else float("nan")
+
+
+class RunManifest(_Record):
     created: str  # ISO 8601, UTC
     target_model: str
     target_checkpoint: Optional[str]
@@ -118,15 +141,18 @@ class RunManifest:
     warnings: list[str]  # problems worked around (damaged cache entries recomputed, ...)
     versions: dict[str, str]
     timings_s: dict[str, float]
-    layouts: dict[str, str] = field(default_factory=dict)  # layer -> recording layout; {} before they were recorded
+    layouts: dict[str, str] = msgspec.field(default_factory=dict)  # layer -> recording layout; {} before they were recorded
     # {"settings": QualitySettings as a dict} when label-quality figures were computed, or
     # {"skipped": why not}; {} in runs made before the quality stage existed.
-    label_quality: dict[str, Any] = field(default_factory=dict)
+    label_quality: dict[str, Any] = msgspec.field(default_factory=dict)
     # CLIP-Dissect's output-layer check (quality.OutputCheck as dicts); [] when no layer qualifies.
-    output_check: list[dict[str, Any]] = field(default_factory=list)
+    output_check: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # Labelled runs, per layer: agreement of the labels with their top images' majority label;
+    # [] for CLIP runs and runs made before it was recorded.
+    majority_check: list[MajorityCheck] = msgspec.field(default_factory=list)
     # Set by bundle.import_bundle: {"bundle": file name, "sha256": its hash, "imported": ISO time}.
     imported: Optional[dict[str, str]] = None
-    format_version: int = field(default=FORMAT_VERSION)
+    format_version: int = FORMAT_VERSION
 
     @property
     def data_dir(self) -> str:
@@ -139,7 +165,7 @@ class RunManifest:
     # ------------------------------------------------------------------ JSON
 
     def to_json(self) -> str:
-        record = dataclasses.asdict(self)
+        record = msgspec.to_builtins(self, enc_hook=_plain)
         version = record.pop("format_version")
         return json.dumps({"format": f"{FORMAT_NAME}/{version}", **record}, indent=2, default=str)
 
@@ -169,7 +195,7 @@ class RunManifest:
             raise DamagedRunError(f"{where} has an unknown run format version {version}.")
         if version == 1:
             record = _upgrade_from_1(record)
-        manifest = _build(cls, {**record, "format_version": version}, where)
+        manifest = _convert({**record, "format_version": version}, cls, where)
         _check_layer_names(manifest, where)
         return manifest
 
@@ -201,7 +227,6 @@ def _upgrade_from_1(record: dict) -> dict:
     return record
 
 
-
 def _check_layer_names(manifest: RunManifest, where: str) -> None:
     """Every layer the manifest names is a plain module name: layer names name the run's
     files (``maps/<layer>.npy``), so one like ``../x`` is refused, naming its field."""
@@ -218,45 +243,41 @@ def _check_layer_names(manifest: RunManifest, where: str) -> None:
             raise DamagedRunError(str(exc)) from None
 
 
-def _build(cls: type, record: Any, where: str) -> Any:
-    """``cls(**record)``, each field checked against its annotation (nested records too)."""
-    if not isinstance(record, dict):
-        raise DamagedRunError(f"{where}: expected an object, found {type(record).__name__}.")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls)]
-    missing = [f.name for f in fields
-               if f.name not in record and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise DamagedRunError(f"{where} lacks the field(s) {', '.join(missing)}; the file is damaged or truncated.")
-    unknown = sorted(set(record) - {f.name for f in fields})
-    if unknown:
-        raise DamagedRunError(f"{where} has unknown field(s) {', '.join(unknown)}.")
-    values = {name: _check(hints[name], value, f"{where}: {name}") for name, value in record.items()}
-    return cls(**values)
+def _plain(value: Any) -> Any:
+    """A value msgspec cannot write: a NumPy scalar as its number (msgspec would not take a
+    float64 as a float), anything else, such as a path, as its text."""
+    return value.item() if hasattr(value, "item") and hasattr(value, "dtype") else str(value)
 
 
-def _check(annotation: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _check(inner, value, where)
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise DamagedRunError(f"{where} should be a list, not {type(value).__name__}.")
-        return [_check(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise DamagedRunError(f"{where} should be an object, not {type(value).__name__}.")
-        return {key: _check(args[1], item, f"{where}.{key}") for key, item in value.items()}
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise DamagedRunError(f"{where} should be {annotation.__name__}, not {type(value).__name__} {value!r:.40}.")
-    return value
+_FIELD_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_JSON_TYPES = {"array": "a list", "object": "an object"}
+
+
+def _convert(record: Any, cls: type, where: str) -> Any:
+    """``record`` as a ``cls``, checked by msgspec; DamagedRunError in words naming the field."""
+    try:
+        return msgspec.convert(record, cls, strict=True)
+    except msgspec.ValidationError as exc:
+        raise DamagedRunError(_in_words(str(exc), where)) from None
+
+
+def _in_words(message: str, where: str) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.probe.n_images``` as
+    ``manifest.json: probe: n_images should be int, not str.``"""
+    at = _FIELD_PATH.search(message)
+    problem = message[:at.start()] if at else message
+    path = at["path"] if at else ""
+    # "$.probe.n_images" -> "probe: n_images"; "$.layers[0]" stays; "[...]" is a value in an object.
+    path = path.replace("[...]", " (a value)").lstrip(".").replace(".", ": ")
+    here = f"{where}: {path}" if path else where
+    if found := re.fullmatch(r"Object missing required field `(.+)`", problem):
+        return f"{here} lacks the field(s) {found[1]}; the file is damaged or truncated."
+    if found := re.fullmatch(r"Object contains unknown field `(.+)`", problem):
+        return f"{here} has unknown field(s) {found[1]}."
+    if found := re.fullmatch(r"Expected `(.+)`, got `(.+)`", problem):
+        expected, got = found[1], {"array": "list"}.get(found[2], found[2])
+        if expected == "object":
+            return f"{here}: expected an object, found {got}."
+        expected = " or ".join(_JSON_TYPES.get(kind, kind) for kind in expected.split(" | "))
+        return f"{here} should be {expected}, not {got}."
+    return f"{here}: {problem}."

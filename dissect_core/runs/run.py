@@ -11,7 +11,7 @@ from typing import Optional
 import pandas as pd
 
 from dissect_core.runs.formats import (
-    CLIP_DISSECT,
+    CLIP_DISSECT, PROBE_LABELS,
     DESCRIPTION_COLUMNS,
     RESULT_FORMATS,
     layer_order,
@@ -63,7 +63,21 @@ class Run:
         return Path(concept_set).stem if concept_set else None
 
     @property
+    def labelled(self) -> bool:
+        """Whether the run's concepts are its probe images' labels (the "labels" concept
+        source) instead of texts matched to the images by CLIP."""
+        return self.manifest is not None and self.manifest.config.get("concept_source", "clip") != "clip"
+
+    @property
+    def method_name(self) -> str:
+        """The method in the pages' words: ``method``, or ``PROBE_LABELS`` for labelled runs."""
+        return PROBE_LABELS if self.labelled else self.method
+
+    @property
     def clip_model(self) -> Optional[str]:
+        """The CLIP model that matched images and concepts; None for labelled runs (no CLIP)."""
+        if self.labelled:
+            return None
         return self.manifest.clip_model if self.manifest else self.args.get("clip_model")
 
     @property
@@ -77,8 +91,23 @@ class Run:
 
     @property
     def score_name(self) -> Optional[str]:
-        """What ``similarity`` holds for this run's method ("IoU" for NetDissect); None: no score."""
+        """What ``similarity`` holds for this run's method ("IoU" for NetDissect, "label score
+        (soft_wpmi)" for labelled runs); None: no score."""
+        if self.labelled:
+            return f"label score ({self.similarity_fn})"
         return next((e.value.score for e in RESULT_FORMATS if e.value.method == self.method), "similarity")
+
+    def match_name(self, concept: str) -> str:
+        """What the label-quality scatter and correlation measure of an image against
+        ``concept``: its CLIP similarity, or for labelled runs whether it carries the label."""
+        return f"image carries '{concept}' (0 = no)" if self.labelled else f"CLIP similarity to '{concept}'"
+
+    @property
+    def similarity_top_k(self) -> Optional[int]:
+        """How many of a unit's top images its label was chosen from (the similarity
+        function's ``top_k``, as the manifest records it); None when the function has none."""
+        top_k = self.manifest.similarity_params.get("top_k") if self.manifest else None
+        return int(top_k) if isinstance(top_k, (int, float)) and top_k >= 1 else None
 
     @property
     def imported(self) -> bool:

@@ -16,7 +16,7 @@ runs = dissect_app.require_models(frame, 1)
 layers = dissect_app.require_layers(frame)
 
 summary = analysis.summarize_models(frame.frames, layers)
-summary["method"] = summary["model"].map({run.label: run.method for run in runs})  # who made the labels
+summary["method"] = summary["model"].map({run.label: run.method_name for run in runs})  # who made the labels
 
 CARD_WIDTH = 200  # px: cards wrap, as many to a row as fit (two at 900 px, four at 1400 px)
 
@@ -27,7 +27,7 @@ with st.container(horizontal=True, wrap=True):
         chosen = analysis.filter_layers(run.descriptions, layers)
         with st.container(border=True, width=CARD_WIDTH):
             st.markdown(f"**{dissect_app.md(run.label)}**")
-            details = [run.method, run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
+            details = [run.method_name, run.clip_model, run.probe_name, run.concept_set_name, run.similarity_fn]
             st.caption(dissect_app.md(" · ".join(str(d) for d in details if d)))
             st.metric("Units", len(chosen))
             st.metric(
@@ -51,10 +51,10 @@ dissect_app.show_chart(charts.distinct_concepts_chart(summary), key="overview_di
 
 st.subheader("Similarity scores per layer")
 st.caption("Box: first to third quartile · white tick: median · dot: mean · whiskers: minimum to maximum.")
-other_scores = {run.method: run.score_name for run in runs if run.score_name != "similarity"}
-if other_scores:  # NetDissect's IoU and CLIP-Dissect's similarity are on different scales
+other_scores = {run.method_name: run.score_name for run in runs if run.score_name != "similarity"}
+if other_scores:  # NetDissect's IoU, labelled runs' label scores and CLIP similarity have different scales
     st.caption(dissect_app.md(" · ".join(f"{method}: {score or 'no score'}" for method, score in other_scores.items())
-                         + " instead of CLIP-Dissect's similarity."))
+                              + " instead of CLIP-Dissect's similarity, on a scale of its own."))
 similarity = summary[["model", "layer", "mean_similarity", "median_similarity", "q1_similarity",
                       "q3_similarity", "min_similarity", "max_similarity"]]
 dissect_app.show_table(
@@ -69,8 +69,12 @@ dissect_app.show_chart(charts.similarity_chart(summary), key="overview_similarit
 st.subheader("How far to trust the labels")
 st.caption("**Stable units**: share of units that keep their label in at least 80 % of bootstrap resamples "
            "of the probe images. **Correlation**: mean over units of the correlation between a unit's "
-           "activation and its label's CLIP similarity on held-out images. **Distinct concepts** with a 95 % "
-           "bootstrap interval: two models' counts differ credibly only where the intervals do not overlap.")
+           "activation and its label's CLIP similarity on held-out images"
+           + (" (for probe-label runs: whether the image carries the label)" if any(r.labelled for r in runs)
+              else "")
+           + ". **Distinct concepts** with a 95 % bootstrap interval, kept within the possible range (at most "
+           "the layer's units and concepts): two models' counts differ credibly only where the intervals do "
+           "not overlap.")
 quality = dissect_app.quality_table(runs, layers)
 if not quality.empty:
     dissect_app.show_table(quality, key="overview_quality_csv", file_name="label_quality_per_layer", column_config={
@@ -90,9 +94,10 @@ if not checks.empty:
 
 st.subheader("Concept categories per layer")
 st.caption("Each label's category: Broden's own for Broden labels (-c colours, -s scenes, its texture and "
-           "material lists), otherwise the most frequent WordNet 3.0 noun sense; see the README.")
-mix = pd.concat([categories.category_mix(analysis.filter_layers(run.descriptions, layers)).assign(model=run.label)
-                 for run in runs], ignore_index=True)
+           "material lists), otherwise the most frequent WordNet 3.0 noun sense; see the README. Probe-label "
+           "runs' labels are the data set's own classes: category *class*.")
+mix = pd.concat([categories.category_mix(analysis.filter_layers(run.descriptions, layers), own_classes=run.labelled)
+                 .assign(model=run.label) for run in runs], ignore_index=True)
 dissect_app.show_table(mix[["model", "layer", "category", "units", "share"]], key="overview_categories_csv",
                   file_name="concept_categories", height=300,
                   column_config={"share": st.column_config.NumberColumn("Share", format="percent")})

@@ -3,20 +3,25 @@
 Results are written to the result folder and appear on every other page; every
 stage is cached, so describing a dissected model with another concept list costs
 only the concepts' text encoding and the similarity step.
+
+A hosted (read-only) demo does not route to this page at all (``dissect_app.navigation``),
+so its torch imports never run there.
 """
 import streamlit as st
 
 import dissect_app
 
 frame = dissect_app.page_frame("Run CLIP-Dissect")
-dissect_app.refuse_in_hosted_mode()
 
-# Imported after the hosted-mode check: a hosted demo never loads torch.
-from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES, PROBE_SETS,  # noqa: E402
-                                  SIMILARITY_FUNCTIONS)
-from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
-from dissect_core.common.errors import DissectError  # noqa: E402
-from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
+# Imported once the frame is drawn (a hosted server does not route this page at all). The
+# first visit imports PyTorch (several seconds), so the page says what it is waiting for.
+with st.spinner("Loading PyTorch and the dissection engine (the first visit takes a few seconds)…",
+                show_time=True):
+    from dissect_core.choices.catalog import (CLIP_ALIASES, DECODERS, NAMED_MODELS, POOL_MODES,  # noqa: E402
+                                              PROBE_SETS, SIMILARITY_FUNCTIONS)
+    from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
+    from dissect_core.common.errors import DissectError  # noqa: E402
+    from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
@@ -123,15 +128,14 @@ with new_tab:
 with concepts_tab:
     blockers = {run.label: dissect_app.redescribe_blocker(run) for run in frame.runs.values()}
     finished = [run for run in frame.runs.values() if blockers[run.label] is None]
-    if len(finished) < len(frame.runs):
-        with st.expander(f"{len(frame.runs) - len(finished)} loaded run(s) cannot be re-described here"):
-            for label, why in blockers.items():
-                if why is not None:
-                    st.text(f"{label}: {why}")
-    if not finished:
-        st.info("No run computed by this app or the CLI is loaded yet: runs imported from CSVs have no "
-                "cached activations to re-describe.")
-    else:
+    # Each run that cannot take new concepts says why, in plain sight (an expander hid the reasons).
+    blocked = [f"- **{dissect_app.md(label)}**: {dissect_app.message(why)}" for label, why in blockers.items()
+               if why is not None]
+    if blocked:
+        heading = ("No loaded run can be described with new concepts here:" if not finished
+                   else "These loaded runs cannot be described with new concepts here:")
+        st.info("\n".join([heading, *blocked]), icon=":material/info:")
+    if finished:
         labels = [run.label for run in finished]
         label = st.selectbox("Finished run", labels, key="redescribe_run")
         concepts = concept_picker("redescribe")

@@ -23,9 +23,9 @@ if label_a == label_b:
 run_a, run_b = frame.runs[label_a], frame.runs[label_b]
 stable_only = dissect_app.stable_toggle([run_a, run_b])
 df_a, df_b = dissect_app.descriptions_for(run_a, stable_only), dissect_app.descriptions_for(run_b, stable_only)
-st.caption(dissect_app.md(f"Labels of A by {run_a.method}, of B by {run_b.method}.")
+st.caption(dissect_app.md(f"Labels of A by {run_a.method_name}, of B by {run_b.method_name}.")
            + (" Concepts match only where both methods name them the same way."
-              if run_a.method != run_b.method else ""))
+              if run_a.method_name != run_b.method_name else ""))
 
 common, only_a, only_b = analysis.compare_layers(df_a, df_b)
 for label, missing in ((label_a, only_a), (label_b, only_b)):
@@ -84,6 +84,7 @@ default_concept = str(both.iloc[0]["concept"]) if not both.empty else concepts[0
 concept = dissect_app.persistent(st.selectbox, "Concept", key="concept", default=default_concept,
                             sanitize=lambda v: v if v in concepts else default_concept, options=concepts)
 for column, (label, df) in zip(st.columns(2), ((label_a, df_a), (label_b, df_b))):
+    score_name = frame.runs[label].score_name or "similarity"  # a labelled run's is its label score
     units = analysis.units_with_concept(df, concept)
     with column:
         st.markdown(f"**{dissect_app.md(label)}**: {len(units)} unit(s)")
@@ -92,11 +93,11 @@ for column, (label, df) in zip(st.columns(2), ((label_a, df_a), (label_b, df_b))
         units["link"] = [dissect_app.unit_link_url(label, layer, unit) for layer, unit in zip(units["layer"], units["unit"])]
         dissect_app.show_table(units, key=f"concept_units_{label}_csv", file_name=f"units_{label}_{concept}",
                           column_config={
-                              "similarity": st.column_config.NumberColumn("Similarity", format="%.3f"),
+                              "similarity": st.column_config.NumberColumn(score_name.capitalize(), format="%.3f"),
                               "link": st.column_config.LinkColumn("Unit explorer", display_text="open ↗"),
                           })
         best = analysis.best_unit(units)
-        score = "" if pd.isna(best["similarity"]) else f", similarity {best['similarity']:.3f}"
+        score = "" if pd.isna(best["similarity"]) else f", {dissect_app.md(score_name)} {best['similarity']:.3f}"
         st.page_link(dissect_app.UNIT_EXPLORER_PAGE, icon=":material/grid_view:",
                      label=f"Open the best unit ({dissect_app.md(best['layer'])}, unit {int(best['unit'])}{score})",
                      query_params=dissect_app.unit_link_params(label, best["layer"], best["unit"]))
