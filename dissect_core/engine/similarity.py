@@ -324,10 +324,12 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     # The (rank, unit) pairs ordered by chunk of images, then by unit, then by rank, so a
     # chunk's pairs are a range and each unit's pairs within it a range.
     row_batch = tuning["_row_batch"]
-    pair_slot = slots.flatten()  # pair p = j·K + k: rank j of unit k
-    pair_unit = torch.arange(pair_slot.numel()) % n_units
-    order = torch.sort(pair_slot // row_batch * n_units + pair_unit, stable=True).indices
-    pair_slot, pair_unit, pair_rank = pair_slot[order], pair_unit[order], order // n_units
+    pair_slot = slots.T.flatten()  # by unit, then rank
+    pair_unit = torch.arange(n_units).repeat_interleave(top_k)
+    pair_rank = torch.arange(top_k).repeat(n_units)
+    if images.numel() > row_batch:  # several chunks: by chunk first (a stable sort keeps the rest)
+        order = torch.sort(pair_slot // row_batch, stable=True).indices
+        pair_slot, pair_unit, pair_rank = pair_slot[order], pair_unit[order], pair_rank[order]
     bounds = torch.searchsorted(pair_slot, torch.arange(0, images.numel() + row_batch, row_batch)).tolist()
     units_cpu = pair_unit
     pair_slot, pair_unit, pair_rank = pair_slot.to(device), pair_unit.to(device), pair_rank.to(device)
