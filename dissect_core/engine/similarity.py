@@ -36,10 +36,10 @@ previous one's rows in the CPU's cache. The cosine functions and ``rank_reorder`
 blocks of concepts (256 MiB of P at a time).
 
 Precision. ``soft_wpmi``/``wpmi`` split each term into a constant and a small log1p
-term, so their float32 sums stay close to the exact (float64) values: about 3e-6
-absolute on the scores in ``benchmarks/bench_soft_wpmi.py``, where the reference's
-float32 sum of 100 logs near −5 each is off by about 2e-4. A label differs from the
-reference's only where two concepts' scores tie within that.
+term, so their float32 sums stay close to the exact (float64) values: within about 5e-6
+at the standard sizes of ``benchmarks/bench_soft_wpmi.py`` and 5e-7 at Broden's, where
+the reference's float32 sum of 100 logs near −5 each is off by about 2e-4. A label
+differs from the reference's only where two concepts' scores tie within that.
 """
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     between the steps; an image can be in every unit's top set, so this also bounds
     memory): gather their rows of E, multiply each by w_j/Z_s, log1p, and add each row
     into its unit's sum. Each unit's rows are added in the same order however the work
-    is split, so the result does not depend on the number of threads.
+    is split (threads, block size), so the split does not change the sums.
 
     On the CPU a chunk with ``_worker_terms`` terms or more is split at unit boundaries
     into one range of pairs per torch thread, each worked through by a thread of its own
