@@ -1,9 +1,9 @@
 """The built-in demo as the app's default: shown on every page while nothing else is loaded.
 
 The demo (``dissect_core.runs.demo_runs``) is two precomputed runs with stored thumbnails and
-activation maps, so showing it reads a few small files and imports no torch. A
-banner says it is a demo; one click puts it away for the session, and the "no
-results yet" hints offer it back.
+activation maps, and the training sweep between them (one run per checkpoint, which the Sweep
+page shows), so showing it reads a few small files and imports no torch. A banner says it is
+a demo; one click puts it away for the session, and the "no results yet" hints offer it back.
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ DEMO_HIDDEN_KEY = "demo_hidden"
 
 @st.cache_data(show_spinner=False)
 def cached_demo() -> tuple[list[Run], dict]:
-    """The demo's runs and demo.json, read once per server (the files never change)."""
-    from dissect_core.runs.demo_runs import demo_info, demo_runs
+    """The demo's runs (the two networks, then the training sweep's) and demo.json, read once
+    per server (the files never change)."""
+    from dissect_core.runs.demo_runs import demo_info, demo_runs, demo_sweep_runs
 
-    return [load_run(folder) for folder in demo_runs()], demo_info()
+    return [load_run(folder) for folder in demo_runs() + demo_sweep_runs()], demo_info()
 
 
 def demo_runs_to_show(other_runs_loaded: bool) -> list[Run]:
@@ -49,7 +50,9 @@ def demo_banner() -> None:
         f"that this project trained on Fashion-MNIST (test accuracy {accuracy.get('trained', float('nan')):.1%}) "
         f"against the same network untrained ({accuracy.get('untrained', float('nan')):.1%}), dissected over "
         f"{info.get('probe_images', '?')} labelled test images with their ten class names as concepts "
-        "(the labelled-probe concept source). Load your own results under *Add results* in the sidebar.",
+        f"(the labelled-probe concept source). The *Sweep* page follows {len(info.get('checkpoint_steps', []))} "
+        "checkpoints of its training, from the initial weights to the end. "
+        "Load your own results under *Add results* in the sidebar.",
         icon=":material/school:",
     )
     # Under the banner at its own width: in a narrow column beside it the label was cut ("Put the demo …").

@@ -10,9 +10,9 @@ from streamlit.delta_generator import DeltaGenerator
 
 from dissect_app.sources import results_dir, select_after_rerun
 from dissect_app.text import md, message
-from dissect_core.runs.bundle_format import THUMBNAILS_DIR
 from dissect_core.runs.demo_runs import is_demo_run
 from dissect_core.runs.run import Run
+from dissect_core.runs.unit_images import has_thumbnails
 
 CACHE_ENV = "DISSECT_CACHE_DIR"
 DEFAULT_CACHE_DIR = "saved_activations"
@@ -94,7 +94,7 @@ def redescribe_blocker(run: Run) -> Optional[str]:
                 "list. `python -m dissect_core demo OUT` dissects the demo networks again on this machine, "
                 "into the folder OUT.")
     imported = results_dir().resolve() / "imported"
-    if (run.path / THUMBNAILS_DIR).is_dir() or run.path.resolve().is_relative_to(imported):
+    if has_thumbnails(run.path) or run.path.resolve().is_relative_to(imported):
         return ("it was imported from a results bundle, which carries its labels and images but not its "
                 "activations: bundled runs are read-only. Re-describe it where it was computed.")
     if run.labelled:

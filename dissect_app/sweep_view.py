@@ -9,10 +9,12 @@ from dissect_app.frame import Frame
 from dissect_app.navigation import MODEL_DIFFERENCES_PAGE
 from dissect_app.pickers import MODELS_KEY
 from dissect_core.common.errors import DissectError
+from dissect_core.runs.demo_runs import DEMO_DIR, SWEEP_DIR
 from dissect_core.runs.sweep_index import SWEEP_FILE, read_sweep_entries
 from dissect_core.runs.sweep_summary import SweepPoint
 
 ALL_RUNS = "every loaded run, in the order loaded"
+DEMO_SWEEP = "the built-in demo's training"
 
 
 def sweep_points(frame: Frame) -> list[SweepPoint]:
@@ -22,7 +24,9 @@ def sweep_points(frame: Frame) -> list[SweepPoint]:
     for label, run in frame.runs.items():
         if run.path is not None and (run.path.parent / SWEEP_FILE).is_file():
             by_folder.setdefault(run.path.parent, {})[run.path.name] = label
-    choices = {str(folder): folder for folder in by_folder}
+    # The demo's folder is inside the installed package: its path would say nothing to a reader.
+    demo = (DEMO_DIR / SWEEP_DIR).resolve()
+    choices = {DEMO_SWEEP if folder.resolve() == demo else str(folder): folder for folder in by_folder}
     picked = frame.controls.selectbox("Sweep", [*choices, ALL_RUNS], key="sweep_folder") if choices else ALL_RUNS
     if picked == ALL_RUNS:
         return [SweepPoint(position, run) for position, run in enumerate(frame.runs.values())]

@@ -13,8 +13,10 @@ from typing import Any, Callable, Optional
 import streamlit as st
 
 from dissect_app.hosted_mode import hosted
+from dissect_core.runs.demo_runs import is_demo_run
 from dissect_core.runs.manifest import RunSources
 from dissect_core.runs.run import Run
+from dissect_core.runs.run_folders import THUMBNAILS_DIR
 from dissect_core.runs.unit_evidence import stored_image_names
 
 
@@ -67,7 +69,14 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
     if has_thumbnails(run.path):
         # A bundled run is self-contained: its thumbnails and stored maps are drawn without
         # torch, and the manifest's folders (another machine's) are never opened.
-        return UnitGallery(_stored_views("", str(run.path), layer, unit, pairs, threshold, None), None, None)
+        views = _stored_views("", str(run.path), layer, unit, pairs, threshold, None)
+        no_maps = None
+        if read_stored_maps(run.path) is None and not (run.path / THUMBNAILS_DIR).is_dir():
+            no_maps = "This run is one of a sweep whose runs share their thumbnails and keep no activation maps."
+            if is_demo_run(run.path):
+                no_maps += (" The demo's two networks, its first and last checkpoints, have them: pick "
+                            "the trained or the untrained network.")
+        return UnitGallery(views, None, no_maps)
     if hosted():
         return UnitGallery([], "This demo shows images only for runs shared as results bundles.", None)
     key = run.sources.key()

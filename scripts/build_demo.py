@@ -4,16 +4,20 @@
     python scripts/build_demo.py               # alone on the machine: it times itself
 
 Seeded, on the CPU, in a few minutes: trains ``small_cnn`` on the Fashion-MNIST
-training images, keeps the same network at its initial (untrained) weights as the
-honest counterpart, picks a probe subset of the test images (never trained on),
-dissects both networks through the project's own pipeline with the labelled-probe
-concept source (concepts = the ten class names), and writes the committed artefacts:
-the two checkpoints, the probe images, the data set's licence, the runs with each
-unit's thumbnails and activation maps (bundle layout, so the app shows heatmaps and
-masks without torch) and ``demo.json`` with the measured figures. Users never run
-this: ``python -m dissect_core demo OUT`` re-runs the pipeline on the committed files.
-``--redissect`` rewrites only the runs, from the committed checkpoints and probe images
-(seconds): the way to bring the committed runs up to a pipeline that writes more.
+training images on one thread (so that a rebuild on the same CPU gives the same
+weights), saving ten checkpoints from the initial weights to the end, spaced
+geometrically in training steps (concepts form early); picks a probe subset of the
+test images (never trained on); dissects the first checkpoint ("untrained") and the
+last ("trained") through the project's own pipeline with the labelled-probe concept
+source (concepts = the ten class names), and every checkpoint as a sweep
+(``dissect sweep``, the training sweep); and writes the committed artefacts: the
+checkpoints, the probe images, the data set's licence, the two runs with each unit's
+thumbnails and activation maps (bundle layout, so the app shows heatmaps and masks
+without torch), the sweep's runs (one shared folder of thumbnails, no maps) and
+``demo.json`` with the measured figures. Users never run this: ``python -m
+dissect_core demo OUT`` re-runs the pipeline on the committed files. ``--redissect``
+rewrites only the runs, from the committed checkpoints and probe images (seconds): the
+way to bring the committed runs up to a pipeline that writes more.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,6 +44,8 @@ from dissect_core.engine import demo_build  # noqa: E402
 from dissect_core.engine import small_cnn  # noqa: E402
 from dissect_core.engine.bundle_export import export_bundle  # noqa: E402
 from dissect_core.runs.bundle_format import import_bundle  # noqa: E402
+from dissect_core.runs.run_folders import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE  # noqa: E402
+from dissect_core.runs.sweep_index import SWEEP_FILE  # noqa: E402
 
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
@@ -95,27 +102,47 @@ def as_inputs(images: np.ndarray) -> torch.Tensor:
     return ((torch.from_numpy(images.astype(np.float32)) / 255 - small_cnn.MEAN) / small_cnn.STD)[:, None]
 
 
+BATCH_SIZE = 128
+CHECKPOINTS = 10  # saved during training, the initial weights and the last included
+
+
+def training_steps(n_images: int, epochs: int) -> int:
+    return epochs * ((n_images + BATCH_SIZE - 1) // BATCH_SIZE)
+
+
+def checkpoint_steps(total: int, count: int = CHECKPOINTS) -> list[int]:
+    """Step 0, then steps spaced geometrically up to ``total`` (0, 1, 2, 5, 10, 22, 47, 101,
+    218, 470 for 470): a network's units change most in its first steps."""
+    return sorted({0, total, *(round(total ** (i / (count - 2))) for i in range(count - 1))})
+
+
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int, seed: int,
-          batch_size: int = 128) -> list[float]:
-    """Plain Adam training; returns the mean training loss per epoch."""
+          save: Callable[[int, nn.Module], None]) -> list[float]:
+    """Plain Adam training; ``save(step, model)`` at each of :func:`checkpoint_steps` (step 0
+    before any). Returns the mean training loss per epoch."""
     generator = torch.Generator().manual_seed(seed)
     inputs, targets = as_inputs(images), torch.from_numpy(labels.astype(np.int64))
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = epochs * ((len(inputs) + batch_size - 1) // batch_size)
+    steps = training_steps(len(inputs), epochs)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=4e-3, total_steps=steps)
-    losses = []
+    saved_at = set(checkpoint_steps(steps))
+    save(0, model)
+    step, losses = 0, []
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+        for start in range(0, len(order), BATCH_SIZE):
+            batch = order[start:start + BATCH_SIZE]
             loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
+            step += 1
             total += float(loss.detach()) * len(batch)
+            if step in saved_at:
+                save(step, model)
         losses.append(total / len(order))
     model.eval()
     return losses
@@ -151,26 +178,36 @@ def build(data_dir: Path, out: Path, *, epochs: int, train_images: int, per_clas
         keep = np.sort(np.random.default_rng(seed).choice(len(train_x), size=train_images, replace=False))
         train_x, train_y = train_x[keep], train_y[keep]
 
+    if out.exists():
+        shutil.rmtree(out)
+    (out / demo.WEIGHTS_DIR).mkdir(parents=True)
     model = small_cnn.SmallCNN(num_classes=len(demo.CLASSES), width=width)
-    untrained = {key: value.clone() for key, value in model.state_dict().items()}
+    checkpoint_accuracy = {}
+
+    def save(step: int, network: nn.Module) -> None:
+        torch.save(network.state_dict(), out / demo.WEIGHTS_DIR / demo.checkpoint_name(step))
+        checkpoint_accuracy[step] = accuracy(network, test_x, test_y)
+        network.train()
+
     log(f"training small_cnn (width {width}) on {len(train_x)} images for {epochs} epoch(s)")
-    losses = train(model, train_x, train_y, epochs, seed)
-    fresh = small_cnn.SmallCNN(num_classes=len(demo.CLASSES), width=width)
-    fresh.load_state_dict(untrained)
+    # One thread: several sum the gradients in an order that varies from run to run.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = train(model, train_x, train_y, epochs, seed, save)
+    finally:
+        torch.set_num_threads(threads)
+    steps = sorted(checkpoint_accuracy)
     figures = {
         "train_accuracy": accuracy(model, train_x, train_y),
-        "test_accuracy": {"trained": accuracy(model, test_x, test_y), "untrained": accuracy(fresh, test_x, test_y)},
+        "test_accuracy": {"trained": checkpoint_accuracy[steps[-1]], "untrained": checkpoint_accuracy[0]},
+        "test_accuracy_by_step": {str(step): checkpoint_accuracy[step] for step in steps},
         "train_loss_per_epoch": losses,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     log(f"test accuracy: trained {figures['test_accuracy']['trained']:.4f}, "
         f"untrained {figures['test_accuracy']['untrained']:.4f}")
 
-    if out.exists():
-        shutil.rmtree(out)
-    (out / demo.WEIGHTS_DIR).mkdir(parents=True)
-    torch.save(model.state_dict(), out / demo.WEIGHTS_DIR / demo.MODELS["trained"].checkpoint)
-    torch.save(untrained, out / demo.WEIGHTS_DIR / demo.MODELS["untrained"].checkpoint)
     probe_indices = pick_probe(test_y, per_class, seed)
     for index in probe_indices:
         folder = out / demo.PROBE_DIR / demo.CLASSES[int(test_y[index])]
@@ -186,6 +223,7 @@ def build(data_dir: Path, out: Path, *, epochs: int, train_images: int, per_clas
         "title": demo.TITLE,
         "dataset": "Fashion-MNIST (Zalando SE, MIT licence; Debian package dataset-fashion-mnist)",
         "seed": seed, "epochs": epochs, "train_images": int(len(train_x)), "width": width,
+        "batch_size": BATCH_SIZE, "checkpoint_steps": steps,
         "probe_images": len(probe_indices), "probe_per_class": per_class,
         "layers": list(demo.LAYERS), "figures": figures,
     }
@@ -193,21 +231,74 @@ def build(data_dir: Path, out: Path, *, epochs: int, train_images: int, per_clas
 
 
 def write_runs(out: Path) -> float:
-    """Dissect both checkpoints in ``out`` over its probe images and write the runs (bundle
-    layout, with the label-quality files) to ``out/runs``; returns the dissection's seconds."""
+    """Dissect the first and last checkpoints in ``out`` over its probe images and write
+    the runs (bundle layout, with the label-quality files) to ``out/runs``, then every
+    checkpoint as the training sweep into ``out/training``; returns the dissection's seconds."""
     with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
         dissect_started = time.perf_counter()
-        results = demo_build.dissect(out, Path(scratch))
+        results = demo_build.dissect(out, scratch)
+        sweep = demo_build.dissect_sweep(out, scratch)
         seconds = round(time.perf_counter() - dissect_started, 1)
-        bundle = export_bundle([result.run for result in results], images_per_unit=demo.IMAGES_PER_UNIT,
-                               thumbnail_px=small_cnn.IMAGE_SIZE)
+        prefixes = (str(out.resolve()), str(scratch.resolve()))
         shutil.rmtree(out / demo.RUNS_DIR, ignore_errors=True)
-        for key, folder in zip(demo.MODELS, import_bundle(bundle, Path(scratch) / "imported")):
-            final = out / demo.RUNS_DIR / key
-            final.parent.mkdir(exist_ok=True)
-            shutil.move(str(folder), final)
-            _relative_paths(final, (str(out.resolve()), str(Path(scratch).resolve())))
+        for key, folder in zip(demo.MODELS, _bundled([result.run for result in results], scratch / "runs")):
+            _move_into(folder, out / demo.RUNS_DIR / key, prefixes)
+
+        shutil.rmtree(out / demo.SWEEP_DIR, ignore_errors=True)
+        runs = [item.run for item in sweep.runs]
+        for item, folder in zip(sweep.runs, _bundled(runs, scratch / "sweep")):
+            _move_into(folder, out / demo.SWEEP_DIR / item.entry.folder, prefixes)
+        _share_thumbnails(out / demo.SWEEP_DIR, [out / demo.SWEEP_DIR / item.entry.folder for item in sweep.runs])
+        # The index only: its spec names this machine's folders (python -m dissect_core demo OUT
+        # writes one for OUT).
+        index = (scratch / demo.SWEEP_DIR / SWEEP_FILE).read_text(encoding="utf-8")
+        (out / demo.SWEEP_DIR / SWEEP_FILE).write_text(_relative(index, prefixes), encoding="utf-8")
     return seconds
+
+
+def _bundled(runs: list, scratch: Path) -> list[Path]:
+    """The runs as a results bundle holds them (thumbnails and maps of each unit's top images),
+    unpacked under ``scratch``."""
+    bundle = export_bundle(runs, images_per_unit=demo.IMAGES_PER_UNIT, thumbnail_px=small_cnn.IMAGE_SIZE)
+    return import_bundle(bundle, scratch)
+
+
+def _move_into(folder: Path, final: Path, prefixes: tuple[str, ...]) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), final)
+    for name in ("manifest.json", "args.txt"):
+        path = final / name
+        if path.is_file():
+            path.write_text(_relative(path.read_text(encoding="utf-8"), prefixes), encoding="utf-8")
+
+
+def _relative(text: str, prefixes: tuple[str, ...]) -> str:
+    """Drop the build machine's folders from a file's text: paths become relative to demo_data."""
+    for prefix in prefixes:
+        text = text.replace(prefix.rstrip("/") + "/", "").replace(prefix.rstrip("/"), ".")
+    return text
+
+
+def _share_thumbnails(sweep_dir: Path, run_dirs: list[Path]) -> None:
+    """One folder of thumbnails for the whole sweep (its runs show the same probe images) and
+    no activation maps: no page of a sweep shows them, and ten runs' maps would not fit the
+    demo's size."""
+    shared = sweep_dir / THUMBNAILS_DIR
+    shared.mkdir()
+    names: dict[str, str] = {}
+    views = None
+    for run_dir in run_dirs:
+        own = run_dir / THUMBNAILS_DIR
+        names.update(json.loads((own / LABELS_FILE).read_text(encoding="utf-8")))
+        views = views or (own / VIEWS_FILE).read_text(encoding="utf-8")
+        for thumbnail in own.glob("*.jpg"):
+            if not (shared / thumbnail.name).exists():
+                shutil.move(str(thumbnail), shared / thumbnail.name)
+        shutil.rmtree(own)
+        shutil.rmtree(run_dir / MAPS_DIR, ignore_errors=True)
+    (shared / LABELS_FILE).write_text(json.dumps(names, sort_keys=True), encoding="utf-8")
+    (shared / VIEWS_FILE).write_text(views, encoding="utf-8")
 
 
 def write_info(out: Path, info: dict, log=print) -> dict:
@@ -231,17 +322,6 @@ def redissect(out: Path, log=print) -> dict:
     info["figures"]["redissect_seconds"] = round(time.perf_counter() - started, 1)
     log(f"re-dissected the runs in {out} in {info['figures']['redissect_seconds']:.0f} s")
     return write_info(out, info, log)
-
-
-def _relative_paths(run_dir: Path, prefixes: tuple[str, ...]) -> None:
-    """Drop the build machine's folders from a run's files: paths become relative to demo_data."""
-    for name in ("manifest.json", "args.txt"):
-        path = run_dir / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            for prefix in prefixes:
-                text = text.replace(prefix.rstrip("/") + "/", "").replace(prefix.rstrip("/"), ".")
-            path.write_text(text, encoding="utf-8")
 
 
 def main(argv=None) -> int:

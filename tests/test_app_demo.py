@@ -124,3 +124,22 @@ def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
 def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():
     at = open_app(dissect_app.RUN_PAGE)
     assert "redescribe_run" not in [box.key for box in at.selectbox]
+
+
+def test_sweep_page_follows_the_demos_training(demo):
+    from dissect_core.runs.demo_runs import demo_info, demo_sweep_runs
+
+    steps = demo_info()["checkpoint_steps"]
+    assert len(steps) >= 8 and steps[0] == 0  # issue 15: at least 8 points from the initial weights on
+    at = open_app(dissect_app.SWEEP_PAGE)
+    assert shows_demo_banner(at) and not at.exception
+    assert at.sidebar.selectbox(key="sweep_folder").value == "the built-in demo's training"
+    assert f"{len(steps)} runs, in sweep order." in [c.value for c in at.caption]
+    (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
+    assert list(table.value["step"]) == steps
+    assert list(table.value["model"]) == [load_run(folder).label for folder in demo_sweep_runs()]
+    # The sweep ends where the two networks are: the trained net's output check, the untrained one's.
+    trained, untrained = demo
+    assert table.value["output_top1"].iloc[-1] == trained.manifest.output_check[-1]["top1"]
+    # The comparison pages keep the two networks as the default pair.
+    assert at.sidebar.multiselect(key="models").value == [trained.label, untrained.label]

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_app.sources import user_import_dir
-from dissect_core.runs.demo_runs import demo_runs
+from dissect_core.runs.demo_runs import demo_runs, demo_sweep_runs
 from dissect_core.runs.run_folders import find_runs, load_run
 from tests.test_app_bundle import bundle  # noqa: F401  (module fixture: a bundle of the computed run)
 from tests.test_app_pages import open_app, rerun, upload
@@ -178,4 +178,4 @@ def test_a_bundle_is_imported_once_outside_the_checkout_renamed_and_kept_from_a_
     monkeypatch.setenv(dissect_app.HOSTED_ENV, "1")
     hosted = open_app()
     assert imported.label not in models(hosted).options
-    assert [run.label for run in map(load_run, demo_runs())] == models(hosted).options
+    assert [run.label for run in map(load_run, demo_runs() + demo_sweep_runs())] == models(hosted).options

@@ -91,7 +91,7 @@ def test_a_formula_concept_is_the_boolean_combination_of_its_labels():
 
 def test_cli_redescribes_a_labelled_run_with_formulas_from_the_cache(tmp_path, capsys):
     command = ["describe", "--target_model", "small_cnn",
-               "--target_checkpoint", str(demo.DEMO_DIR / demo.WEIGHTS_DIR / demo.MODELS["trained"].checkpoint),
+               "--target_checkpoint", str(demo.MODELS["trained"].checkpoint()),
                "--target_layers", "fc", "--d_probe", str(demo.DEMO_DIR / demo.PROBE_DIR),
                "--concept_source", "labels", "--device", "cpu", "--num_workers", "0", "--batch_size", "250",
                "--activation_dir", str(tmp_path / "cache"), "--result_dir", str(tmp_path / "results"), "--quiet"]

@@ -49,3 +49,16 @@ def test_table_leaves_absent_figures_empty_not_zero():
     assert list(table["distinct_concepts"]) == [2, 5]
     assert table["stable_share"].isna().all() and table["output_top1"].isna().all()
     assert list(table["step"]) == [0, 100]
+
+
+def test_a_sweep_index_naming_a_folder_outside_the_sweep_is_refused(tmp_path):
+    import json
+
+    from dissect_core.common.errors import InvalidInputError
+    from dissect_core.runs.sweep_index import read_sweep_entries
+
+    entry = {"position": 0, "folder": "../elsewhere", "name": None, "target_model": "m", "target_checkpoint": None,
+             "step": None, "layer_rule": None, "layers": ["a"], "identity": "x"}
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": "dissect_core-sweep/1", "runs": [entry]}))
+    with pytest.raises(InvalidInputError, match="not a folder name"):
+        read_sweep_entries(tmp_path)

@@ -336,8 +336,9 @@ def _expand(number: int, line: int, keys: dict[str, Any], key_lines: dict[str, i
 
 
 def _folder_name(name: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name.strip())
-    return safe.lstrip(".") or "run"
+    """A run's name as a folder name: each run of other characters becomes one underscore
+    ("small CNN · step 5" is small_CNN_step_5)."""
+    return re.sub(r"[^\w.-]+", "_", name.strip()).lstrip(".") or "run"
 
 
 def _glob_checkpoints(pattern: str, step_pattern: Optional[str], line: int, key_lines: dict[str, int],

@@ -10,10 +10,14 @@ class names (``concept_sources``). The committed files live in ``demo_data/``:
     demo.json                      what was built and how well it does (accuracy, sizes, times)
     classes.txt                    the class names, in the order of the classifier's outputs
     LICENSE-fashion-mnist.txt      the data set's MIT licence
-    weights/small_cnn_*.pth        both checkpoints (state dicts)
+    weights/small_cnn_step_*.pth   checkpoints (state dicts) saved during training, from the
+                                   initial weights (step 0, "untrained") to the end ("trained")
     fashion-mnist/<class>/*.png    the probe images, one sub-folder per class
     runs/trained, runs/untrained   the two runs in results-bundle layout: run files plus
                                    thumbnails and activation maps of each unit's top images
+    training/                      the training sweep: one run per checkpoint, in step order
+                                   (``sweep.json``, as ``dissect sweep`` writes it), sharing one
+                                   folder of thumbnails and keeping no activation maps
 
 Reading the demo (this module) imports no torch: the app and hosted copies show it
 from the stored thumbnails and maps. ``dissect_core.engine.demo_build.write_demo``
@@ -22,11 +26,13 @@ re-runs the pipeline on the committed weights and probe images (seconds on a CPU
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from dissect_core.common.errors import MissingResourceError
+from dissect_core.runs.sweep_index import read_sweep_entries
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_data"
 INFO_FILE = "demo.json"
@@ -35,6 +41,9 @@ LICENCE_FILE = "LICENSE-fashion-mnist.txt"
 WEIGHTS_DIR = "weights"
 PROBE_DIR = "fashion-mnist"
 RUNS_DIR = "runs"
+SWEEP_DIR = "training"
+CHECKPOINT_GLOB = "small_cnn_step_*.pth"  # in weights/; the number is the training step
+SWEEP_RUN_NAME = "small CNN · step {step}"
 TITLE = "Demo: a small CNN trained on Fashion-MNIST, against the same network untrained"
 # Fashion-MNIST's classes in label order (= the classifier's outputs); "T-shirt/top"
 # is spelled without the slash because each class is a folder name.
@@ -45,19 +54,39 @@ IMAGES_PER_UNIT = 10  # thumbnails and maps stored per unit
 # Top images listed per unit: soft-WPMI's top_k, so that the Unit explorer counts the labels
 # among all the images a unit's label was chosen from (runs.unit_evidence).
 TOP_IMAGES = 100
+# The sweep's runs list fewer: ten runs of 100 rows a unit would be 4 MB of the demo's 8.
+SWEEP_TOP_IMAGES = 20
 
 
 @dataclass(frozen=True)
 class DemoModel:
     run_name: str
-    checkpoint: str  # file name in weights/
+    last_checkpoint: bool  # the end of training, else its start (the initial weights)
+
+    def checkpoint(self, demo_dir: Path = DEMO_DIR) -> Path:
+        """This network's weights file: the last or first of the training checkpoints."""
+        checkpoints = training_checkpoints(demo_dir)
+        if not checkpoints:
+            raise _missing("The built-in demo's weights")
+        return checkpoints[-1 if self.last_checkpoint else 0][1]
 
 
 # Display order: the trained network first (it is "model A" on the comparison pages).
 MODELS = {
-    "trained": DemoModel("small CNN · trained on Fashion-MNIST", "small_cnn_trained.pth"),
-    "untrained": DemoModel("small CNN · untrained (same initial weights)", "small_cnn_untrained.pth"),
+    "trained": DemoModel("small CNN · trained on Fashion-MNIST", last_checkpoint=True),
+    "untrained": DemoModel("small CNN · untrained (same initial weights)", last_checkpoint=False),
 }
+
+
+def checkpoint_name(step: int) -> str:
+    return CHECKPOINT_GLOB.replace("*", f"{step:05d}")
+
+
+def training_checkpoints(demo_dir: Path = DEMO_DIR) -> list[tuple[int, Path]]:
+    """The checkpoints saved during training, ``(step, file)`` in step order."""
+    found = [(int(re.findall(r"\d+", path.stem)[-1]), path)
+             for path in (demo_dir / WEIGHTS_DIR).glob(CHECKPOINT_GLOB)]
+    return sorted(found)
 
 
 def _missing(what: str) -> MissingResourceError:
@@ -80,9 +109,20 @@ def demo_runs(demo_dir: Path = DEMO_DIR) -> list[Path]:
     return folders
 
 
+def demo_sweep_runs(demo_dir: Path = DEMO_DIR) -> list[Path]:
+    """The training sweep's run folders, in step order (``sweep.json`` lists them)."""
+    sweep = demo_dir / SWEEP_DIR
+    folders = [sweep / entry.folder for entry in read_sweep_entries(sweep)]
+    for folder in folders:
+        if not (folder / "descriptions.csv").is_file():
+            raise _missing(f"The built-in demo's training run {folder.name}")
+    return folders
+
+
 def is_demo_run(run_dir: Optional[Path], demo_dir: Path = DEMO_DIR) -> bool:
-    """Whether ``run_dir`` is one of the built-in demo's run folders."""
-    return run_dir is not None and Path(run_dir).resolve().parent == (demo_dir / RUNS_DIR).resolve()
+    """Whether ``run_dir`` is one of the built-in demo's run folders (its sweep's included)."""
+    return run_dir is not None and Path(run_dir).resolve().parent in (
+        (demo_dir / RUNS_DIR).resolve(), (demo_dir / SWEEP_DIR).resolve())
 
 
 def demo_info(demo_dir: Path = DEMO_DIR) -> dict:

@@ -88,15 +88,22 @@ UNIT_STATS_FILE = "unit_stats.csv"
 # Stored activation maps (dissect_core.engine.unit_views) and, in runs imported from a results
 # bundle, thumbnails of the units' top images (dissect_core.runs.bundle_format).
 MAPS_DIR = "maps"
-
-
 THUMBNAILS_DIR = "thumbnails"
-
-
 LABELS_FILE = "labels.json"
-
-
 VIEWS_FILE = "views.json"
+# In a sweep's folder (dissect_core.runs.sweep_index): its runs in order.
+SWEEP_FILE = "sweep.json"
+
+
+def thumbnails_dir(run_dir: Optional[Path]) -> Optional[Path]:
+    """A run's thumbnails: its own, else those its sweep's folder shares among its runs (the
+    built-in demo's training sweep); None for a run without any."""
+    if run_dir is None:
+        return None
+    for folder in (Path(run_dir), Path(run_dir).parent):
+        if (folder / THUMBNAILS_DIR).is_dir() and (folder == Path(run_dir) or (folder / SWEEP_FILE).is_file()):
+            return folder / THUMBNAILS_DIR
+    return None
 
 
 INCOMPLETE_FILE = ".incomplete"

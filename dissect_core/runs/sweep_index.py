@@ -16,9 +16,8 @@ from typing import Optional, Union
 
 from dissect_core.common.errors import DissectError, InvalidInputError
 from dissect_core.runs.run import Run
-from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run
+from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, SWEEP_FILE, load_run
 
-SWEEP_FILE = "sweep.json"  # in result_dir: the sweep's runs in order
 ENTRY_FILE = "sweep_entry.json"  # in each finished run folder: its entry
 SWEEP_FORMAT = "dissect_core-sweep/1"
 
@@ -71,6 +70,9 @@ def read_sweep_entries(result_dir: Union[str, Path]) -> list[SweepEntry]:
         if record.get("format") != SWEEP_FORMAT:
             raise ValueError(f"format {record.get('format')!r}, not {SWEEP_FORMAT}")
         entries = [SweepEntry(**entry) for entry in record["runs"]]
+        for entry in entries:  # a run folder's name, never a path elsewhere
+            if not isinstance(entry.folder, str) or Path(entry.folder).name != entry.folder or entry.folder in ("", ".", ".."):
+                raise ValueError(f"run folder {entry.folder!r} is not a folder name")
     except FileNotFoundError:
         raise InvalidInputError(f"{result_dir} holds no sweep ({SWEEP_FILE} is missing): run dissect sweep "
                                 "with this folder as result_dir.") from None

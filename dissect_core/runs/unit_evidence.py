@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from dissect_core.runs.run import Run
-from dissect_core.runs.run_folders import LABELS_FILE, THUMBNAILS_DIR, read_json_object
+from dissect_core.runs.run_folders import LABELS_FILE, read_json_object, thumbnails_dir
 
 MARGIN_CLOSE_SHARE = 0.2
 MARGIN_RULE = (
@@ -59,9 +59,10 @@ def image_class(name: str) -> Optional[str]:
 
 def stored_image_names(run_dir: Optional[Path]) -> dict[int, str]:
     """Probe image names by index from a bundled run's ``thumbnails/labels.json``; {} without one."""
-    if run_dir is None:
+    thumbnails = thumbnails_dir(run_dir)
+    if thumbnails is None:
         return {}
-    names = read_json_object(Path(run_dir) / THUMBNAILS_DIR / LABELS_FILE)
+    names = read_json_object(thumbnails / LABELS_FILE)
     return {int(key): value for key, value in names.items() if key.isdigit() and isinstance(value, str)}
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from dissect_core.common.files import atomic_write_bytes, atomic_write_text
-from dissect_core.runs.run_folders import LABELS_FILE, MAPS_DIR, THUMBNAILS_DIR, VIEWS_FILE, read_json_object
+from dissect_core.runs.run_folders import LABELS_FILE, MAPS_DIR, VIEWS_FILE, read_json_object, thumbnails_dir
 from dissect_core.runs.side_tables import layer_file_name
 
 if TYPE_CHECKING:
@@ -226,8 +226,8 @@ def layer_maps_file(run_dir: Path, layer: str) -> Path:
 
 
 def has_thumbnails(run_dir: Optional[Path]) -> bool:
-    """True for a run imported from a bundle with its images."""
-    return run_dir is not None and (Path(run_dir) / THUMBNAILS_DIR).is_dir()
+    """True for a run imported from a bundle with its images (or in a sweep that shares them)."""
+    return thumbnails_dir(run_dir) is not None
 
 
 def stored_unit_views(
@@ -250,8 +250,8 @@ def stored_unit_views(
     run_dir = Path(run_dir)
     path = layer_maps_file(run_dir, layer)  # first: a layer name that is not plain is refused
     pairs = [(int(i), float(a)) for i, a in zip(probe_indices, activations)]
-    thumbnails = run_dir / THUMBNAILS_DIR
-    if thumbnails.is_dir():
+    thumbnails = thumbnails_dir(run_dir)
+    if thumbnails is not None:
         labels = read_json_object(thumbnails / LABELS_FILE)
         kept = read_json_object(thumbnails / VIEWS_FILE).get("images_per_unit")
         shown = [(p, i, a) for p, (i, a) in enumerate(pairs[:kept]) if (thumbnails / f"{i}.jpg").is_file()]
