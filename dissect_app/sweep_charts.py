@@ -11,7 +11,11 @@ import pandas as pd
 
 SWEEP_SCHEME = "viridis"  # perceptually ordered: early runs dark, late runs bright
 CHART_HEIGHT = 260
-CATEGORY_PANEL_WIDTH = 200  # px per category panel: four to a row at 900 px
+# px per category panel, two to a row: a faceted chart cannot take the container's width,
+# and at 900 px, beside the sidebar, the content column is 440 px wide (three 200 px panels
+# overflowed it, cutting the third column and scrolling the page sideways).
+CATEGORY_PANEL_WIDTH = 160
+CATEGORY_COLUMNS = 2
 
 
 def _order(data: pd.DataFrame) -> tuple[str, str]:
@@ -49,7 +53,7 @@ def category_depth_chart(shares: pd.DataFrame) -> alt.FacetChart:
         detail="position:N",
         tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("share:Q", format=".0%")],
     ).properties(width=CATEGORY_PANEL_WIDTH, height=140).facet(
-        facet=alt.Facet("category:N", title=None, header=alt.Header(labelFontSize=12)), columns=3,
+        facet=alt.Facet("category:N", title=None, header=alt.Header(labelFontSize=12)), columns=CATEGORY_COLUMNS,
     )
 
 
