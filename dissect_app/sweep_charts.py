@@ -34,7 +34,10 @@ def _colour(data: pd.DataFrame) -> alt.Color:
 
 def depth_chart(profile: pd.DataFrame) -> alt.Chart:
     """Distinct concepts against relative depth, one line per run."""
-    return alt.Chart(profile).mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=1.2, opacity=0.8).encode(
+    # Hollow points: filled ones give the colour a fill legend too, and Vega then draws the
+    # runs' scale as a few dots (0, 10000, ...), as if there were five groups, not a gradient.
+    point = alt.OverlayMarkDef(size=18, filled=False)
+    return alt.Chart(profile).mark_line(point=point, strokeWidth=1.2, opacity=0.8).encode(
         x=alt.X("depth:Q", title="Relative depth (first layer 0, last 1)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("distinct_concepts:Q", title="Distinct concepts", axis=alt.Axis(tickMinStep=1, format="d")),
         color=_colour(profile),
