@@ -34,7 +34,7 @@ WIDTHS = (900, 1400)
 RUNS = 100
 EVERY = 500  # training steps between checkpoints: five-digit steps on the axes, as real sweeps have
 MIN_BAR_PX = 2.0  # a narrower bar is a smear of antialiased pixels whose colour cannot be told
-FIGURE_COLUMN = "Distinct concepts"  # a figure of the run table that must be in view without scrolling
+FIGURE_COLUMN = "Concepts"  # a figure of the run table (distinct concepts) that must be in view unscrolled
 
 # Per drawn chart: its box and the content column's, the SVG's width, the line marks'
 # strokes, the bars' widths and which kinds of legend it draws.
