@@ -9,7 +9,8 @@ chart's or the content column's edge, none shortened ("…"; the rules of
 line per run, each its own shade of one colour scale with a gradient legend; the bars of
 concepts that appear or vanish wide enough to tell apart; no sideways scrolling of the
 page; and the table of every run holding all 100 rows (scrolled to the last) with a
-figure to sort by in view beside the run's name. Full-page screenshots land in
+figure to sort by in view beside the run's name, and the table of changes showing
+the change and the concept beside the run's name. Full-page screenshots land in
 ``test-artifacts/browser/``. Needs Debian's chromium, like ``test_browser``.
 """
 from __future__ import annotations
@@ -105,17 +106,33 @@ def check_no_sideways_scroll(page, where: str) -> None:
     assert widths["main"] <= widths["main_view"], f"{where}: the main area scrolls sideways {widths}"
 
 
+def columns_in_view(table) -> tuple:
+    """(the table's accessible grid, the headers of the columns wholly in view), the table
+    scrolled into view. Glide draws the table on a canvas; its hidden grid (hence not
+    get_by_role) lists the columns and rows at least partly in view. Columns are listed
+    left to right, so all but the last listed are whole; the last too where the table does
+    not scroll sideways."""
+    table.scroll_into_view_if_needed()
+    grid = table.locator("table[role='grid']")
+    grid.wait_for(state="attached")
+    headers = grid.locator("th").all_text_contents()
+    scrolls = table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); return s.scrollWidth > s.clientWidth; }")
+    return grid, headers[:-1] if scrolls else headers
+
+
+def check_changes_table(page, where: str) -> None:
+    """Beside each run's name, what changed and which concept, without scrolling the table."""
+    table = page.get_by_test_id("stMain").get_by_test_id("stDataFrame").first  # the page's first table
+    _, headers = columns_in_view(table)
+    assert {"Model", "Change", "Concept"} <= set(headers), f"{where}: columns of the changes wholly in view {headers}"
+
+
 def check_run_table(page, where: str) -> None:
     """All runs in the table, the last reached by scrolling it; a figure in view beside the names."""
     table = page.locator(".st-key-sweep_table").get_by_test_id("stDataFrame")  # Streamlit's class for the key
-    table.scroll_into_view_if_needed()
-    # Glide draws the table on a canvas; its hidden accessible grid lists the columns and
-    # rows in view (so the grid is not visible to get_by_role).
-    grid = table.locator("table[role='grid']")
-    grid.wait_for(state="attached")
+    grid, headers = columns_in_view(table)
+    assert "Run" in headers and FIGURE_COLUMN in headers, f"{where}: columns of the runs wholly in view {headers}"
     assert grid.get_attribute("aria-rowcount") == str(RUNS + 1), where  # the header row and the runs
-    headers = grid.locator("th").all_text_contents()
-    assert "Run" in headers and FIGURE_COLUMN in headers, f"{where}: columns in view {headers}"
     table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); s.scrollTop = s.scrollHeight; }")
     last = grid.locator("tr", has_text=f"small_cnn step {RUNS - 1:03d}")
     last.wait_for(state="attached", timeout=5000)
@@ -136,6 +153,7 @@ def test_sweep_of_a_hundred_runs_reads(browser, server: str, width: int) -> None
         assert len(charts) == 3, where
         check_marks(page, where)
         check_no_sideways_scroll(page, where)
+        check_changes_table(page, where)
         check_run_table(page, where)
     finally:  # the screenshot shows what failed, too
         screenshot(page, f"sweep_{RUNS}_runs_{width}px.png")
