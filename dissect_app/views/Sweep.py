@@ -33,7 +33,10 @@ if changes.empty:
     st.caption("Every run names the same concepts.")
 else:
     dissect_app.show_chart(sweep_charts.changes_chart(changes), key="sweep_changes", file_name="sweep_changes")
-    dissect_app.show_table(changes, key="sweep_changes_csv", file_name="sweep_concept_changes")
+    # The change and the concept first after the run's (pinned) name: behind the position
+    # and the step they were cut off at 900 px.
+    dissect_app.show_table(changes[["model", "change", "concept", "units", "step", "position"]],
+                           key="sweep_changes_csv", file_name="sweep_concept_changes")
 
 st.subheader("Every run")
 st.caption("Sort by any column. Pick two rows to compare them in Model differences.")
