@@ -8,10 +8,11 @@ chart's or the content column's edge, none shortened ("…"; the rules of
 ``test_browser_overview``); each chart inside the content column; the line charts one
 line per run, each its own shade of one colour scale with a gradient legend; the bars of
 concepts that appear or vanish wide enough to tell apart; no sideways scrolling of the
-page; and the table of every run holding all 100 rows (scrolled to the last) with a
-figure to sort by in view beside the run's name, and the table of changes showing
-the change and the concept beside the run's name. Full-page screenshots land in
-``test-artifacts/browser/``. Needs Debian's chromium, like ``test_browser``.
+page; the sidebar's sweep picker showing the sweep folder's name first; the table of
+changes showing the change and the concept beside the run's name; and the table of every
+run holding all 100 rows (scrolled to the last) with a figure to sort by in view beside
+the run's name. Full-page screenshots land in ``test-artifacts/browser/``. Needs
+Debian's chromium, like ``test_browser``.
 """
 from __future__ import annotations
 
@@ -66,6 +67,15 @@ def server(chromium: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F
     write_sweep_index(root / "sweep", list(range(RUNS)), every=EVERY)
     with serve(root / "sweep", root / "results", root) as url:
         yield url
+
+
+def check_sweep_picker(page, where: str) -> None:
+    """The sidebar's sweep picker shows the sweep folder's name where it is read first: a
+    long path is cut at its end."""
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(
+        has=page.get_by_test_id("stWidgetLabel").get_by_text("Sweep", exact=True))
+    shown = picker.get_by_role("combobox").input_value()
+    assert shown.startswith("sweep "), f"{where}: the sweep picker shows {shown!r}"
 
 
 def check_marks(page, where: str) -> None:
@@ -153,6 +163,7 @@ def test_sweep_of_a_hundred_runs_reads(browser, server: str, width: int) -> None
         assert len(charts) == 3, where
         check_marks(page, where)
         check_no_sideways_scroll(page, where)
+        check_sweep_picker(page, where)
         check_changes_table(page, where)
         check_run_table(page, where)
     finally:  # the screenshot shows what failed, too
