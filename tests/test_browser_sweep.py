@@ -5,14 +5,14 @@ checkpoint every 500 steps, a few labels churning at every step, as test_app_swe
 them) is served with ``--results``. At each width the Sweep page must show what a user
 reads: every chart drawn as SVG with its marks; no two texts overlapping, none past the
 chart's or the content column's edge, none shortened ("…"; the rules of
-``test_browser_overview``); each chart inside the content column; the line charts one
-line per run, each its own shade of one colour scale with a gradient legend; the bars of
-concepts that appear or vanish wide enough to tell apart; no sideways scrolling of the
-page; the sidebar's sweep picker showing the sweep folder's name first; the table of
-changes showing the change and the concept beside the run's name; and the table of every
-run holding all 100 rows (scrolled to the last) with a figure to sort by in view beside
-the run's name. Full-page screenshots land in ``test-artifacts/browser/``. Needs
-Debian's chromium, like ``test_browser``.
+``test_browser_overview``); each chart inside the content column, its plot at least 120 px
+high; the line charts one line per run, each its own shade of one colour scale with a
+gradient legend; the bars of concepts that appear or vanish wide enough to tell apart; no
+sideways scrolling of the page; the sidebar's sweep picker showing the sweep folder's name
+first; the table of changes showing the change and the concept beside the run's name; and
+the table of every run holding all 100 rows (scrolled to the last) with a figure to sort
+by in view beside the run's name. Full-page screenshots land in
+``test-artifacts/browser/``. Needs Debian's chromium, like ``test_browser``.
 """
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ pytestmark = pytest.mark.browser
 WIDTHS = (900, 1400)
 RUNS = 100
 EVERY = 500  # training steps between checkpoints: five-digit steps on the axes, as real sweeps have
+# px: a plot (or facet panel) holding a line or a bar per run, 100 of them, needs room to
+# tell them apart; Streamlit fits the whole chart, axis titles and legend included, into
+# the chart's height, and the plot gets what is left.
+MIN_PLOT_PX = 120
 MIN_BAR_PX = 2.0  # a narrower bar is a smear of antialiased pixels whose colour cannot be told
 FIGURE_COLUMN = "Concepts"  # a figure of the run table (distinct concepts) that must be in view unscrolled
 
@@ -49,6 +53,9 @@ main => {
     return {
       left: own.left, right: own.right, column_left: column.left, column_right: column.right,
       svg_width: svg ? svg.getBoundingClientRect().width : 0,
+      // the plot's (each facet panel's) height, as its axes' grid lines span it
+      plot_height: Math.max(0, ...Array.from(chart.querySelectorAll('.role-axis-grid')).map(
+        g => g.getBoundingClientRect().height)),
       lines: Array.from(chart.querySelectorAll('g.mark-line path')).map(p => p.getAttribute('stroke')),
       bars: Array.from(chart.querySelectorAll('g.mark-rect.role-mark path')).map(b => b.getBoundingClientRect().width),
       gradient_legend: chart.querySelectorAll('.role-legend-gradient').length > 0,
@@ -89,6 +96,7 @@ def check_marks(page, where: str) -> None:
             f"column {chart['column_left']:.0f}–{chart['column_right']:.0f} px)")
         assert chart["svg_width"] <= chart["right"] - chart["left"] + 1, (
             f"{label}: drawn {chart['svg_width']:.0f} px wide in a {chart['right'] - chart['left']:.0f} px box")
+        assert chart["plot_height"] >= MIN_PLOT_PX, f"{label}: a plot {chart['plot_height']:.0f} px high, for {RUNS} runs"
         if chart["lines"]:
             # One line per run (the category chart: per run and category panel), each run
             # its own shade, and one gradient legend for the scale, not a legend entry per shade.
