@@ -10,7 +10,9 @@ import altair as alt
 import pandas as pd
 
 SWEEP_SCHEME = "viridis"  # perceptually ordered: early runs dark, late runs bright
-CHART_HEIGHT = 260
+# The whole chart's height: Streamlit fits the axes' titles and the legend into it too, and
+# at 260 px the plot kept 88 px for 100 runs' lines.
+CHART_HEIGHT = 360
 # px per category panel, two to a row: a faceted chart cannot take the container's width,
 # and at 900 px, beside the sidebar, the content column is 440 px wide (three 200 px panels
 # overflowed it, cutting the third column and scrolling the page sideways).
