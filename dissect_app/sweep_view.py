@@ -23,12 +23,14 @@ def sweep_points(frame: Frame) -> list[SweepPoint]:
         if run.path is not None and (run.path.parent / SWEEP_FILE).is_file():
             by_folder.setdefault(run.path.parent, {})[run.path.name] = label
     choices = {str(folder): folder for folder in by_folder}
-    # The folder's name first, then where it is: the sidebar's box cuts a long path at its
-    # end, which is where the sweep's own name was.
-    picked = frame.controls.selectbox(
-        "Sweep", [*choices, ALL_RUNS], key="sweep_folder",
-        format_func=lambda option: f"{choices[option].name} · {choices[option].parent}" if option in choices else option,
-    ) if choices else ALL_RUNS
+
+    def shown(option: str) -> str:
+        # The folder's name first, then where it is: the sidebar's box cuts a long path at
+        # its end, which is where the sweep's own name was.
+        return f"{choices[option].name} · {choices[option].parent}" if option in choices else option
+
+    picked = frame.controls.selectbox("Sweep", [*choices, ALL_RUNS], key="sweep_folder",
+                                      format_func=shown) if choices else ALL_RUNS
     if picked == ALL_RUNS:
         return [SweepPoint(position, run) for position, run in enumerate(frame.runs.values())]
     folder = choices[picked]

@@ -96,7 +96,8 @@ def check_marks(page, where: str) -> None:
             f"column {chart['column_left']:.0f}–{chart['column_right']:.0f} px)")
         assert chart["svg_width"] <= chart["right"] - chart["left"] + 1, (
             f"{label}: drawn {chart['svg_width']:.0f} px wide in a {chart['right'] - chart['left']:.0f} px box")
-        assert chart["plot_height"] >= MIN_PLOT_PX, f"{label}: a plot {chart['plot_height']:.0f} px high, for {RUNS} runs"
+        assert chart["plot_height"] >= MIN_PLOT_PX, (
+            f"{label}: a plot {chart['plot_height']:.0f} px high, for {RUNS} runs")
         if chart["lines"]:
             # One line per run (the category chart: per run and category panel), each run
             # its own shade, and one gradient legend for the scale, not a legend entry per shade.
@@ -134,7 +135,8 @@ def columns_in_view(table) -> tuple:
     grid = table.locator("table[role='grid']")
     grid.wait_for(state="attached")
     headers = grid.locator("th").all_text_contents()
-    scrolls = table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); return s.scrollWidth > s.clientWidth; }")
+    scrolls = table.evaluate(
+        "t => { const s = t.querySelector('.dvn-scroller'); return s.scrollWidth > s.clientWidth; }")
     return grid, headers[:-1] if scrolls else headers
 
 
@@ -153,7 +155,7 @@ def check_run_table(page, where: str) -> None:
     assert grid.get_attribute("aria-rowcount") == str(RUNS + 1), where  # the header row and the runs
     table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); s.scrollTop = s.scrollHeight; }")
     last = grid.locator("tr", has_text=f"small_cnn step {RUNS - 1:03d}")
-    last.wait_for(state="attached", timeout=5000)
+    last.wait_for(state="attached", timeout=10_000)
     assert last.get_attribute("aria-rowindex") == str(RUNS + 1), where
     table.evaluate("t => { t.querySelector('.dvn-scroller').scrollTop = 0; }")
 
