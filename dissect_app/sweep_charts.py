@@ -10,8 +10,14 @@ import altair as alt
 import pandas as pd
 
 SWEEP_SCHEME = "viridis"  # perceptually ordered: early runs dark, late runs bright
-CHART_HEIGHT = 260
-CATEGORY_PANEL_WIDTH = 200  # px per category panel: four to a row at 900 px
+# The whole chart's height: Streamlit fits the axes' titles and the legend into it too, and
+# at 260 px the plot kept 88 px for 100 runs' lines.
+CHART_HEIGHT = 360
+# px per category panel, two to a row: a faceted chart cannot take the container's width,
+# and at 900 px, beside the sidebar, the content column is 440 px wide (three 200 px panels
+# overflowed it, cutting the third column and scrolling the page sideways).
+CATEGORY_PANEL_WIDTH = 160
+CATEGORY_COLUMNS = 2
 
 
 def _order(data: pd.DataFrame) -> tuple[str, str]:
@@ -30,7 +36,10 @@ def _colour(data: pd.DataFrame) -> alt.Color:
 
 def depth_chart(profile: pd.DataFrame) -> alt.Chart:
     """Distinct concepts against relative depth, one line per run."""
-    return alt.Chart(profile).mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=1.2, opacity=0.8).encode(
+    # Hollow points: filled ones give the colour a fill legend too, and Vega then draws the
+    # runs' scale as a few dots (0, 10000, ...), as if there were five groups, not a gradient.
+    point = alt.OverlayMarkDef(size=18, filled=False)
+    return alt.Chart(profile).mark_line(point=point, strokeWidth=1.2, opacity=0.8).encode(
         x=alt.X("depth:Q", title="Relative depth (first layer 0, last 1)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("distinct_concepts:Q", title="Distinct concepts", axis=alt.Axis(tickMinStep=1, format="d")),
         color=_colour(profile),
@@ -49,20 +58,23 @@ def category_depth_chart(shares: pd.DataFrame) -> alt.FacetChart:
         detail="position:N",
         tooltip=["model:N", "layer:N", "category:N", alt.Tooltip("share:Q", format=".0%")],
     ).properties(width=CATEGORY_PANEL_WIDTH, height=140).facet(
-        facet=alt.Facet("category:N", title=None, header=alt.Header(labelFontSize=12)), columns=3,
+        facet=alt.Facet("category:N", title=None, header=alt.Header(labelFontSize=12)), columns=CATEGORY_COLUMNS,
     )
 
 
 def changes_chart(changes: pd.DataFrame) -> alt.Chart:
-    """How many concepts appear and vanish at each run of the sweep."""
+    """How many concepts appear (above zero) and vanish (below) at each run of the sweep."""
     field, title = _order(changes)
     counts = changes.groupby([field, "change"], as_index=False).size().rename(columns={"size": "concepts"})
+    # One bar per run, appearing up and vanishing down, rather than the two side by side:
+    # with 100 runs at 900 px the pairs were 1.3 px bars whose colours blurred together.
+    counts["signed"] = counts["concepts"].where(counts["change"] == "appears", -counts["concepts"])
     return alt.Chart(counts).mark_bar().encode(
         x=alt.X(f"{field}:O", title=title, axis=alt.Axis(labelOverlap=True, labelAngle=0)),
-        y=alt.Y("concepts:Q", title="Concepts", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("signed:Q", title="Concepts",
+                axis=alt.Axis(tickMinStep=1, format="d", labelExpr="abs(datum.value)")),
         color=alt.Color("change:N", title=None, scale=alt.Scale(domain=["appears", "vanishes"],
                                                                range=["#2a9d8f", "#e76f51"]),
                         legend=alt.Legend(orient="bottom")),
-        xOffset="change:N",
         tooltip=[f"{field}:O", "change:N", "concepts:Q"],
     ).properties(height=CHART_HEIGHT)

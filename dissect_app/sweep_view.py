@@ -24,10 +24,20 @@ def sweep_points(frame: Frame) -> list[SweepPoint]:
     for label, run in frame.runs.items():
         if run.path is not None and (run.path.parent / SWEEP_FILE).is_file():
             by_folder.setdefault(run.path.parent, {})[run.path.name] = label
-    # The demo's folder is inside the installed package: its path would say nothing to a reader.
+    choices = {str(folder): folder for folder in by_folder}
     demo = (DEMO_DIR / SWEEP_DIR).resolve()
-    choices = {DEMO_SWEEP if folder.resolve() == demo else str(folder): folder for folder in by_folder}
-    picked = frame.controls.selectbox("Sweep", [*choices, ALL_RUNS], key="sweep_folder") if choices else ALL_RUNS
+
+    def shown(option: str) -> str:
+        if option not in choices:
+            return option
+        if choices[option].resolve() == demo:  # inside the installed package: its path says nothing
+            return DEMO_SWEEP
+        # The folder's name first, then where it is: the sidebar's box cuts a long path at
+        # its end, which is where the sweep's own name was.
+        return f"{choices[option].name} · {choices[option].parent}"
+
+    picked = frame.controls.selectbox("Sweep", [*choices, ALL_RUNS], key="sweep_folder",
+                                      format_func=shown) if choices else ALL_RUNS
     if picked == ALL_RUNS:
         return [SweepPoint(position, run) for position, run in enumerate(frame.runs.values())]
     folder = choices[picked]

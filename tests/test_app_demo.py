@@ -127,13 +127,15 @@ def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():
 
 
 def test_sweep_page_follows_the_demos_training(demo):
-    from dissect_core.runs.demo_runs import demo_info, demo_sweep_runs
+    from dissect_core.runs.demo_runs import DEMO_DIR, SWEEP_DIR, demo_info, demo_sweep_runs
 
     steps = demo_info()["checkpoint_steps"]
     assert len(steps) >= 8 and steps[0] == 0  # issue 15: at least 8 points from the initial weights on
     at = open_app(dissect_app.SWEEP_PAGE)
     assert shows_demo_banner(at) and not at.exception
-    assert at.sidebar.selectbox(key="sweep_folder").value == "the built-in demo's training"
+    picker = at.sidebar.selectbox(key="sweep_folder")
+    assert Path(picker.value).resolve() == (DEMO_DIR / SWEEP_DIR).resolve()
+    assert picker.options[0] == "the built-in demo's training"
     assert f"{len(steps)} runs, in sweep order." in [c.value for c in at.caption]
     (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
     assert list(table.value["step"]) == steps

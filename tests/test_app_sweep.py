@@ -13,17 +13,36 @@ from test_app_pages import open_app, rerun
 
 SWEEP = dissect_app.SWEEP_PAGE
 CONCEPTS = ["red", "striped", "dog", "cat", "kitchen", "wheel", "wood", "sky"]
+TEXTURES = ["banded", "dotted", "grid", "woven", "zigzagged", "marbled", "pleated"]
+CHURNING_UNITS = 3  # the last layer's last units, whose labels churn
 
 
-def write_checkpoint_run(folder: Path, step: int) -> None:
-    """A run whose deeper layers name more concepts as training goes on."""
+def write_checkpoint_run(folder: Path, step: int, churn: bool = False) -> None:
+    """A run whose deeper layers name more concepts as training goes on; with ``churn``, the
+    last units of the last layer also change label at every step, as real checkpoints' do
+    (three textures appear and three vanish at each run)."""
     folder.mkdir(parents=True)
     rows = ["layer,unit,description,similarity"]
     for depth, layer in enumerate(["conv1", "conv2", "conv3"]):
         variety = 1 + min(len(CONCEPTS) - 1, (depth + 1) * step // 20)
-        rows += [f"{layer},{unit},{CONCEPTS[unit % variety]},{0.1 * unit}" for unit in range(16)]
+        for unit in range(16):
+            concept = CONCEPTS[unit % variety]
+            if churn and depth == 2 and unit >= 16 - CHURNING_UNITS:
+                concept = TEXTURES[(CHURNING_UNITS * step + unit) % len(TEXTURES)]
+            rows.append(f"{layer},{unit},{concept},{0.1 * unit}")
     (folder / "descriptions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (folder / "args.txt").write_text(json.dumps({"target_model": f"small_cnn step {step:03d}"}), encoding="utf-8")
+
+
+def write_sweep_index(root: Path, steps: list[int], every: int = 10) -> None:
+    """``sweep.json`` as ``dissect sweep`` writes it for checkpoints of a glob: the runs
+    ``step_{n:03d}`` (written by :func:`write_checkpoint_run` with ``n``) in the order given,
+    ``steps[position]`` being ``n``, trained for ``every * n`` steps."""
+    entries = [{"position": position, "folder": f"step_{step:03d}", "name": None, "target_model": "small_cnn",
+                "target_checkpoint": f"ckpt_{step}.pth", "step": step * every, "layer_rule": None,
+                "layers": ["conv1", "conv2", "conv3"], "identity": str(step)}
+               for position, step in enumerate(steps)]
+    (root / "sweep.json").write_text(json.dumps({"format": "dissect_core-sweep/1", "runs": entries}))
 
 
 @pytest.fixture
@@ -59,11 +78,7 @@ def test_a_hundred_runs_are_drawn_and_two_rows_open_model_differences(hundred_ru
 
 def test_a_sweep_folder_gives_its_order_and_training_steps(hundred_runs):
     # dissect sweep's index, listing the checkpoints from the last to the first (any order the spec gave)
-    entries = [{"position": position, "folder": f"step_{step:03d}", "name": None, "target_model": "small_cnn",
-                "target_checkpoint": f"ckpt_{step}.pth", "step": step * 10, "layer_rule": None,
-                "layers": ["conv1", "conv2", "conv3"], "identity": str(step)}
-               for position, step in enumerate(range(99, -1, -1))]
-    (hundred_runs / "sweep.json").write_text(json.dumps({"format": "dissect_core-sweep/1", "runs": entries}))
+    write_sweep_index(hundred_runs, list(range(99, -1, -1)))
     at = open_app(SWEEP)
     assert at.sidebar.selectbox(key="sweep_folder").value == str(hundred_runs)
     (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]

@@ -33,16 +33,29 @@ if changes.empty:
     st.caption("Every run names the same concepts.")
 else:
     dissect_app.show_chart(sweep_charts.changes_chart(changes), key="sweep_changes", file_name="sweep_changes")
-    dissect_app.show_table(changes, key="sweep_changes_csv", file_name="sweep_concept_changes")
+    # The change and the concept first after the run's (pinned) name: behind the position
+    # and the step they were cut off at 900 px.
+    dissect_app.show_table(changes[["model", "change", "concept", "units", "step", "position"]],
+                           key="sweep_changes_csv", file_name="sweep_concept_changes")
 
 st.subheader("Every run")
 st.caption("Sort by any column. Pick two rows to compare them in Model differences.")
 table = sweep_summary.sweep_table(points)
 picked = st.dataframe(
     table, key="sweep_table", hide_index=True, on_select="rerun", selection_mode="multi-row",
+    # The run pinned, the figures to sort by next to it and short headers: at 900 px the
+    # content column is 440 px, and a large Run column followed by step and method left no
+    # figure in view; these fit #, the run, its step and its concept count.
+    column_order=["position", "model", "step", "distinct_concepts", "stable_share", "output_top1", "units", "layers",
+                  "method"],
     column_config={
-        "position": st.column_config.NumberColumn("#", width="small"),
-        "model": st.column_config.TextColumn("Run", width="large"),
+        "position": st.column_config.NumberColumn("#", width=44, pinned=True),
+        "model": st.column_config.TextColumn("Run", width="medium", pinned=True),
+        "step": st.column_config.NumberColumn("Step"),
+        "distinct_concepts": st.column_config.NumberColumn("Concepts", help="Distinct concepts over all its layers"),
+        "units": st.column_config.NumberColumn("Units"),
+        "layers": st.column_config.NumberColumn("Layers"),
+        "method": st.column_config.TextColumn("Method"),
         "stable_share": st.column_config.NumberColumn("Stable units", format="percent",
                                                       help="Share of units whose label holds in 80 % of resamples"),
         "output_top1": st.column_config.NumberColumn("Output check (top-1)", format="percent"),
