@@ -78,3 +78,20 @@ def changes_chart(changes: pd.DataFrame) -> alt.Chart:
                         legend=alt.Legend(orient="bottom")),
         tooltip=[f"{field}:O", "change:N", "concepts:Q"],
     ).properties(height=CHART_HEIGHT)
+
+
+def figures_chart(figures: pd.DataFrame) -> alt.Chart:
+    """How far the runs' labels hold along the sweep: one line per figure, runs in sweep order.
+
+    Training steps go on a symmetric-log axis: checkpoints are usually saved more densely
+    early on, where a network changes most, and a linear axis crowds them at its left end."""
+    field, title = _order(figures)
+    scale = alt.Scale(type="symlog") if field == "step" else alt.Scale()
+    # Ticks at the runs themselves (Vega's own symlog ticks left 0, 200 and 400 alone).
+    ticks = sorted({int(value) for value in figures[field]})
+    return alt.Chart(figures).mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
+        x=alt.X(f"{field}:Q", title=title, scale=scale, axis=alt.Axis(format="d", values=ticks, labelOverlap=True)),
+        y=alt.Y("share:Q", title="Share of units", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("figure:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
+        tooltip=["model:N", f"{field}:Q", "figure:N", alt.Tooltip("share:Q", format=".0%")],
+    ).properties(height=CHART_HEIGHT)

@@ -62,3 +62,22 @@ def test_a_sweep_index_naming_a_folder_outside_the_sweep_is_refused(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"format": "dissect_core-sweep/1", "runs": [entry]}))
     with pytest.raises(InvalidInputError, match="not a folder name"):
         read_sweep_entries(tmp_path)
+
+
+def test_labelled_runs_along_a_sweep_are_told_in_their_own_words():
+    from dissect_core.runs.demo_runs import DEMO_DIR, SWEEP_DIR
+    from dissect_core.runs.sweep_index import read_sweep
+    from dissect_core.runs.sweep_summary import figures_along, sweep_table
+
+    points = [SweepPoint(item.entry.position, item.run, item.entry.step) for item in read_sweep(DEMO_DIR / SWEEP_DIR)]
+    table = sweep_table(points)
+    assert set(table["method"]) == {"probe labels"}  # no CLIP was involved
+    assert set(category_share_by_depth(points)["category"]) == {"class"}  # Fashion-MNIST's own classes
+    for point, share in zip(points, table["majority_share"]):
+        checks = point.run.manifest.majority_check
+        assert share == sum(c.agreeing for c in checks) / sum(len(c.majority) for c in checks)
+    figures = figures_along(points)
+    output = figures[figures["figure"] == "output-layer check"]
+    assert list(output["step"]) == list(table["step"])
+    # The classifier's units carry their classes only once trained: none at the initial weights, all at the end.
+    assert output["share"].iloc[0] == 0 and output["share"].iloc[-1] == 1

@@ -1,11 +1,11 @@
-"""Sweep: many runs at once (a model zoo, or one network's checkpoints over training):
-concepts against depth, category shares by depth, concepts that appear or vanish, and a
-table of every run from which any two open in Model differences."""
+"""Sweep: many runs at once (a model zoo, or one network's checkpoints over training): how far
+the labels hold along the sweep, concepts against depth, category shares by depth, concepts
+that appear or vanish, and a table of every run from which any two open in Model differences."""
 import streamlit as st
 
 import dissect_app
 from dissect_app import sweep_charts
-from dissect_core.runs import sweep_summary
+from dissect_core.runs import categories, sweep_summary
 
 frame = dissect_app.page_frame("Sweep")
 points = dissect_app.sweep_points(frame)
@@ -15,6 +15,15 @@ if len(points) < 2:
     st.stop()
 st.caption(f"{len(points)} runs, in sweep order.")
 
+figures = sweep_summary.figures_along(points)
+if not figures.empty:
+    st.subheader("How far the labels hold along the sweep")
+    st.caption("Per run, shares of units: labels that hold in 80 % of resamples of the probe images; the "
+               "classifier's output-layer check (output unit i labelled with class i); for probe labels, "
+               "labels that are the most frequent label among the unit's top images. Over training they "
+               "rise as the network's units come to stand for its classes.")
+    dissect_app.show_chart(sweep_charts.figures_chart(figures), key="sweep_figures", file_name="sweep_figures")
+
 st.subheader("Distinct concepts by depth")
 st.caption("One line per run, coloured by its place in the sweep (dark: first, bright: last). "
            "Depth is relative: a network's first chosen layer is 0, its last 1.")
@@ -23,7 +32,10 @@ dissect_app.show_chart(sweep_charts.depth_chart(profile), key="sweep_depth", fil
 
 st.subheader("Concept categories by depth")
 shares = sweep_summary.category_share_by_depth(points)
-if not shares.empty:
+if set(shares["category"]) == {categories.OWN_CLASS}:
+    st.caption("Every concept is one of the probe images' own classes (probe labels): there are no "
+               "categories to compare.")
+elif not shares.empty:
     dissect_app.show_chart(sweep_charts.category_depth_chart(shares), key="sweep_categories",
                            file_name="sweep_categories_by_depth")
 
@@ -46,8 +58,8 @@ picked = st.dataframe(
     # The run pinned, the figures to sort by next to it and short headers: at 900 px the
     # content column is 440 px, and a large Run column followed by step and method left no
     # figure in view; these fit #, the run, its step and its concept count.
-    column_order=["position", "model", "step", "distinct_concepts", "stable_share", "output_top1", "units", "layers",
-                  "method"],
+    column_order=["position", "model", "step", "distinct_concepts", "stable_share", "output_top1", "majority_share",
+                  "units", "layers", "method"],
     column_config={
         "position": st.column_config.NumberColumn("#", width=44, pinned=True),
         "model": st.column_config.TextColumn("Run", width="medium", pinned=True),
@@ -59,6 +71,9 @@ picked = st.dataframe(
         "stable_share": st.column_config.NumberColumn("Stable units", format="percent",
                                                       help="Share of units whose label holds in 80 % of resamples"),
         "output_top1": st.column_config.NumberColumn("Output check (top-1)", format="percent"),
+        "majority_share": st.column_config.NumberColumn(
+            "Top-image majority", format="percent",
+            help="Probe labels: share of units whose label is the most frequent among their top images"),
     },
 )
 rows = picked.selection.rows

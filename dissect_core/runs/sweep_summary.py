@@ -49,7 +49,7 @@ def category_share_by_depth(points: Sequence[SweepPoint]) -> pd.DataFrame:
     """Per run, layer and concept category: the share of the layer's units, with its depth."""
     frames = []
     for point in points:
-        mix = category_mix(point.run.descriptions)
+        mix = category_mix(point.run.descriptions, own_classes=point.run.labelled)
         if mix.empty:
             continue
         depths = relative_depths(point.run.layers)
@@ -80,20 +80,50 @@ def concept_changes(points: Sequence[SweepPoint]) -> pd.DataFrame:
 
 
 def sweep_table(points: Sequence[SweepPoint]) -> pd.DataFrame:
-    """One row per run: its figures, for a sortable table. The stable-unit share and the
-    output-layer check are empty where a run has no such figures (never zero in their place)."""
+    """One row per run: its figures, for a sortable table. The stable-unit share, the
+    output-layer check and the top-k majority check are empty where a run has no such
+    figures (never zero in their place)."""
     rows = []
     for point in points:
         run = point.run
-        stable = None
-        if run.label_quality is not None and not run.label_quality.empty:
-            stable = float((run.label_quality["stability"] >= STABLE_THRESHOLD).mean())
-        checks = [check for check in (run.manifest.output_check if run.manifest is not None else [])
-                  if isinstance(check, dict) and isinstance(check.get("top1"), (int, float))]
-        top1 = float(checks[-1]["top1"]) if checks else None  # the classifier: the last layer checked
         rows.append({"position": point.position, "model": run.label, "step": point.step,
-                     "method": run.method, "layers": len(run.layers), "units": len(run.descriptions),
+                     "method": run.method_name, "layers": len(run.layers), "units": len(run.descriptions),
                      "distinct_concepts": unique_concept_counts(run.descriptions).overall,
-                     "stable_share": stable, "output_top1": top1})
+                     "stable_share": _stable_share(run), "output_top1": _output_top1(run),
+                     "majority_share": _majority_share(run)})
     return pd.DataFrame(rows, columns=["position", "model", "step", "method", "layers", "units",
-                                       "distinct_concepts", "stable_share", "output_top1"])
+                                       "distinct_concepts", "stable_share", "output_top1", "majority_share"])
+
+
+# The figures that say how far a run's labels hold, as figures_along names them.
+FIGURES = {"stable_share": "stable under resampling", "output_top1": "output-layer check",
+           "majority_share": "top-image majority"}
+
+
+def figures_along(points: Sequence[SweepPoint]) -> pd.DataFrame:
+    """The sweep_table's shares in long form (one row per run and figure present), to draw
+    how far the labels hold along the sweep: over training, they rise as concepts form."""
+    table = sweep_table(points)
+    long = table.melt(id_vars=["position", "model", "step"], value_vars=list(FIGURES), var_name="figure",
+                      value_name="share").dropna(subset=["share"])
+    long["figure"] = long["figure"].map(FIGURES)
+    return long.sort_values(["figure", "position"], ignore_index=True)
+
+
+def _stable_share(run: Run) -> Optional[float]:
+    if run.label_quality is None or run.label_quality.empty:
+        return None
+    return float((run.label_quality["stability"] >= STABLE_THRESHOLD).mean())
+
+
+def _output_top1(run: Run) -> Optional[float]:
+    checks = [check for check in (run.manifest.output_check if run.manifest is not None else [])
+              if isinstance(check, dict) and isinstance(check.get("top1"), (int, float))]
+    return float(checks[-1]["top1"]) if checks else None  # the classifier: the last layer checked
+
+
+def _majority_share(run: Run) -> Optional[float]:
+    """Labelled runs: the share of units whose label is the most frequent among their top images."""
+    checks = run.manifest.majority_check if run.manifest is not None else []
+    units = sum(check.units for check in checks)
+    return sum(check.agreeing for check in checks) / units if units else None
