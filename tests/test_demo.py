@@ -188,8 +188,8 @@ def test_trained_classifier_units_carry_their_class_and_untrained_ones_do_not(co
 
 def test_trained_units_are_labelled_with_what_their_top_images_show(committed):
     # docs/labelled_scores.md: scored with soft-WPMI at λ = 1 only 82 of the trained network's 122
-    # units carried the label most of their top 100 images carry (conv1 unit 0 was "Dress" with 10
-    # Dress and 55 Sandal among them); the labelled probes' default, auprc, gives 112.
+    # units carry the label most of their top 100 images carry; the labelled probes' default,
+    # auprc, gives 109.
     trained, _ = committed
     assert trained.manifest.similarity_fn == "auprc" and trained.manifest.format_version == FORMAT_VERSION
     checks = trained.manifest.majority_check
