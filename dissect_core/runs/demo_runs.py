@@ -92,3 +92,20 @@ def demo_info(demo_dir: Path = DEMO_DIR) -> dict:
         raise _missing("The built-in demo's demo.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
+
+
+def demo_run_inputs(run_dir: Path, demo_dir: Path = DEMO_DIR) -> tuple[Path, Path]:
+    """The checkpoint and probe folder a built-in demo run (``is_demo_run``) is recomputed from:
+    the installed package's own files, never paths read from a manifest.
+
+    The demo's manifests name its files relative to ``demo_dir`` (it is a results bundle), so
+    re-describing it (``pipeline.config_from_run``) takes them from here instead.
+    """
+    model = MODELS.get(Path(run_dir).name) if is_demo_run(run_dir, demo_dir) else None
+    if model is None:
+        raise _missing(f"The built-in demo's weights for {Path(run_dir).name}")
+    checkpoint, probe = demo_dir / WEIGHTS_DIR / model.checkpoint, demo_dir / PROBE_DIR
+    for path in (checkpoint, probe):
+        if not path.exists():
+            raise _missing(f"The built-in demo's {path.name}")
+    return checkpoint, probe
