@@ -23,6 +23,9 @@ DEFAULT_CACHE_DIR = "saved_activations"
 DEMO_FORMULAS = ("Sandal OR Sneaker OR Ankle boot", "Shirt AND NOT T-shirt or top")
 DEMO_FORMULAS_LABELS = ("Sandal", "Sneaker", "Ankle boot", "Shirt", "T-shirt or top")
 _OPERATORS = {"AND", "OR", "NOT"}
+# A concept list typed on the Run page (ConceptSet.source), and how much of its first line names its runs.
+TYPED_SOURCE = "typed in the app"
+MAX_FIRST_LINE = 40
 
 
 def cache_dir() -> Path:
@@ -123,13 +126,22 @@ def redescribe_blocker(run: Run) -> Optional[str]:
 def redescribe_config(run: Run, concepts: Any) -> Any:
     """The configuration that describes ``run`` (``redescribe_blocker`` None) with ``concepts``
     (a ConceptSet), written to the result folder. The built-in demo's stages are cached in the
-    app's cache folder; other runs reuse the cache they were computed with."""
+    app's cache folder; other runs reuse the cache they were computed with.
+
+    A list typed on the Run page (source ``TYPED_SOURCE``) has no file name to tell its runs
+    apart, so the new run is named after the original and the list's first line."""
     from dissect_core.engine.pipeline import config_from_run
 
-    folders = {"result_dir": str(results_dir())}
+    overrides = {"result_dir": str(results_dir())}
     if is_demo_run(run.path):  # its manifest names the demo build's folders
-        folders["activation_dir"] = str(cache_dir())
-    return config_from_run(run, concept_set=concepts, **folders)
+        overrides["activation_dir"] = str(cache_dir())
+    if concepts is not None and concepts.source == TYPED_SOURCE and concepts.concepts:
+        first = concepts.concepts[0]
+        first = first if len(first) <= MAX_FIRST_LINE else first[:MAX_FIRST_LINE - 1] + "…"
+        more = ", …" if len(concepts) > 1 else ""
+        base = (run.manifest.config.get("run_name") or run.label) if run.manifest else run.label
+        overrides["run_name"] = f"{base} · {concepts.name} ({first}{more})"
+    return config_from_run(run, concept_set=concepts, **overrides)
 
 
 @st.cache_data(show_spinner="Reading the run's labels…", max_entries=16)

@@ -71,7 +71,8 @@ def test_the_demo_is_described_with_typed_formulas(results: Path):
     assert at.status[-1].state == "complete"
     runs, _ = find_runs(results)
     (run,) = runs
-    assert run.label == f"{TRAINED} · formulas"  # told apart from the demo's own run
+    # Told apart from the demo's own run, and from other typed lists, by its name.
+    assert run.label == f"{TRAINED} · formulas (Sandal OR Sneaker OR Ankle boot, …)"
     assert run.manifest.concept_set.n_concepts == 2
     assert set(run.top_concepts["concept"]) == set(FORMULAS)  # exactly these two concepts
     assert set(run.descriptions["description"]) <= set(FORMULAS)

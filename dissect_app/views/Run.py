@@ -35,7 +35,7 @@ WIDGETS = {
     "pool_mode": "“Spatial pooling”", "device": "“Device”", "batch_size": "“Batch size”",
     "decoder": "“Image decoding”",
 }
-# Labelled runs: how their lines are given, what a typed list is called (its runs are named after it).
+# Labelled runs: how their lines are given, and what a typed list is called.
 TYPED = "type them here"
 TYPED_NAME = "formulas"
 FORMULAS_WIDGET = "“Labels and formulas”"
@@ -94,7 +94,7 @@ def formula_picker(run):
     shown = ", ".join(f"**{dissect_app.md(name)}**" for name in labels[:MAX_LABELS_SHOWN])
     if len(labels) > MAX_LABELS_SHOWN:
         shown += f", … and {len(labels) - MAX_LABELS_SHOWN:,} more"
-    st.markdown("Its concepts are its probe images' labels, so it is described with **labels and formulas over "
+    st.markdown("This run's concepts are its probe images' labels, so it is described with **labels and formulas over "
                 "them** (compositional explanations, Mu & Andreas 2020), each true or false for an image by the "
                 f"image's labels. Its {len(labels):,} labels: {shown}.")
     st.caption("One per line: a label as written above, or labels joined by the upper-case words AND, OR, NOT "
@@ -107,7 +107,7 @@ def formula_picker(run):
         if source == TYPED:
             text = st.text_area("Labels and formulas, one per line", "\n".join(examples), key="formulas_text",
                                 height=120)
-            concepts = parse_concepts(text, TYPED_NAME, source="typed in the app")
+            concepts = parse_concepts(text, TYPED_NAME, source=dissect_app.TYPED_SOURCE)
         else:
             uploaded = st.file_uploader("Labels and formulas, one per line", type=["txt"], key="formulas_file")
             if uploaded is None:

@@ -152,8 +152,8 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
                     clip_model=manifest.clip_model, concept_set=None if own_labels else manifest.concept_set.source)
     concepts = overrides.get("concept_set")
     if concepts is not None and settings.get("run_name") and "run_name" not in overrides:
-        name = concepts.name if isinstance(concepts, ConceptSet) else str(concepts)
-        settings["run_name"] = f"{settings['run_name']} · {Path(name).stem}"
+        name = Path(concepts.name if isinstance(concepts, ConceptSet) else str(concepts))
+        settings["run_name"] = f"{settings['run_name']} · {name.stem if name.suffix == '.txt' else name.name}"
     settings.update(overrides)
     return DescribeConfig(**settings)
 
