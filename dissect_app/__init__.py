@@ -43,7 +43,8 @@ from dissect_app.pickers import (
     parse_unit_link, persistent, pick_layers, require_layers, unit_link_params, unit_link_url,
 )
 from dissect_app.running import (
-    CACHE_ENV, DEFAULT_CACHE_DIR, StreamlitProgress, cache_dir, redescribe_blocker, run_dissection,
+    CACHE_ENV, DEFAULT_CACHE_DIR, TYPED_SOURCE, StreamlitProgress, cache_dir, example_formulas,
+    redescribe_blocker, redescribe_config, run_dissection, run_label_names,
 )
 from dissect_app.sources import (
     BUNDLE_UPLOAD_KEY, DEFAULT_RESULTS_DIR, IMPORTED_BUNDLES_KEY, PENDING_SELECT_KEY, RESULTS_ENV, UPLOAD_KEY,
@@ -66,4 +67,5 @@ __all__ = [
     "show_chart", "show_table", "spreadsheet_safe", "unit_gallery", "unit_link_params", "unit_link_url",
     "STABLE_KEY", "absent_notes", "count_moves", "descriptions_for", "output_checks", "quality_table",
     "stable_toggle", "image_names", "open_differences", "sweep_points", "breakable",
+    "TYPED_SOURCE", "example_formulas", "redescribe_config", "run_label_names",
 ]

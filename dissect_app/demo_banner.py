@@ -7,11 +7,14 @@ a demo; one click puts it away for the session, and the "no results yet" hints o
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from dissect_core.common.errors import DissectError
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import load_run
+from dissect_core.runs.unit_evidence import FOLDER_LABELS
 
 DEMO_HIDDEN_KEY = "demo_hidden"
 
@@ -25,8 +28,21 @@ def cached_demo() -> tuple[list[Run], dict]:
     return [load_run(folder) for folder in demo_runs() + demo_sweep_runs()], demo_info()
 
 
+def describes_the_demo(run: Run) -> bool:
+    """Whether ``run`` is one of the demo's networks described with a list of labels and formulas
+    (the Run page's "New concepts"): such runs are shown beside the demo, not instead of it."""
+    from dissect_core.runs.demo_runs import DEMO_DIR, WEIGHTS_DIR
+
+    manifest = run.manifest
+    if manifest is None or not run.labelled or manifest.concept_set.source == FOLDER_LABELS:
+        return False
+    checkpoint = manifest.config.get("target_checkpoint")
+    return isinstance(checkpoint, str) and Path(checkpoint).parent.resolve() == (DEMO_DIR / WEIGHTS_DIR).resolve()
+
+
 def demo_runs_to_show(other_runs_loaded: bool) -> list[Run]:
-    """The demo's runs when nothing else is loaded and the visitor has not put it away."""
+    """The demo's runs when nothing else is loaded (but its own re-descriptions, ``describes_the_demo``)
+    and the visitor has not put it away."""
     if other_runs_loaded or st.session_state.get(DEMO_HIDDEN_KEY):
         return []
     try:
@@ -40,13 +56,17 @@ def _set_hidden(hidden: bool) -> None:
     st.session_state[DEMO_HIDDEN_KEY] = hidden
 
 
-def demo_banner() -> None:
-    """Say that the pages show the demo, what it is, and offer to put it away."""
+def demo_banner(described: int = 0) -> None:
+    """Say that the pages show the demo, what it is, and offer to put it away; ``described``
+    runs of the demo's networks with formulas are shown beside it."""
     _, info = cached_demo()
     figures = info.get("figures", {})
     accuracy = figures.get("test_accuracy", {})
+    lead = ("Nothing else is loaded, so every page shows the built-in demo" if not described else
+            f"Every page shows the built-in demo, beside the {described} run{'s' if described > 1 else ''} you "
+            "described it with on the Run page")
     st.info(
-        "**Demo.** Nothing else is loaded, so every page shows the built-in demo: a small CNN "
+        f"**Demo.** {lead}: a small CNN "
         f"that this project trained on Fashion-MNIST (test accuracy {accuracy.get('trained', float('nan')):.1%}) "
         f"against the same network untrained ({accuracy.get('untrained', float('nan')):.1%}), dissected over "
         f"{info.get('probe_images', '?')} labelled test images with their ten class names as concepts "

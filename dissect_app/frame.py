@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dissect_app.demo_banner import demo_banner, demo_runs_to_show, offer_demo
+from dissect_app.demo_banner import demo_banner, demo_runs_to_show, describes_the_demo, offer_demo
 from dissect_app.download_buttons import share_section
 from dissect_app.hosted_mode import hosted
 from dissect_app.navigation import RUN_PAGE
@@ -59,7 +59,9 @@ def page_frame(title: str) -> Frame:
     store: dict[str, Run] = st.session_state.get(UPLOADED_RUNS_KEY, {})
     # Copies: labels are made unique on them without touching the session's stored runs.
     uploaded = {digest: dataclasses.replace(run) for digest, run in store.items()}
-    demo = demo_runs_to_show(other_runs_loaded=bool(folder_runs or uploaded))
+    # The demo's own re-descriptions (Run page) are shown beside it; anything else replaces it.
+    described = [run for run in folder_runs if describes_the_demo(run)]
+    demo = demo_runs_to_show(other_runs_loaded=len(described) < len(folder_runs) or bool(uploaded))
     all_runs = folder_runs + list(uploaded.values()) + demo
     # Every run has a key, the demo's included: renaming looks its run up by it.
     keys = ([run_key(run) for run in folder_runs] + [run_key(run, digest) for digest, run in uploaded.items()]
@@ -93,7 +95,7 @@ def page_frame(title: str) -> Frame:
         share_section(selected)
     st.title(title)
     if demo:
-        demo_banner()
+        demo_banner(len(described))
     return Frame(runs=runs, selected=selected, controls=controls)
 
 

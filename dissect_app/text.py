@@ -23,7 +23,18 @@ def message(text: object) -> str:
     mode absolute paths are cut to their last part so that no server folder shows.
     """
     plain = _CODE_SPAN.sub(r"'\1'", str(text)).replace("`", "'")
-    return md(hide_paths(plain) if hosted() else plain)
+    plain = hide_paths(plain) if hosted() else plain
+    # Its lines stay lines: an indented or "- " line is a list item (a list of bad lines, of
+    # missing files), any other line a paragraph (markdown would run them all together).
+    blocks: list[tuple[bool, list[str]]] = []
+    for line in plain.split("\n"):
+        item = line.startswith(("  ", "\t", "- "))
+        text_of = "- " + md(line.strip().removeprefix("- ")) if item else md(line)
+        if blocks and item and blocks[-1][0]:
+            blocks[-1][1].append(text_of)
+        else:
+            blocks.append((item, [text_of]))
+    return "\n\n".join("\n".join(lines) for _, lines in blocks)
 
 
 def safe_filename(text: str) -> str:

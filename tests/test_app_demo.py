@@ -19,6 +19,7 @@ from tests.test_app_pages import open_app
 def nothing_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
     monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "no_runs_yet"))
+    monkeypatch.setenv(dissect_app.CACHE_ENV, str(tmp_path / "cache"))  # the Run page lists the probe's labels
     st.cache_data.clear()
 
 
@@ -121,9 +122,15 @@ def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
     assert at.sidebar.multiselect(key="models").options == ["run · layer2 · 1 unit"]
 
 
-def test_run_page_does_not_offer_the_demo_for_a_new_concept_list():
+def test_run_page_offers_the_demo_for_labels_and_formulas(demo):
     at = open_app(dissect_app.RUN_PAGE)
-    assert "redescribe_run" not in [box.key for box in at.selectbox]
+    from dissect_core.runs.demo_runs import demo_sweep_runs
+
+    sweep = [load_run(folder).label for folder in demo_sweep_runs()]
+    assert at.selectbox(key="redescribe_run").options == [run.label for run in demo] + sweep
+    # Formulas over its labels, typed or uploaded: no CLIP concept sets.
+    assert "redescribe_concept_choice" not in [box.key for box in at.selectbox]
+    assert at.radio(key="formulas_source").options == ["type them here", "upload a .txt list"]
 
 
 def test_sweep_page_follows_the_demos_training(demo):

@@ -26,6 +26,7 @@ UNIT_EXPLORER = dissect_app.UNIT_EXPLORER_PAGE
 def nothing_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["streamlit_app.py"])
     monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "no_runs_yet"))
+    monkeypatch.setenv(dissect_app.CACHE_ENV, str(tmp_path / "cache"))  # the Run page lists the probe's labels
     st.cache_data.clear()
 
 
@@ -113,11 +114,13 @@ def test_the_close_margin_note_follows_the_stated_rule(trained):
     assert "20%" in margin.help and "spread" in margin.help  # the rule, stated
 
 
-def test_the_run_page_says_why_the_demo_takes_no_new_concepts():
+def test_the_run_page_describes_the_demo_with_formulas_over_its_labels():
     at = open_app(dissect_app.RUN_PAGE)
-    reasons = "\n".join(plain(info.value) for info in at.info)
-    assert "built-in demo" in reasons and "probe images' labels" in reasons
-    assert "No run computed by this app or the CLI" not in reasons
+    reasons = "\n".join(plain(info.value) for info in at.main.info)
+    assert "described with new concepts here" not in reasons  # the demo is not refused any more
+    texts = " ".join(plain(element.value) for element in (*at.markdown, *at.caption))
+    assert "probe images' labels" in texts and "formulas over them" in texts and "Mu & Andreas" in texts
+    assert at.text_area(key="formulas_text").value == "Sandal OR Sneaker OR Ankle boot\nShirt AND NOT T-shirt or top"
     assert not at.main.expander  # in plain sight
 
 

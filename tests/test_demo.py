@@ -274,3 +274,12 @@ def test_demo_command_writes_runs_that_reproduce_the_committed_ones(committed, t
         assert (item.run.descriptions["description"].to_numpy()[decided]
                 == stored.descriptions["description"].to_numpy()[decided]).all()
         assert item.run.manifest.output_check == stored.manifest.output_check
+
+
+def test_a_demo_run_is_recomputed_from_the_packages_own_checkpoint():
+    # The two networks by their folders, the training sweep's runs by their steps.
+    sweep = demo.demo_sweep_runs()
+    assert demo.demo_run_inputs(demo.demo_runs()[0]) == (demo.MODELS["trained"].checkpoint(), demo.DEMO_DIR / demo.PROBE_DIR)
+    steps = [step for step, _ in demo.training_checkpoints()]
+    for folder, step in zip(sweep, steps):
+        assert demo.demo_run_inputs(folder)[0] == demo.DEMO_DIR / demo.WEIGHTS_DIR / demo.checkpoint_name(step)

@@ -117,3 +117,21 @@ def test_cli_redescribes_a_labelled_run_with_formulas_from_the_cache(tmp_path, c
     assert main([*command, "--concept_set", str(formulas)]) == 2
     err = capsys.readouterr().err
     assert "line 1 ('Sandal OR'): the line ends too soon" in err and "line 2 ('sandal'): no label" in err
+
+
+def test_the_demo_is_redescribed_from_the_packages_files_under_a_new_name(tmp_path):
+    from dissect_core.choices.config import DescribeConfig
+    from dissect_core.engine.pipeline import config_from_run, probe_label_names
+
+    trained, untrained = (load_run(folder) for folder in demo.demo_runs())
+    shoes = ConceptSet("shoes.txt", ("Sandal OR Sneaker",), "upload")
+    config = config_from_run(trained, concept_set=shoes)
+    # Not the manifest's paths (relative to the demo folder, as a bundle's are): the package's own files.
+    assert config.target_checkpoint == str(demo.DEMO_DIR / demo.WEIGHTS_DIR / "small_cnn_trained.pth")
+    assert config.d_probe == str(demo.DEMO_DIR / demo.PROBE_DIR)
+    assert (config.activation_dir, config.result_dir) == (DescribeConfig.activation_dir, DescribeConfig.result_dir)
+    assert (config.concept_source, config.concept_set, config.similarity_fn) == ("labels", shoes, "auprc")
+    assert config.run_name == "small CNN · trained on Fashion-MNIST · shoes"
+    assert config_from_run(untrained).target_checkpoint.endswith("small_cnn_untrained.pth")
+    assert config_from_run(untrained).run_name == demo.MODELS["untrained"].run_name  # no new list: no new name
+    assert probe_label_names(config_from_run(trained, activation_dir=str(tmp_path))) == tuple(sorted(demo.CLASSES))

@@ -146,13 +146,26 @@ def test_count_axes_tick_at_whole_numbers(trained):
 
 def test_each_kind_of_run_says_why_it_takes_no_new_concepts(trained, tmp_path, monkeypatch):
     monkeypatch.setenv(dissect_app.RESULTS_ENV, str(tmp_path / "results"))
-    demo = dissect_app.redescribe_blocker(trained)
-    assert "built-in demo" in demo and "labels" in demo and "CSV" not in demo
-    # The same run outside the demo folder and without a bundle's thumbnails: a labelled run of one's own.
+    # The demo takes formulas over its labels, recomputed from the package's own files.
+    assert dissect_app.redescribe_blocker(trained) is None
+    # A copy of it elsewhere, even without a bundle's thumbnails, is still an imported bundle.
+    copy = shutil.copytree(trained.path, tmp_path / "results" / "copy")
+    shutil.rmtree(copy / "thumbnails")
+    assert "results bundle" in dissect_app.redescribe_blocker(load_run(copy))
+    # A labelled run of one's own (no import record) is refused only when its files are gone.
     own = shutil.copytree(trained.path, tmp_path / "results" / "own")
     shutil.rmtree(own / "thumbnails")
-    labelled = dissect_app.redescribe_blocker(load_run(own))
-    assert "probe images' labels" in labelled and "demo" not in labelled and "bundle" not in labelled
+    manifest = json.loads((own / "manifest.json").read_text())
+    del manifest["imported"]
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    assert "probe images are not on this machine" in dissect_app.redescribe_blocker(load_run(own))
+    manifest["probe"]["spec"]["root"] = str(DEMO_DIR / PROBE_DIR)
+    manifest["target_checkpoint"] = str(tmp_path / "gone.pth")
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    assert "weights file is not on this machine" in dissect_app.redescribe_blocker(load_run(own))
+    manifest["target_checkpoint"] = str(DEMO_DIR / "weights" / "small_cnn_trained.pth")
+    (own / "manifest.json").write_text(json.dumps(manifest))
+    assert dissect_app.redescribe_blocker(load_run(own)) is None
     bundled = shutil.copytree(trained.path, tmp_path / "elsewhere" / "bundled")
     assert "results bundle" in dissect_app.redescribe_blocker(load_run(bundled))
     csv = tmp_path / "loose.csv"

@@ -21,7 +21,7 @@ with st.spinner("Loading PyTorch and the dissection engine (the first visit take
                                               PROBE_SETS, SIMILARITY_FUNCTIONS)
     from dissect_core.choices.concept_sets import CONCEPT_SETS, load_concept_set, parse_concepts  # noqa: E402
     from dissect_core.common.errors import DissectError  # noqa: E402
-    from dissect_core.engine.pipeline import DescribeConfig, config_from_run  # noqa: E402
+    from dissect_core.engine.pipeline import DescribeConfig  # noqa: E402
 
 FOLDER = "a folder of images"
 UPLOAD = "upload a .txt list"
@@ -35,6 +35,11 @@ WIDGETS = {
     "pool_mode": "“Spatial pooling”", "device": "“Device”", "batch_size": "“Batch size”",
     "decoder": "“Image decoding”",
 }
+# Labelled runs: how their lines are given, and what a typed list is called.
+TYPED = "type them here"
+TYPED_NAME = "formulas"
+FORMULAS_WIDGET = "“Labels and formulas”"
+MAX_LABELS_SHOWN = 60
 # Offered besides the named models; any torchvision classification name can be typed in.
 TORCHVISION_EXAMPLES = ["resnet18", "resnet50", "vit_b_16"]
 
@@ -73,6 +78,50 @@ def concept_picker(prefix: str):
         notes.append(f"{concepts.duplicates_dropped} duplicate(s) dropped")
     if concepts.blank_lines_dropped:
         notes.append(f"{concepts.blank_lines_dropped} blank line(s) dropped")
+    st.caption(f"{dissect_app.md(concepts.name)}: " + ", ".join(notes))
+    return concepts
+
+
+def formula_picker(run):
+    """Labels and formulas over a labelled run's labels, typed or from a .txt file; returns a
+    ConceptSet, or None after showing why not."""
+    try:
+        labels = dissect_app.run_label_names(f"{run.path}@{run.manifest.created}", run)
+    except DissectError as exc:
+        st.error(dissect_app.message(exc), icon=":material/error:")
+        return None
+    examples = dissect_app.example_formulas(labels)
+    shown = ", ".join(f"**{dissect_app.md(name)}**" for name in labels[:MAX_LABELS_SHOWN])
+    if len(labels) > MAX_LABELS_SHOWN:
+        shown += f", … and {len(labels) - MAX_LABELS_SHOWN:,} more"
+    st.markdown("This run's concepts are its probe images' labels, so it is described with **labels and formulas over "
+                "them** (compositional explanations, Mu & Andreas 2020), each true or false for an image by the "
+                f"image's labels. Its {len(labels):,} labels: {shown}.")
+    st.caption("One per line: a label as written above, or labels joined by the upper-case words AND, OR, NOT "
+               "(NOT binds tightest, then AND), with parentheses; a label holding one of those words or a "
+               "parenthesis goes in double quotes. For example: "
+               + "; ".join(f"“{dissect_app.md(example)}”" for example in examples) + ".")
+    source = st.radio("Lines", [TYPED, UPLOAD], horizontal=True, key="formulas_source",
+                      label_visibility="collapsed")
+    try:
+        if source == TYPED:
+            text = st.text_area("Labels and formulas, one per line", "\n".join(examples), key="formulas_text",
+                                height=120)
+            concepts = parse_concepts(text, TYPED_NAME, source=dissect_app.TYPED_SOURCE)
+        else:
+            uploaded = st.file_uploader("Labels and formulas, one per line", type=["txt"], key="formulas_file")
+            if uploaded is None:
+                return None
+            concepts = parse_concepts(uploaded.getvalue(), uploaded.name)
+    except DissectError as exc:
+        st.error(dissect_app.md(exc), icon=":material/error:")
+        return None
+    if not concepts.concepts:
+        st.caption("Type at least one line.")
+        return None
+    notes = [f"{len(concepts):,} line(s)"]
+    if concepts.duplicates_dropped:
+        notes.append(f"{concepts.duplicates_dropped} duplicate(s) dropped")
     st.caption(f"{dissect_app.md(concepts.name)}: " + ", ".join(notes))
     return concepts
 
@@ -138,10 +187,14 @@ with concepts_tab:
     if finished:
         labels = [run.label for run in finished]
         label = st.selectbox("Finished run", labels, key="redescribe_run")
-        concepts = concept_picker("redescribe")
-        if st.button("Describe with these concepts", type="primary", key="redescribe_start",
+        run = frame.runs[label]
+        # A labelled run's concepts are its probe images' labels: it takes labels and formulas over
+        # them, not CLIP concept sets.
+        concepts = formula_picker(run) if run.labelled else concept_picker("redescribe")
+        what = "these labels and formulas" if run.labelled else "these concepts"
+        if st.button(f"Describe with {what}", type="primary", key="redescribe_start",
                      disabled=concepts is None):
-            run = frame.runs[label]
-            config = config_from_run(run, concept_set=concepts, result_dir=str(dissect_app.results_dir()))
-            if dissect_app.run_dissection([config], f"Describing {run.target_model} with {concepts.name}", WIDGETS):
+            config = dissect_app.redescribe_config(run, concepts)
+            widgets = {**WIDGETS, "concept_set": FORMULAS_WIDGET} if run.labelled else WIDGETS
+            if dissect_app.run_dissection([config], f"Describing {run.label} with {concepts.name}", widgets):
                 st.success("Finished. The new run is added to the model picker on every page.")

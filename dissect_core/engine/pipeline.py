@@ -50,6 +50,7 @@ from dissect_core.common.progress import ProgressFn, log as logger, report
 from dissect_core.engine.label_quality import (RESCORABLE, LayerQuality, QualitySettings, layer_quality,
                                                minimum_probe_images, output_layers, quality_files, run_output_checks)
 from dissect_core.engine.recording import resolve_layouts
+from dissect_core.runs.demo_runs import demo_run_inputs, is_demo_run
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import DESCRIPTIONS_FILE, load_run, new_run_dir, refuse_imported, write_run
 from dissect_core.engine.similarity import check_probe_size, resolve_params, similarity_matrix
@@ -121,24 +122,57 @@ def config_from_run(run: Run, **overrides) -> DescribeConfig:
 
     With a new ``concept_set`` this re-describes the run's units from the cached
     activations and image features: only the concepts' text encoding and the
-    similarity step are computed.
+    similarity step are computed. A run with a name (``run_name``) gets the new list's
+    name added to it, so that the two are told apart.
+
+    The built-in demo's runs (``demo_runs.is_demo_run``) are recomputed from the
+    installed package's weights and probe images; their cache and result folders are
+    left to the defaults, or to ``overrides``. Other runs imported from a results
+    bundle are refused: their manifests name another machine's files.
     """
     if run.from_reference_tool:
         raise InvalidInputError(
             f"{run.label} was imported from a CSV: its activations were never computed here. "
             "Run a new dissection of the model instead."
         )
-    refuse_imported(run.sources)
     manifest = run.manifest
     known = set(DescribeConfig.__dataclass_fields__)
     settings = {key: value for key, value in manifest.config.items() if key in known}
+    if is_demo_run(run.path):
+        checkpoint, probe = demo_run_inputs(run.path)
+        for folder in ("activation_dir", "result_dir"):  # the demo build's, relative to its work folder
+            settings.pop(folder, None)
+        settings.update(target_checkpoint=str(checkpoint), d_probe=str(probe))
+    else:
+        refuse_imported(run.sources)
     labelled = settings.get("concept_source", "clip") != "clip"
     # A labelled run's concepts are its labels (None), or a list of formulas over them.
     own_labels = labelled and is_own_labels(manifest.concept_set.source)
     settings.update(target_layers=tuple(manifest.layers), target_model=manifest.target_model,
                     clip_model=manifest.clip_model, concept_set=None if own_labels else manifest.concept_set.source)
+    concepts = overrides.get("concept_set")
+    if concepts is not None and settings.get("run_name") and "run_name" not in overrides:
+        name = Path(concepts.name if isinstance(concepts, ConceptSet) else str(concepts))
+        settings["run_name"] = f"{settings['run_name']} · {name.stem if name.suffix == '.txt' else name.name}"
     settings.update(overrides)
     return DescribeConfig(**settings)
+
+
+def probe_label_names(config: DescribeConfig) -> tuple[str, ...]:
+    """The labels of a labelled configuration's probe images (``concept_source`` "labels"),
+    sorted: the names a list of formulas over them may use (``label_formulas``).
+
+    Opens the probe set (its file hashes are kept in ``activation_dir``); loads no model.
+    """
+    with about("concept_source"):
+        concept_source = CONCEPT_SOURCES.get(config.concept_source).value
+    if concept_source is None:
+        raise InvalidInputError(f"`concept_source` {config.concept_source!r} takes no labels from the probe images.")
+    with about("d_probe"):
+        probe = open_probe(config.d_probe, data_dir=config.data_dir, imagenet_val_dir=config.imagenet_val_dir,
+                           index_dir=Path(config.activation_dir))
+    with about("probe_labels"):
+        return concept_source(probe, config.probe_labels).concepts.concepts
 
 
 def _clip_identity(clip: Union[str, ClipModel]) -> tuple[str, str]:

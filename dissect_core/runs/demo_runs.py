@@ -132,3 +132,30 @@ def demo_info(demo_dir: Path = DEMO_DIR) -> dict:
         raise _missing("The built-in demo's demo.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
+
+
+def demo_run_inputs(run_dir: Path, demo_dir: Path = DEMO_DIR) -> tuple[Path, Path]:
+    """The checkpoint and probe folder a built-in demo run (``is_demo_run``, its training
+    sweep's included) is recomputed from: the installed package's own files, never paths
+    read from a manifest.
+
+    The demo's manifests name its files relative to ``demo_dir`` (it is a results bundle), so
+    re-describing it (``pipeline.config_from_run``) takes them from here instead: a network's
+    run by its folder, a sweep's run by its training step.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = None
+    if is_demo_run(run_dir, demo_dir):
+        if run_dir.name in MODELS:
+            checkpoint = MODELS[run_dir.name].checkpoint(demo_dir)
+        else:
+            steps = {entry.folder: entry.step for entry in read_sweep_entries(demo_dir / SWEEP_DIR)}
+            if isinstance(steps.get(run_dir.name), int):
+                checkpoint = demo_dir / WEIGHTS_DIR / checkpoint_name(steps[run_dir.name])
+    if checkpoint is None:
+        raise _missing(f"The built-in demo's weights for {run_dir.name}")
+    probe = demo_dir / PROBE_DIR
+    for path in (checkpoint, probe):
+        if not path.exists():
+            raise _missing(f"The built-in demo's {path.name}")
+    return checkpoint, probe
