@@ -95,3 +95,17 @@ def figures_chart(figures: pd.DataFrame) -> alt.Chart:
         color=alt.Color("figure:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
         tooltip=["model:N", f"{field}:Q", "figure:N", alt.Tooltip("share:Q", format=".0%")],
     ).properties(height=CHART_HEIGHT)
+
+
+def unit_labels_chart(labels: pd.DataFrame, score_name: str) -> alt.Chart:
+    """One row per unit and one column per run, coloured by the unit's label: where a unit
+    settles on a concept, its row turns one colour."""
+    field, title = _order(labels)
+    return alt.Chart(labels).mark_rect().encode(
+        x=alt.X(f"{field}:O", title=title, axis=alt.Axis(labelOverlap=True, labelAngle=0)),
+        y=alt.Y("unit:O", title="Unit", axis=alt.Axis(labelOverlap=True)),
+        color=alt.Color("description:N", title="Label", scale=alt.Scale(scheme="tableau20"),
+                        legend=alt.Legend(orient="bottom", columns=3, labelLimit=0)),
+        tooltip=["model:N", "unit:O", alt.Tooltip("description:N", title="label"),
+                 alt.Tooltip("similarity:Q", title=score_name, format=".3f")],
+    ).properties(height=alt.Step(8) if labels["unit"].nunique() > 40 else alt.Step(14))

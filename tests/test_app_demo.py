@@ -144,7 +144,9 @@ def test_sweep_page_follows_the_demos_training(demo):
     assert Path(picker.value).resolve() == (DEMO_DIR / SWEEP_DIR).resolve()
     assert picker.options[0] == "the built-in demo's training"
     assert f"{len(steps)} runs, in sweep order." in [c.value for c in at.caption]
-    assert [h.value for h in at.subheader][:2] == ["How far the labels hold along the sweep", "Distinct concepts by depth"]
+    assert [h.value for h in at.subheader][:3] == ["How far the labels hold along the sweep",
+                                                   "Each unit's label along the sweep", "Distinct concepts by depth"]
+    assert at.sidebar.selectbox(key="sweep_layer").value == "fc"  # the classifier's units first
     (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
     assert list(table.value["step"]) == steps
     assert list(table.value["model"]) == [load_run(folder).label for folder in demo_sweep_runs()]

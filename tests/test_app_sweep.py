@@ -31,7 +31,9 @@ def write_checkpoint_run(folder: Path, step: int, churn: bool = False) -> None:
                 concept = TEXTURES[(CHURNING_UNITS * step + unit) % len(TEXTURES)]
             rows.append(f"{layer},{unit},{concept},{0.1 * unit}")
     (folder / "descriptions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "args.txt").write_text(json.dumps({"target_model": f"small_cnn step {step:03d}"}), encoding="utf-8")
+    # One network's checkpoints, as a training sweep's runs are: same model, one checkpoint each.
+    args = {"target_model": "small_cnn", "target_checkpoint": f"checkpoints/step_{step:03d}.pth"}
+    (folder / "args.txt").write_text(json.dumps(args), encoding="utf-8")
 
 
 def write_sweep_index(root: Path, steps: list[int], every: int = 10) -> None:
@@ -60,8 +62,11 @@ def test_a_hundred_runs_are_drawn_and_two_rows_open_model_differences(hundred_ru
     at = open_app(SWEEP)
     assert "100 runs, in sweep order." in [c.value for c in at.caption]
     subheaders = [h.value for h in at.subheader]
-    assert subheaders == ["Distinct concepts by depth", "Concept categories by depth",
-                          "Concepts that appear or vanish along the sweep", "Every run"]
+    assert subheaders == ["Each unit's label along the sweep", "Distinct concepts by depth",
+                          "Concept categories by depth", "Concepts that appear or vanish along the sweep", "Every run"]
+    # One network's checkpoints: its units can be followed, a layer at a time (the last by default).
+    follow = at.sidebar.selectbox(key="sweep_layer")
+    assert follow.options == ["conv1", "conv2", "conv3"] and follow.value == "conv3"
     (table,) = [frame for frame in at.dataframe if "distinct_concepts" in frame.value.columns]
     assert len(table.value) == 100
     # the later the checkpoint, the more concepts: the table shows what the runs hold

@@ -53,9 +53,12 @@ main => {
     return {
       left: own.left, right: own.right, column_left: column.left, column_right: column.right,
       svg_width: svg ? svg.getBoundingClientRect().width : 0,
-      // the plot's (each facet panel's) height, as its axes' grid lines span it
+      // the plot's (each facet panel's) height, as its axes' grid lines span it, or as its
+      // rectangles do (the units' labels: a grid of cells, no grid lines)
       plot_height: Math.max(0, ...Array.from(chart.querySelectorAll('.role-axis-grid')).map(
-        g => g.getBoundingClientRect().height)),
+        g => g.getBoundingClientRect().height), (rects => rects.length ?
+          Math.max(...rects.map(r => r.bottom)) - Math.min(...rects.map(r => r.top)) : 0)(
+          Array.from(chart.querySelectorAll('g.mark-rect.role-mark path')).map(b => b.getBoundingClientRect()))),
       lines: Array.from(chart.querySelectorAll('g.mark-line path')).map(p => p.getAttribute('stroke')),
       bars: Array.from(chart.querySelectorAll('g.mark-rect.role-mark path')).map(b => b.getBoundingClientRect().width),
       gradient_legend: chart.querySelectorAll('.role-legend-gradient').length > 0,
@@ -111,7 +114,8 @@ def check_marks(page, where: str) -> None:
             assert not narrow, (f"{label}: {len(narrow)} of {len(chart['bars'])} bars narrower than "
                                 f"{MIN_BAR_PX} px (narrowest {min(narrow):.1f} px)")
     assert sum(bool(chart["lines"]) for chart in charts) == 2, where
-    assert sum(bool(chart["bars"]) for chart in charts) == 1, where
+    # The units' labels along the sweep (a cell per unit and run) and the concepts that appear or vanish.
+    assert sum(bool(chart["bars"]) for chart in charts) == 2, where
 
 
 def check_no_sideways_scroll(page, where: str) -> None:
@@ -154,7 +158,7 @@ def check_run_table(page, where: str) -> None:
     assert "Run" in headers and FIGURE_COLUMN in headers, f"{where}: columns of the runs wholly in view {headers}"
     assert grid.get_attribute("aria-rowcount") == str(RUNS + 1), where  # the header row and the runs
     table.evaluate("t => { const s = t.querySelector('.dvn-scroller'); s.scrollTop = s.scrollHeight; }")
-    last = grid.locator("tr", has_text=f"small_cnn step {RUNS - 1:03d}")
+    last = grid.locator("tr", has_text=f"step_{RUNS - 1:03d}.pth")
     last.wait_for(state="attached", timeout=10_000)
     assert last.get_attribute("aria-rowindex") == str(RUNS + 1), where
     table.evaluate("t => { t.querySelector('.dvn-scroller').scrollTop = 0; }")
@@ -170,7 +174,7 @@ def test_sweep_of_a_hundred_runs_reads(browser, server: str, width: int) -> None
     where = f"Sweep, {RUNS} runs, {width} px"
     try:
         charts = check_charts(page, where)  # also scrolls every chart into view, so all are drawn
-        assert len(charts) == 3, where
+        assert len(charts) == 4, where
         check_marks(page, where)
         check_no_sideways_scroll(page, where)
         check_sweep_picker(page, where)

@@ -81,3 +81,21 @@ def test_labelled_runs_along_a_sweep_are_told_in_their_own_words():
     assert list(output["step"]) == list(table["step"])
     # The classifier's units carry their classes only once trained: none at the initial weights, all at the end.
     assert output["share"].iloc[0] == 0 and output["share"].iloc[-1] == 1
+
+
+def test_a_training_sweeps_units_are_followed_along_it():
+    from dissect_core.runs.demo_runs import CLASSES, DEMO_DIR, SWEEP_DIR
+    from dissect_core.runs.sweep_index import read_sweep
+    from dissect_core.runs.sweep_summary import one_network, unit_labels_along
+
+    points = [SweepPoint(item.entry.position, item.run, item.entry.step) for item in read_sweep(DEMO_DIR / SWEEP_DIR)]
+    assert one_network(points)
+    labels = unit_labels_along(points, "fc")
+    assert len(labels) == 10 * len(points)
+    last = labels[labels["position"] == points[-1].position]
+    # At the end of training each output unit carries its own class (the output-layer check).
+    assert list(last["description"]) == list(CLASSES)
+    # Runs of other networks (or other layers) have no common units to follow.
+    other = Run(label="x", descriptions=pd.DataFrame({"layer": ["conv1"], "unit": [0], "description": ["Bag"],
+                                                       "similarity": [0.1]}))
+    assert not one_network([*points, SweepPoint(len(points), other)])

@@ -24,6 +24,18 @@ if not figures.empty:
                "rise as the network's units come to stand for its classes.")
     dissect_app.show_chart(sweep_charts.figures_chart(figures), key="sweep_figures", file_name="sweep_figures")
 
+if sweep_summary.one_network(points):
+    st.subheader("Each unit's label along the sweep")
+    st.caption("The runs are one network's checkpoints, so a unit is the same unit in every run: one row "
+               "per unit, one column per run, coloured by its label. A row that settles on one colour is "
+               "a unit that has found its concept.")
+    layers = points[0].run.layers
+    layer = frame.controls.selectbox("Layer to follow", layers, index=len(layers) - 1, key="sweep_layer")
+    labels = sweep_summary.unit_labels_along(points, layer)
+    score_name = points[-1].run.score_name or "similarity"
+    dissect_app.show_chart(sweep_charts.unit_labels_chart(labels, score_name), key="sweep_unit_labels",
+                           file_name=f"sweep_unit_labels_{layer}")
+
 st.subheader("Distinct concepts by depth")
 st.caption("One line per run, coloured by its place in the sweep (dark: first, bright: last). "
            "Depth is relative: a network's first chosen layer is 0, its last 1.")

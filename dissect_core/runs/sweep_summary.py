@@ -79,6 +79,22 @@ def concept_changes(points: Sequence[SweepPoint]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["position", "model", "step", "change", "concept", "units"])
 
 
+def one_network(points: Sequence[SweepPoint]) -> bool:
+    """Whether every run is of one network with the same layers (a training sweep): its units
+    are then the same units from run to run, and can be followed along the sweep."""
+    first = points[0].run if points else None
+    return first is not None and all(point.run.target_model == first.target_model
+                                     and point.run.layers == first.layers for point in points)
+
+
+def unit_labels_along(points: Sequence[SweepPoint], layer: str) -> pd.DataFrame:
+    """Each unit's label in every run of a training sweep (``one_network``), for one layer."""
+    frames = [point.run.units(layer)[["unit", "description", "similarity"]].assign(
+        position=point.position, model=point.run.label, step=point.step) for point in points]
+    columns = ["position", "model", "step", "unit", "description", "similarity"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def sweep_table(points: Sequence[SweepPoint]) -> pd.DataFrame:
     """One row per run: its figures, for a sortable table. The stable-unit share, the
     output-layer check and the top-k majority check are empty where a run has no such
