@@ -142,12 +142,15 @@ from dissect_core.runs import demo_runs as demo
 from dissect_core.runs.categories import categorise
 from dissect_core.runs.run_folders import load_run
 runs = [load_run(path) for path in demo.demo_runs()]
+sweep = [load_run(path) for path in demo.demo_sweep_runs()]
 print(json.dumps({"package": dissect_core.__file__, "runs": [run.path.name for run in runs],
-                  "units": [len(run.descriptions) for run in runs], "dog": categorise("dog")}))
+                  "units": [len(run.descriptions) for run in runs], "dog": categorise("dog"),
+                  "sweep": len(sweep), "weights": len(demo.training_checkpoints())}))
 """
     seen = json.loads(subprocess.run([sys.executable, "-c", probe], **run).stdout)
     assert Path(seen["package"]).is_relative_to(site)
     assert seen["runs"] == ["trained", "untrained"] and min(seen["units"]) > 0
+    assert seen["sweep"] == seen["weights"] >= 8  # the training sweep, a run per checkpoint
     assert seen["dog"] == "object"  # read from the packaged WordNet table
 
 
