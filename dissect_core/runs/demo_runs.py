@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from dissect_core.common.errors import MissingResourceError
+from dissect_core.runs.run_folders import DESCRIPTIONS_FILE
 from dissect_core.runs.sweep_index import read_sweep_entries
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_data"
@@ -114,7 +115,7 @@ def demo_sweep_runs(demo_dir: Path = DEMO_DIR) -> list[Path]:
     sweep = demo_dir / SWEEP_DIR
     folders = [sweep / entry.folder for entry in read_sweep_entries(sweep)]
     for folder in folders:
-        if not (folder / "descriptions.csv").is_file():
+        if not (folder / DESCRIPTIONS_FILE).is_file():
             raise _missing(f"The built-in demo's training run {folder.name}")
     return folders
 
@@ -131,7 +132,6 @@ def demo_info(demo_dir: Path = DEMO_DIR) -> dict:
     if not path.is_file():
         raise _missing("The built-in demo's demo.json")
     return json.loads(path.read_text(encoding="utf-8"))
-
 
 
 def demo_run_inputs(run_dir: Path, demo_dir: Path = DEMO_DIR) -> tuple[Path, Path]:
