@@ -311,15 +311,15 @@ def _pmi(name: str, image_features: torch.Tensor, text_features: torch.Tensor, a
     img = _unit_rows("image_features", image_features.index_select(0, images.to(image_features.device)).to(device))
     img.mul_(a)  # so that one matmul gives a·P
 
+    # float64 weights in numpy: a third of the time of torch's ops on such short vectors
     if name == "soft_wpmi":
-        scale = params["p_start"] - torch.arange(top_k, dtype=torch.float64) / top_k * (
-            params["p_start"] - params["p_end"])
+        scale = params["p_start"] - np.arange(top_k) / top_k * (params["p_start"] - params["p_end"])
         offset = 1 - scale + min_prob
     else:
-        scale = torch.ones(top_k, dtype=torch.float64)
-        offset = torch.full((top_k,), min_prob, dtype=torch.float64)
-    constant = float(offset.log().sum())
-    ratio = (scale / offset).to(device)
+        scale = np.ones(top_k)
+        offset = np.full(top_k, min_prob)
+    constant = float(np.log(offset).sum())
+    ratio = torch.from_numpy(scale / offset).to(device)
 
     # The (rank, unit) pairs ordered by chunk of images, then by unit, then by rank, so a
     # chunk's pairs are a range and each unit's pairs within it a range.
