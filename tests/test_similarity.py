@@ -13,6 +13,7 @@ import torch
 
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.choices.catalog import SIMILARITY_FUNCTIONS
+from dissect_core.engine import similarity
 from dissect_core.engine.similarity import resolve_params, similarity_matrix
 
 # ----------------------------------------------------------------------------- naive oracles
@@ -54,8 +55,8 @@ def naive_pmi(log_likelihood: list[list[float]], lam: float) -> list[list[float]
     return scores
 
 
-def naive_soft_wpmi(image_features, text_features, activations, top_k=100, a=10.0, lam=1.0,
-                    min_prob=1e-7, p_start=0.998, p_end=0.97) -> torch.Tensor:
+def naive_soft_wpmi_log_likelihood(image_features, text_features, activations, top_k=100, a=10.0,
+                                   min_prob=1e-7, p_start=0.998, p_end=0.97) -> list[list[float]]:
     probs = naive_softmax_rows(naive_cosines(image_features, text_features), a)
     n_units, n_concepts = activations.shape[1], text_features.shape[0]
     log_likelihood = [[0.0] * n_concepts for _ in range(n_units)]
@@ -64,10 +65,18 @@ def naive_soft_wpmi(image_features, text_features, activations, top_k=100, a=10.
             p_j = p_start - j / top_k * (p_start - p_end)
             for m in range(n_concepts):
                 log_likelihood[k][m] += math.log(1 + p_j * (probs[image][m] - 1) + min_prob)
+    return log_likelihood
+
+
+def naive_soft_wpmi(image_features, text_features, activations, top_k=100, a=10.0, lam=1.0,
+                    min_prob=1e-7, p_start=0.998, p_end=0.97) -> torch.Tensor:
+    log_likelihood = naive_soft_wpmi_log_likelihood(image_features, text_features, activations, top_k, a,
+                                                    min_prob, p_start, p_end)
     return torch.tensor(naive_pmi(log_likelihood, lam))
 
 
-def naive_wpmi(image_features, text_features, activations, top_k=28, a=2.0, lam=0.6, min_prob=1e-7):
+def naive_wpmi_log_likelihood(image_features, text_features, activations, top_k=28, a=2.0,
+                              min_prob=1e-7) -> list[list[float]]:
     probs = naive_softmax_rows(naive_cosines(image_features, text_features), a)
     n_units, n_concepts = activations.shape[1], text_features.shape[0]
     log_likelihood = [[0.0] * n_concepts for _ in range(n_units)]
@@ -75,6 +84,11 @@ def naive_wpmi(image_features, text_features, activations, top_k=28, a=2.0, lam=
         for image in top_images(activations, k, top_k):
             for m in range(n_concepts):
                 log_likelihood[k][m] += math.log(probs[image][m] + min_prob)
+    return log_likelihood
+
+
+def naive_wpmi(image_features, text_features, activations, top_k=28, a=2.0, lam=0.6, min_prob=1e-7):
+    log_likelihood = naive_wpmi_log_likelihood(image_features, text_features, activations, top_k, a, min_prob)
     return torch.tensor(naive_pmi(log_likelihood, lam))
 
 
@@ -261,6 +275,66 @@ def test_chunk_sizes_do_not_change_the_result(name):
     assert torch.equal(tiny.argmax(dim=1), reference.argmax(dim=1))
 
 
+def _recording(taken: list, path: str):
+    """similarity's function ``path``, appending its name to ``taken`` when called."""
+    original = getattr(similarity, path)
+
+    def record(*args):
+        taken.append(path)
+        return original(*args)
+    return record
+
+
+@pytest.mark.parametrize("name, params", [
+    ("soft_wpmi", {}),
+    ("soft_wpmi", {"top_k": 5, "a": 3.0, "lam": 0.5, "min_prob": 1e-3, "p_start": 0.9, "p_end": 0.5}),
+    ("soft_wpmi", {"a": 300.0}),
+    ("soft_wpmi", {"top_k": 30, "p_start": 1.0, "p_end": 0.99, "min_prob": 1e-9}),
+    ("wpmi", {}),
+])
+def test_whole_and_chunked_sums_agree(name, params, monkeypatch):
+    """A call whose top images fit one chunk of rows and whose terms fit one block of
+    ``_pair_bytes`` has its terms formed all at once; one byte less sends the same call
+    through the chunked path. Both form the same float32 terms (the same matmul and steps)
+    and add each unit's in another order."""
+    image_features, text_features, activations = random_case(n_images=400, n_concepts=70, n_units=20, dim=8)
+    full = resolve_params(name, params)
+    top_k, lam, min_prob = full["top_k"], full["lam"], full["min_prob"]
+    taken = []
+    for path in ("_whole_sums", "_chunked_sums"):
+        monkeypatch.setattr(similarity, path, _recording(taken, path))
+    whole = similarity_matrix(name, image_features, text_features, activations, **params)
+    all_terms_bytes = 4 * top_k * activations.shape[1] * text_features.shape[0]
+    chunked = similarity_matrix(name, image_features, text_features, activations, **params,
+                                _pair_bytes=all_terms_bytes - 1)
+    assert taken == ["_whole_sums", "_chunked_sums"]
+
+    # A float32 sum of n = top_k positive terms is within (n−1)·u·S of its exact value S in
+    # any order (u = 2⁻²⁴), so the two paths' sums differ by at most 2·(n−1)·u·S. A score is
+    # its unit's sum minus lam·log p(t), a logsumexp average of the sums: at most (1 + lam)
+    # times that apart, plus at most u·|score| for each result's rounding to float32. S is the
+    # exact log-likelihood less the constant C = Σ_j log(offset_j), which is added in float64.
+    if name == "soft_wpmi":
+        log_likelihood = naive_soft_wpmi_log_likelihood(image_features, text_features, activations, top_k,
+                                                        full["a"], min_prob, full["p_start"], full["p_end"])
+        constant = sum(math.log(1 - (full["p_start"] - j / top_k * (full["p_start"] - full["p_end"])) + min_prob)
+                       for j in range(top_k))
+    else:
+        log_likelihood = naive_wpmi_log_likelihood(image_features, text_features, activations, top_k, full["a"],
+                                                   min_prob)
+        constant = top_k * math.log(min_prob)
+    largest_sum = (torch.tensor(log_likelihood) - constant).max().item()
+    u = 2.0 ** -24
+    bound = 2 * (1 + lam) * (top_k - 1) * u * largest_sum + 2 * u * whole.abs().max().item()
+    torch.testing.assert_close(chunked, whole, atol=bound, rtol=0)
+    # The same label wherever the runner-up is further than twice the bound from the best
+    # (16 to 20 of the 20 units in these cases; a closer pair may swap on another CPU).
+    best_two = whole.topk(2, dim=1).values
+    clear = best_two[:, 0] - best_two[:, 1] > 2 * bound
+    assert clear.sum() >= activations.shape[1] // 2
+    assert torch.equal(chunked.argmax(dim=1)[clear], whole.argmax(dim=1)[clear])
+
+
 def test_threads_split_the_work_without_losing_any():
     """On the CPU each torch thread works through its own range of units: one thread and
     three (more than the machine may have), with small blocks, give the same scores."""
@@ -378,6 +452,9 @@ def test_cuda_matches_cpu(name):
     on_gpu = similarity_matrix(name, image_features, text_features, activations, device="cuda")
     assert on_gpu.device.type == "cpu"
     torch.testing.assert_close(on_gpu, on_cpu, atol=1e-3, rtol=1e-4, equal_nan=True)
+    if name in ("soft_wpmi", "wpmi"):  # this call forms its terms at once; the chunked path too
+        chunked = similarity_matrix(name, image_features, text_features, activations, device="cuda", _pair_bytes=1000)
+        torch.testing.assert_close(chunked, on_cpu, atol=1e-3, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- parameters and errors
