@@ -127,11 +127,11 @@ def test_the_demo_is_redescribed_from_the_packages_files_under_a_new_name(tmp_pa
     shoes = ConceptSet("shoes.txt", ("Sandal OR Sneaker",), "upload")
     config = config_from_run(trained, concept_set=shoes)
     # Not the manifest's paths (relative to the demo folder, as a bundle's are): the package's own files.
-    assert config.target_checkpoint == str(demo.DEMO_DIR / demo.WEIGHTS_DIR / "small_cnn_trained.pth")
+    assert config.target_checkpoint == str(demo.MODELS["trained"].checkpoint())
     assert config.d_probe == str(demo.DEMO_DIR / demo.PROBE_DIR)
     assert (config.activation_dir, config.result_dir) == (DescribeConfig.activation_dir, DescribeConfig.result_dir)
     assert (config.concept_source, config.concept_set, config.similarity_fn) == ("labels", shoes, "auprc")
     assert config.run_name == "small CNN · trained on Fashion-MNIST · shoes"
-    assert config_from_run(untrained).target_checkpoint.endswith("small_cnn_untrained.pth")
+    assert config_from_run(untrained).target_checkpoint == str(demo.MODELS["untrained"].checkpoint())
     assert config_from_run(untrained).run_name == demo.MODELS["untrained"].run_name  # no new list: no new name
     assert probe_label_names(config_from_run(trained, activation_dir=str(tmp_path))) == tuple(sorted(demo.CLASSES))

@@ -13,7 +13,7 @@ import pytest
 import dissect_app
 from dissect_app import charts
 from dissect_core.runs import analysis, categories
-from dissect_core.runs.demo_runs import DEMO_DIR, PROBE_DIR, demo_runs
+from dissect_core.runs.demo_runs import DEMO_DIR, MODELS, PROBE_DIR, demo_runs
 from dissect_core.runs.formats import CLIP_DISSECT, PROBE_LABELS
 from dissect_core.runs.run_folders import load_run
 from dissect_core.runs.unit_evidence import (
@@ -163,7 +163,7 @@ def test_each_kind_of_run_says_why_it_takes_no_new_concepts(trained, tmp_path, m
     manifest["target_checkpoint"] = str(tmp_path / "gone.pth")
     (own / "manifest.json").write_text(json.dumps(manifest))
     assert "weights file is not on this machine" in dissect_app.redescribe_blocker(load_run(own))
-    manifest["target_checkpoint"] = str(DEMO_DIR / "weights" / "small_cnn_trained.pth")
+    manifest["target_checkpoint"] = str(MODELS["trained"].checkpoint())
     (own / "manifest.json").write_text(json.dumps(manifest))
     assert dissect_app.redescribe_blocker(load_run(own)) is None
     bundled = shutil.copytree(trained.path, tmp_path / "elsewhere" / "bundled")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dissect_app
 from dissect_app.warm_up import browsing_pages
+from dissect_core.runs.demo_runs import demo_sweep_runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_warm_up_imports_what_the_pages_import_and_reads_the_demo(tmp_path: Path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"pandas", "altair", "dissect_core.runs.analysis", "dissect_app.charts",
             "dissect_core.runs.categories"} <= set(result["imported"])
-    assert result["demo_runs"] == 2
+    assert result["demo_runs"] == 2 + len(demo_sweep_runs())  # the two networks and the training sweep
     assert not result["torch"] and not result["open_clip"]  # the Run page is not warmed
 
 
