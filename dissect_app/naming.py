@@ -18,11 +18,12 @@ import streamlit as st
 from dissect_app.hosted_mode import hosted
 from dissect_app.sources import results_dir
 from dissect_core.common.files import atomic_write_text
-from dissect_core.runs.run import Run
+from dissect_core.runs.run import MAX_RUN_NAME_CHARS, Run
 
 NAMES_FILE = "names.json"
 SESSION_NAMES_KEY = "run_names"   # {run key: name} given in this session
-MAX_NAME = 80
+# A run's own name can be this long (runs.run.MAX_RUN_NAME_CHARS): a name the app shows can be typed back.
+MAX_NAME = MAX_RUN_NAME_CHARS
 
 
 def run_key(run: Run, upload_digest: Optional[str] = None, demo: bool = False) -> str:

@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dissect_app
+from tests.test_app_limits import rename
 from dissect_core.runs.demo_runs import demo_runs, demo_sweep_runs
 from dissect_core.runs.run_folders import find_runs, load_run
 
@@ -87,6 +88,10 @@ def test_the_demo_is_described_with_typed_formulas(results: Path):
     assert picker.options == [run.label, TRAINED, "small CNN · untrained (same initial weights)", *sweep]
     assert run.label in picker.value
     assert "beside the 1 run you described it with" in at.info[0].value
+    # Renamed, then given its own name back (longer than a name typed by hand usually is).
+    rename(at, run.label, "shoes vs shirts")
+    rename(at, "shoes vs shirts", run.label)
+    assert not at.sidebar.error and run.label in at.sidebar.multiselect(key="models").options
 
     # A second list for the same run takes the cached activations: only the similarity step runs.
     at = open_run_page()

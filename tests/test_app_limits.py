@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import dissect_app
 from dissect_app import charts
+from dissect_core.runs.run import MAX_RUN_NAME_CHARS
 from tests.test_app_pages import (  # noqa: F401  (results: the autouse --results folder)
     APP, DIFFERENCES, IMAGENET, IMAGENET_ROWS, PLACES, PLACES_ROWS, SHARED, descriptions_csv, open_app, rerun,
     results, table, upload,
@@ -176,7 +177,7 @@ def test_uploads_of_one_file_name_are_told_apart_by_their_content() -> None:
 def test_a_name_that_is_empty_or_taken_is_refused() -> None:
     at = open_app()
     rename(at, IMAGENET, "   ")
-    assert "1 to 80 characters" in at.sidebar.error[0].value
+    assert f"1 to {MAX_RUN_NAME_CHARS} characters" in at.sidebar.error[0].value
     rename(at, IMAGENET, PLACES)
     assert "already called" in at.sidebar.error[0].value
     assert IMAGENET in at.sidebar.multiselect(key="models").options
