@@ -290,3 +290,24 @@ def test_other_methods_keep_their_method_and_category_through_a_bundle(tmp_path)
     back = load_run(folders[0])
     assert back.method == NETDISSECT and back.label == "vgg · conv4, conv5 · NetDissect"
     pd.testing.assert_frame_equal(back.descriptions, run.descriptions)
+
+
+def test_a_bundled_run_shared_again_keeps_its_images_and_maps(tmp_path):
+    """The demo's runs are bundled runs (read-only, no probe set opened): sharing them from the
+    app gives a bundle with their own thumbnails and maps; a run of the demo's training sweep
+    passes on its sweep's shared thumbnails."""
+    from dissect_core.engine.bundle_export import export_bundle
+    from dissect_core.runs.bundle_format import import_bundle
+    from dissect_core.runs.demo_runs import demo_runs, demo_sweep_runs
+    from dissect_core.runs.run_folders import load_run
+    from dissect_core.runs.unit_images import stored_unit_views
+
+    trained, step = load_run(demo_runs()[0]), load_run(demo_sweep_runs()[-1])
+    info = json.loads(zipfile.ZipFile(io.BytesIO(export_bundle([trained, step]))).read("bundle.json"))
+    assert [entry["images"] for entry in info["runs"]] == [True, True]
+    assert info["runs"][0]["map_layers"] == ["conv1", "conv2", "conv3"] and info["runs"][1]["map_layers"] == []
+    for original, folder in zip((trained, step), import_bundle(export_bundle([trained, step]), tmp_path)):
+        top = original.unit_top_images("conv2", 1, 10)
+        views = stored_unit_views(folder, "conv2", 1, top["image_index"].tolist(), top["activation"].tolist(), None)
+        assert [view.probe_index for view in views] == top["image_index"].tolist()
+        assert all((view.heatmap is not None) == (original is trained) for view in views)

@@ -26,6 +26,8 @@ from dissect_core.runs.run_folders import (
     MAPS_DIR,
     THUMBNAILS_DIR,
     VIEWS_FILE,
+    read_json_object,
+    thumbnails_dir,
 )
 from dissect_core.runs.bundle_format import BUNDLE_FILE, BUNDLE_FORMAT, RUNS_DIR, RUN_FILES
 from dissect_core.runs.side_tables import (
@@ -73,7 +75,11 @@ def export_bundle(
                 archive.writestr(prefix + name, data)
             entry: dict = {"label": run.label, "folder": folder}
             try:
-                thumbnails, labels, maps = _unit_views_data(run, images_per_unit, thumbnail_px, device, progress)
+                if thumbnails_dir(run.path) is not None:  # bundled already (the demo, say): its own images
+                    thumbnails, labels, maps, per_unit, px = _stored_views_data(run, images_per_unit)
+                else:
+                    thumbnails, labels, maps = _unit_views_data(run, images_per_unit, thumbnail_px, device, progress)
+                    per_unit, px = images_per_unit, thumbnail_px
             except DissectError as exc:
                 entry.update(images=False, why=str(exc))
             else:
@@ -81,13 +87,13 @@ def export_bundle(
                     # JPEG is compressed already: deflating it again only costs time.
                     archive.writestr(f"{prefix}{THUMBNAILS_DIR}/{index}.jpg", jpeg, zipfile.ZIP_STORED)
                 archive.writestr(f"{prefix}{THUMBNAILS_DIR}/{LABELS_FILE}", json.dumps(labels))
-                views = {"images_per_unit": images_per_unit, "thumbnail_px": thumbnail_px}
+                views = {"images_per_unit": per_unit, "thumbnail_px": px}
                 archive.writestr(f"{prefix}{THUMBNAILS_DIR}/{VIEWS_FILE}", json.dumps(views))
                 for layer, array in maps.items():
                     npy = io.BytesIO()
                     np.save(npy, array)
                     archive.writestr(f"{prefix}{MAPS_DIR}/{layer_file_name(layer, '.npy')}", npy.getvalue())
-                entry.update(images=True, images_per_unit=images_per_unit, map_layers=list(maps))
+                entry.update(images=True, images_per_unit=per_unit, map_layers=list(maps))
             entries.append(entry)
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -133,6 +139,34 @@ def _run_files(run: Run) -> dict[str, bytes]:
     if run.args:
         files[ARGS_FILE] = json.dumps(run.args, indent=2).encode("utf-8")
     return files
+
+
+def _stored_views_data(run: Run, images_per_unit: int
+                       ) -> tuple[dict[int, bytes], dict[str, str], dict[str, np.ndarray], int, int]:
+    """(thumbnails, labels, maps, images per unit, thumbnail px) of a run that carries its
+    thumbnails (a bundled run, or a sweep's run sharing its sweep's): passed on as they are,
+    at most ``images_per_unit`` a unit; its manifest's folders are never opened."""
+    from dissect_core.runs.unit_images import layer_maps_file
+
+    folder = thumbnails_dir(run.path)
+    views = read_json_object(folder / VIEWS_FILE)
+    names = read_json_object(folder / LABELS_FILE)
+    kept, px = views.get("images_per_unit"), views.get("thumbnail_px")
+    if not isinstance(kept, int) or not isinstance(px, int) or run.top_images is None:
+        raise DissectError(f"The run's stored thumbnails ({folder}) have no usable {VIEWS_FILE}.")
+    per_unit = min(kept, images_per_unit)
+    top = run.top_images[run.top_images["layer"].isin(run.layers)].sort_values(["layer", "unit", "rank"])
+    indices = sorted(set(top.groupby(["layer", "unit"], sort=False).head(per_unit)["image_index"].astype(int)))
+    thumbnails = {index: (folder / f"{index}.jpg").read_bytes() for index in indices
+                  if (folder / f"{index}.jpg").is_file()}
+    listed = {str(index) for index in run.top_images["image_index"].astype(int)}  # a shared folder names more
+    labels = {key: value for key, value in names.items() if key in listed and isinstance(value, str)}
+    maps = {}
+    for layer in run.layers:  # a bundled run's maps, where it has them (as a bundle holds them: no index)
+        path = layer_maps_file(run.path, layer)
+        if path.is_file():
+            maps[layer] = np.ascontiguousarray(np.load(path, mmap_mode="r")[:, :per_unit])
+    return thumbnails, labels, maps, per_unit, px
 
 
 def _unit_views_data(
