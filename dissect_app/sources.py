@@ -32,7 +32,7 @@ from platformdirs import user_data_dir
 from streamlit.delta_generator import DeltaGenerator
 
 from dissect_app import hosted_mode
-from dissect_app.text import message
+from dissect_app.text import md, message
 from dissect_core.common.errors import InvalidInputError
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import ARGS_FILE, MANIFEST_FILE, find_runs, runs_from_files
@@ -330,6 +330,7 @@ def sources_section(folder_problems: list[tuple[str, str]], errors: DeltaGenerat
                                   max_upload_size=math.ceil(hosted_mode.MAX_BUNDLE_MB) if limited else None)
     if bundle is not None:
         _import_bundle(bundle, errors)
+    imports_section()
     if folder_problems:
         # Open: a file that failed must be seen without a click.
         with st.sidebar.expander(f"⚠️ {len(folder_problems)} result file(s) could not be read", expanded=True):
@@ -337,6 +338,49 @@ def sources_section(folder_problems: list[tuple[str, str]], errors: DeltaGenerat
                 text = f"{path}\n{reason}"
                 st.text(hosted_mode.hide_paths(text) if limited else text)
     return files or []
+
+
+def imported_bundles() -> list[tuple[Path, dict]]:
+    """The bundles a local app has unpacked into ``import_folder()``, each with its import
+    record, oldest first; none in hosted mode (a visitor's imports go with the session)."""
+    from dissect_core.runs.bundle_format import import_record
+
+    root = import_folder()
+    if hosted_mode.hosted() or not root.is_dir():
+        return []
+    folders = (folder for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith("."))
+    return [(folder, record) for folder in folders if (record := import_record(folder))]
+
+
+def _remove_import(folder: str) -> None:
+    """Delete an imported bundle's unpacked copy (only a folder of ``import_folder()``)."""
+    from dissect_core.runs.bundle_format import import_record
+
+    path = Path(folder)
+    if path.parent.resolve() != import_folder().resolve():
+        return
+    record = import_record(path)
+    shutil.rmtree(path, ignore_errors=True)
+    digest = record.get("sha256")
+    if isinstance(digest, str):  # still in the uploader, it is not imported again on the next rerun
+        st.session_state.setdefault(IMPORTED_BUNDLES_KEY, set()).add(digest)
+        st.session_state.setdefault(BUNDLE_NOTES_KEY, {})[digest] = (
+            f"{record.get('bundle', 'The bundle')} was removed; reload the page to import it again.")
+
+
+def imports_section() -> None:
+    """The imported bundles, each with a button that removes this app's copy: imports stay across
+    sessions, and with them loaded the demo steps aside."""
+    bundles = imported_bundles()
+    if not bundles:
+        return
+    st.sidebar.caption(md(f"Imported bundles, kept in {import_folder()} (the files you uploaded are not touched):"))
+    for folder, record in bundles:
+        labels = record.get("labels") if isinstance(record.get("labels"), list) else []
+        name = str(record.get("bundle") or folder.name)
+        st.sidebar.button(
+            md(f"Remove {name} ({len(labels)} run(s))"), key=f"remove_import_{folder.name}", icon=":material/delete:",
+            on_click=_remove_import, args=(str(folder),), help=md(", ".join(map(str, labels))) or None)
 
 
 def notes_section(runs: list[Run]) -> None:

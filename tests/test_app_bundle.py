@@ -81,3 +81,17 @@ def test_share_builds_a_bundle_of_the_selected_models(computed_run, monkeypatch)
         assert [entry["label"] for entry in manifest["runs"]] == app.multiselect(key="models").value
         assert any(name.endswith("maps/layer4.npy") for name in archive.namelist())
     assert any(button.label == "Download bundle" for button in app.get("download_button"))
+
+
+def test_an_imported_bundle_is_removed_and_the_demo_comes_back(app, bundle):
+    app.file_uploader(key="bundle_file").set_value(("demo.zip", bundle, "application/zip")).run()
+    label = find_runs(user_import_dir())[0][0].label
+    assert app.multiselect(key="models").options == [label]  # the demo stepped aside
+    (remove,) = [button for button in app.sidebar.button if button.label.startswith(r"Remove demo\.zip")]
+    app = remove.click().run()
+    assert not app.exception
+    assert find_runs(user_import_dir())[0] == []  # the app's copy is gone; nothing else was touched
+    assert label not in app.multiselect(key="models").options
+    assert any(info.value.startswith("**Demo.**") for info in app.info)
+    # Still in the uploader, the bundle is not imported again behind the user's back.
+    assert "was removed" in app.sidebar.info[0].value and find_runs(user_import_dir())[0] == []

@@ -165,9 +165,9 @@ def import_bundle(data: Union[bytes, IO[bytes]], dest_root: Union[Path, str], *,
         earlier = _earlier_import(dest_root, digest)
         if earlier is not None:
             raise BundleAlreadyImported(
-                f"{what} was imported before (into {earlier.name}, {_import_record(earlier).get('imported', '?')}); "
+                f"{what} was imported before (into {earlier.name}, {import_record(earlier).get('imported', '?')}); "
                 "its runs are listed already, so nothing was written.",
-                [earlier / folder for folder in _import_record(earlier).get("folders", [])],
+                [earlier / folder for folder in import_record(earlier).get("folders", [])],
             )
         _check_room(dest_root, total, what, MAX_IMPORTED_BYTES if quota_bytes is None else quota_bytes)
         made_root = not dest_root.exists()
@@ -207,7 +207,9 @@ def _content_hash(source: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _import_record(folder: Path) -> dict:
+def import_record(folder: Path) -> dict:
+    """An import's ``import.json`` (the bundle's file name, SHA-256, time, run folders and
+    labels); {} where there is none or it cannot be read."""
     try:
         record = json.loads((folder / IMPORT_RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -219,7 +221,7 @@ def _earlier_import(dest_root: Path, digest: str) -> Optional[Path]:
     if not dest_root.is_dir():
         return None
     for folder in sorted(dest_root.iterdir()):
-        if not folder.name.startswith(".") and folder.is_dir() and _import_record(folder).get("sha256") == digest:
+        if not folder.name.startswith(".") and folder.is_dir() and import_record(folder).get("sha256") == digest:
             return folder
     return None
 
