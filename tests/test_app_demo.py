@@ -100,6 +100,19 @@ def test_unit_explorer_shows_demo_heatmaps_and_masks(demo):
     assert len(at.tabs[0].get("image")) == 10 and len(at.tabs[1].get("image")) == 10
 
 
+def test_unit_explorer_shows_a_training_sweep_runs_shared_thumbnails_and_says_why_no_maps():
+    from dissect_core.runs.demo_runs import demo_sweep_runs
+
+    step = load_run(demo_sweep_runs()[4])
+    at = AppTest.from_file(dissect_app.ENTRY_SCRIPT, default_timeout=60)
+    at.query_params.update({"model": step.label, "layer": "conv2", "unit": "1"})
+    at.switch_page(dissect_app.UNIT_EXPLORER_PAGE).run()
+    assert not at.exception
+    assert [tab.label for tab in at.tabs] == ["Images"] and len(at.tabs[0].get("image")) == 10
+    assert "keep no activation maps" in at.warning[0].value
+    assert not any(caption.value.startswith("Heatmap:") for caption in at.caption)
+
+
 def test_the_demo_can_be_put_away_and_brought_back():
     at = open_app()
     at.button(key="demo_hide").click().run()

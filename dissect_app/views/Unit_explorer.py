@@ -163,9 +163,10 @@ else:
             for view in gallery.views:
                 st.image(view[field], width=THUMBNAIL_PX,
                          caption=dissect_app.breakable(f"{view['activation']:.3f} · {view['label']}"))
-    st.caption("Heatmap: the unit's activation map upsampled over the image (bright = strong). "
-               "Mask: the region above the unit's top-0.5 % activation level over the probe set "
-               "(the Network Dissection view).")
+    if "heatmap" in tabs.values():  # said only where heatmaps and masks are shown
+        st.caption("Heatmap: the unit's activation map upsampled over the image (bright = strong). "
+                   "Mask: the region above the unit's top-0.5 % activation level over the probe set "
+                   "(the Network Dissection view).")
 
 st.subheader(f"Most interpretable units of {dissect_app.md(layer)}")
 ranked = analysis.rank_units(run.descriptions, layer)
