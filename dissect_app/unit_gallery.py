@@ -16,7 +16,7 @@ from dissect_app.hosted_mode import hosted
 from dissect_core.runs.demo_runs import is_demo_run
 from dissect_core.runs.manifest import RunSources
 from dissect_core.runs.run import Run
-from dissect_core.runs.run_folders import THUMBNAILS_DIR
+from dissect_core.runs.run_folders import thumbnails_dir
 from dissect_core.runs.unit_evidence import stored_image_names
 
 
@@ -71,7 +71,7 @@ def unit_gallery(run: Run, layer: str, unit: int, count: int) -> UnitGallery:
         # torch, and the manifest's folders (another machine's) are never opened.
         views = _stored_views("", str(run.path), layer, unit, pairs, threshold, None)
         no_maps = None
-        if read_stored_maps(run.path) is None and not (run.path / THUMBNAILS_DIR).is_dir():
+        if thumbnails_dir(run.path).parent != run.path:  # its sweep's shared thumbnails: no maps kept
             no_maps = "This run is one of a sweep whose runs share their thumbnails and keep no activation maps."
             if is_demo_run(run.path):
                 no_maps += (" The demo's two networks, its first and last checkpoints, have them: pick "

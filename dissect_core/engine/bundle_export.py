@@ -146,8 +146,6 @@ def _stored_views_data(run: Run, images_per_unit: int
     """(thumbnails, labels, maps, images per unit, thumbnail px) of a run that carries its
     thumbnails (a bundled run, or a sweep's run sharing its sweep's): passed on as they are,
     at most ``images_per_unit`` a unit; its manifest's folders are never opened."""
-    from dissect_core.runs.unit_images import layer_maps_file
-
     folder = thumbnails_dir(run.path)
     views = read_json_object(folder / VIEWS_FILE)
     names = read_json_object(folder / LABELS_FILE)
@@ -161,12 +159,20 @@ def _stored_views_data(run: Run, images_per_unit: int
                   if (folder / f"{index}.jpg").is_file()}
     listed = {str(index) for index in run.top_images["image_index"].astype(int)}  # a shared folder names more
     labels = {key: value for key, value in names.items() if key in listed and isinstance(value, str)}
+    # A bundled run's maps, where it has them (as a bundle holds them: no index).
+    return thumbnails, labels, _stored_maps(run, per_unit), per_unit, px
+
+
+def _stored_maps(run: Run, per_unit: int) -> dict[str, np.ndarray]:
+    """The run's stored activation maps by layer, the first ``per_unit`` of each unit's."""
+    from dissect_core.runs.unit_images import layer_maps_file
+
     maps = {}
-    for layer in run.layers:  # a bundled run's maps, where it has them (as a bundle holds them: no index)
+    for layer in run.layers:
         path = layer_maps_file(run.path, layer)
         if path.is_file():
             maps[layer] = np.ascontiguousarray(np.load(path, mmap_mode="r")[:, :per_unit])
-    return thumbnails, labels, maps, per_unit, px
+    return maps
 
 
 def _unit_views_data(
@@ -187,7 +193,7 @@ def _unit_views_data(
     from dissect_core.engine.unit_views import view_steps
     from dissect_core.runs.unit_images import apply_view
     from dissect_core.engine.unit_views import probe_for_run
-    from dissect_core.runs.unit_images import layer_maps_file, read_stored_maps
+    from dissect_core.runs.unit_images import read_stored_maps
 
     probe = probe_for_run(run.sources)
     top = run.top_images[run.top_images["layer"].isin(run.layers)].sort_values(["layer", "unit", "rank"])
@@ -196,11 +202,7 @@ def _unit_views_data(
     stored = read_stored_maps(run.path) if run.path is not None else None
     if stored is not None and stored.images_per_unit >= images_per_unit:
         view = stored.view
-        maps = {}
-        for layer in run.layers:
-            path = layer_maps_file(run.path, layer)
-            if path.is_file():
-                maps[layer] = np.ascontiguousarray(np.load(path, mmap_mode="r")[:, :images_per_unit])
+        maps = _stored_maps(run, images_per_unit)
         what = "images"
     else:
         target, maps = _live_maps(run, probe, top, indices, device, progress)

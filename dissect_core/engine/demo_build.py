@@ -16,7 +16,7 @@ from dissect_core.runs.demo_runs import (CHECKPOINT_GLOB, CLASSES, DEMO_DIR, LAY
                                          SWEEP_DIR, SWEEP_RUN_NAME, SWEEP_TOP_IMAGES, TOP_IMAGES, WEIGHTS_DIR,
                                          _missing, training_checkpoints)
 from dissect_core.runs.manifest import RunManifest
-from dissect_core.runs.run_folders import load_run
+from dissect_core.runs.run import Run
 
 if TYPE_CHECKING:
     from dissect_core.engine.pipeline import DescribeResult
@@ -70,17 +70,16 @@ def _check_outputs_in_class_order(result: "DescribeResult") -> None:
     """
     from dissect_core.engine.pipeline import OUTPUT_CHECK
 
-    result.run.manifest = _outputs_in_class_order(result.run_dir)
+    result.run.manifest = _outputs_in_class_order(result.run)
     result.skipped = [stage for stage in result.skipped if stage.stage != OUTPUT_CHECK]  # done here after all
 
 
-def _outputs_in_class_order(run_dir: Path) -> RunManifest:
+def _outputs_in_class_order(run: Run) -> RunManifest:
     from dissect_core.engine.label_quality import run_output_checks
 
-    run = load_run(run_dir)
     checks = run_output_checks(run.descriptions, run.top_concepts, CLASSES)
     manifest = msgspec.structs.replace(run.manifest, output_check=[asdict(check) for check in checks])
-    manifest.write(run_dir)
+    manifest.write(run.path)
     return manifest
 
 
@@ -112,7 +111,7 @@ def dissect_sweep(demo_dir: Path, work_dir: Path, progress: Optional[ProgressFn]
     result = run_sweep(spec, progress)
     for item in result.runs:
         if item.run is not None:
-            _outputs_in_class_order(item.run.path)
+            item.run.manifest = _outputs_in_class_order(item.run)
     return result
 
 

@@ -100,9 +100,11 @@ def thumbnails_dir(run_dir: Optional[Path]) -> Optional[Path]:
     built-in demo's training sweep); None for a run without any."""
     if run_dir is None:
         return None
-    for folder in (Path(run_dir), Path(run_dir).parent):
-        if (folder / THUMBNAILS_DIR).is_dir() and (folder == Path(run_dir) or (folder / SWEEP_FILE).is_file()):
-            return folder / THUMBNAILS_DIR
+    own, sweep = Path(run_dir) / THUMBNAILS_DIR, Path(run_dir).parent
+    if own.is_dir():
+        return own
+    if (sweep / THUMBNAILS_DIR).is_dir() and (sweep / SWEEP_FILE).is_file():
+        return sweep / THUMBNAILS_DIR
     return None
 
 
