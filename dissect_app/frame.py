@@ -18,7 +18,7 @@ from dissect_app.sources import (
     PENDING_SELECT_KEY, RESULTS_ENV, UPLOADED_RUNS_KEY, load_folder_runs, notes_section, results_dir,
     sources_section, store_uploads,
 )
-from dissect_app.text import md
+from dissect_app.text import code, md
 from dissect_core.runs.run import Run, make_labels_unique
 
 APP_NAME = "CLIP-Dissect explorer"
@@ -177,7 +177,7 @@ def how_to_get_results() -> None:
         "`layer,unit,description`.\n"
         "2. **Point the app at a folder**: `dissect app --results DIR` "
         "loads every such file under `DIR`, at any depth; a run's `args.txt` names it.\n"
-        f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in `{md(results_dir())}` "
+        f"3. **Compute a run** on the *Run CLIP-Dissect* page; runs are saved in {code(results_dir())} "
         f"(set `{RESULTS_ENV}` to change it) and appear here automatically."
     )
     st.page_link(RUN_PAGE, label="Run CLIP-Dissect", icon=":material/play_arrow:")

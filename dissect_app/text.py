@@ -16,6 +16,12 @@ def md(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
+def code(text: object) -> str:
+    """``text`` as an inline code span: shown as it is (markdown escapes are not read inside
+    one, so ``md`` there would show its backslashes); a backtick in it becomes a quote."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
 def message(text: object) -> str:
     """An error or notice from the library, for a markdown element, in plain words.
 

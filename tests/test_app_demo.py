@@ -119,6 +119,8 @@ def test_the_demo_can_be_put_away_and_brought_back():
     assert not shows_demo_banner(at)
     assert at.info[0].value == "No CLIP-Dissect results are loaded yet."
     assert at.sidebar.multiselect(key="models").options == []
+    # Where runs are saved, as it is (a code span shows no markdown escapes: no "\_" in the path).
+    assert any(f"`{dissect_app.results_dir()}`" in text.value for text in at.markdown)
     at.switch_page(dissect_app.SHARED_CONCEPTS_PAGE).run()  # stays away on the other pages
     assert not shows_demo_banner(at)
     at.button(key="demo_show").click().run()
