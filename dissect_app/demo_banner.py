@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from dissect_app.pickers import MODELS_KEY
 from dissect_core.common.errors import DissectError
 from dissect_core.runs.run import Run
 from dissect_core.runs.run_folders import load_run
@@ -54,6 +55,8 @@ def demo_runs_to_show(other_runs_loaded: bool) -> list[Run]:
 
 def _set_hidden(hidden: bool) -> None:
     st.session_state[DEMO_HIDDEN_KEY] = hidden
+    if not hidden:  # back with its runs: the picker's default pair again (while away it held none)
+        st.session_state.pop(f"_{MODELS_KEY}", None)
 
 
 def demo_banner(described: int = 0) -> None:

@@ -113,7 +113,7 @@ def test_unit_explorer_shows_a_training_sweep_runs_shared_thumbnails_and_says_wh
     assert not any(caption.value.startswith("Heatmap:") for caption in at.caption)
 
 
-def test_the_demo_can_be_put_away_and_brought_back():
+def test_the_demo_can_be_put_away_and_brought_back(demo):
     at = open_app()
     at.button(key="demo_hide").click().run()
     assert not shows_demo_banner(at)
@@ -125,6 +125,8 @@ def test_the_demo_can_be_put_away_and_brought_back():
     assert not shows_demo_banner(at)
     at.button(key="demo_show").click().run()
     assert shows_demo_banner(at)
+    # Back with its two networks picked, as at the start (not an empty choice).
+    assert at.sidebar.multiselect(key="models").value == [run.label for run in demo]
 
 
 def test_the_demo_gives_way_to_loaded_results(tmp_path, monkeypatch):
